@@ -1,0 +1,2 @@
+//! Route lookup benchmarks (filled in below).
+fn main() {}

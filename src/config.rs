@@ -1,0 +1,205 @@
+//! Command-line flags, each also read from `BRANCHGATE_<FLAG>`, validated
+//! once at start-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::routes::{MAX_HOST_LEN, normalize_host};
+
+/// Operator log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Access log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AccessLogFormat {
+    /// No access log.
+    Off,
+    /// Common Log Format plus host, upstream and duration.
+    Common,
+    /// One JSON object per request.
+    Json,
+}
+
+/// branchgate: a Docker-aware reverse proxy for per-branch preview environments.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "branchgate", version, about, long_about = None)]
+pub struct Config {
+    /// Address of the HTTP listener (HTTP/1.1 and h2c).
+    #[arg(
+        long,
+        env = "BRANCHGATE_HTTP",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:80"
+    )]
+    pub http: SocketAddr,
+
+    /// Static routes file (TOML), watched for changes.
+    #[arg(long, env = "BRANCHGATE_ROUTES", value_name = "FILE")]
+    pub routes: Option<PathBuf>,
+
+    /// Serve hosts that match no route from this host's routes (nginx-proxy's DEFAULT_HOST).
+    #[arg(long, env = "BRANCHGATE_DEFAULT_HOST", value_name = "HOST", value_parser = parse_host)]
+    pub default_host: Option<String>,
+
+    /// Keep incoming X-Forwarded-* headers (and append to X-Forwarded-For) instead of overwriting them.
+    #[arg(long, env = "BRANCHGATE_TRUST_DOWNSTREAM_PROXY", value_name = "BOOL",
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub trust_downstream_proxy: bool,
+
+    /// Upstream TCP (+TLS) connect timeout.
+    #[arg(long, env = "BRANCHGATE_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// How long to wait for an upstream's response headers.
+    #[arg(long, env = "BRANCHGATE_RESPONSE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub response_timeout: Duration,
+
+    /// How long a client may take to send request headers, and stay idle between keep-alive requests.
+    #[arg(long, env = "BRANCHGATE_CLIENT_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub client_header_timeout: Duration,
+
+    /// How long an idle upstream keep-alive connection is kept for reuse.
+    #[arg(long, env = "BRANCHGATE_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_idle_timeout: Duration,
+
+    /// How long shutdown waits for in-flight requests (below docker stop's 10 s).
+    #[arg(long, env = "BRANCHGATE_GRACE_PERIOD", value_name = "DURATION", default_value = "8s", value_parser = parse_duration)]
+    pub grace_period: Duration,
+
+    /// Worker threads, each with its own runtime and SO_REUSEPORT listener (0 = one per CPU).
+    #[arg(long, env = "BRANCHGATE_WORKERS", value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub workers: u16,
+
+    /// Operator log format.
+    #[arg(
+        long,
+        env = "BRANCHGATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Operator log filter (tracing env-filter syntax, e.g. `info` or `branchgate=debug`).
+    #[arg(
+        long,
+        env = "BRANCHGATE_LOG_LEVEL",
+        value_name = "FILTER",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Access log on stdout.
+    #[arg(
+        long,
+        env = "BRANCHGATE_ACCESS_LOG",
+        value_enum,
+        default_value = "common"
+    )]
+    pub access_log: AccessLogFormat,
+
+    /// Also start a built-in demo backend and route `localhost`, `*.localhost` and `127.0.0.1` to it.
+    #[arg(long, env = "BRANCHGATE_DEMO", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub demo: bool,
+}
+
+impl Config {
+    /// Parses flags (and environment), exiting with a one-line message naming
+    /// the bad flag on error.
+    pub fn from_args() -> Self {
+        match Self::try_parse() {
+            Ok(c) => c,
+            Err(e) => {
+                use clap::error::ErrorKind;
+                if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                    e.exit();
+                }
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                eprintln!("branchgate: {}", first.trim_start_matches("error: "));
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// Number of worker runtimes to start.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => usize::from(n),
+        }
+    }
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 500ms, 5s, 2m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?} in {s:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+}
+
+fn parse_host(s: &str) -> Result<String, String> {
+    let mut buf = [0; MAX_HOST_LEN];
+    normalize_host(s, &mut buf)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{s:?} is not a host name"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("abc").is_err());
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = Config::try_parse_from(["bg", "--http", "127.0.0.1:0", "--trust-downstream-proxy"])
+            .unwrap();
+        assert!(c.trust_downstream_proxy);
+        assert_eq!(c.grace_period, Duration::from_secs(8));
+        let e = Config::try_parse_from(["bg", "--http", "nope"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--http"), "{e}");
+        let e = Config::try_parse_from(["bg", "--connect-timeout", "5x"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--connect-timeout"), "{e}");
+    }
+}

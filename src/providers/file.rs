@@ -1,0 +1,252 @@
+//! The static routes file (`--routes FILE`, TOML).
+//!
+//! Its keys are the container label names without the `branchgate.` prefix,
+//! plus `upstreams`. The file is polled: a valid change is published within
+//! a second; an invalid one is logged once (file, line, reason) and the table
+//! in force stays as it is.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::routes::spec::check_path;
+use crate::routes::{Desired, HostPattern, ProviderId, RouteSpec};
+
+/// How often the file is checked for changes.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Why a routes file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("{path}: cannot read")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("{path}:{line}: {reason}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the problem.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A route entry has an invalid value.
+    #[error("{path}:{line}: route: {reason}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the `[[route]]` entry.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutesFile {
+    #[serde(default)]
+    route: Vec<toml::Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Option<String>,
+    path: Option<String>,
+    dest: Option<String>,
+    proto: Option<String>,
+    #[serde(default)]
+    upstreams: Vec<String>,
+    branch: Option<String>,
+    role: Option<String>,
+}
+
+fn line_of(text: &str, span: Range<usize>) -> usize {
+    text[..span.start.min(text.len())].matches('\n').count() + 1
+}
+
+/// Parses routes-file text; `path` is only used in error messages.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<RouteSpec>, FileError> {
+    let file: RoutesFile = toml::from_str(text).map_err(|e| FileError::Syntax {
+        path: path.to_owned(),
+        line: e.span().map_or(1, |s| line_of(text, s)),
+        reason: e.message().trim().to_owned(),
+    })?;
+    let name = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    file.route
+        .into_iter()
+        .map(|entry| {
+            let line = line_of(text, entry.span());
+            to_spec(entry.into_inner(), format!("{name}:{line}")).map_err(|reason| {
+                FileError::Invalid {
+                    path: path.to_owned(),
+                    line,
+                    reason,
+                }
+            })
+        })
+        .collect()
+}
+
+fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
+    let hosts = match &raw.host {
+        Some(h) => HostPattern::parse_list(h)
+            .map_err(|(bad, e)| format!("host {bad:?}: {}", crate::logging::chain(&e)))?,
+        None => Vec::new(),
+    };
+    if hosts.is_empty() && raw.branch.is_none() {
+        return Err("needs `host` or `branch`".into());
+    }
+    let path = raw.path.unwrap_or_else(|| "/".into());
+    check_path(&path)?;
+    if let Some(dest) = raw.dest.as_deref().filter(|d| !d.is_empty()) {
+        check_path(dest).map_err(|e| format!("dest: {e}"))?;
+    }
+    let upstreams = raw
+        .upstreams
+        .iter()
+        .map(|u| {
+            u.trim().parse::<SocketAddr>().map_err(|_| {
+                format!("upstream {u:?} is not IP:port (e.g. 127.0.0.1:8080 or [::1]:8080)")
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let role = raw.role.as_deref().map(str::parse).transpose()?;
+    if raw.branch.is_some() != role.is_some() {
+        return Err("`branch` and `role` go together".into());
+    }
+    Ok(RouteSpec {
+        source,
+        hosts,
+        path,
+        dest: raw.dest,
+        proto: raw
+            .proto
+            .as_deref()
+            .map(str::parse)
+            .transpose()?
+            .unwrap_or_default(),
+        upstreams,
+        branch: raw.branch,
+        role,
+    })
+}
+
+/// Reads and parses the file.
+pub fn load(path: &Path) -> Result<Vec<RouteSpec>, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Polls `path` until `shutdown`, sending every valid new version into `tx`.
+/// `last` is the content already published (by the start-up load).
+pub async fn watch(
+    path: PathBuf,
+    mut last: Vec<u8>,
+    tx: Arc<watch::Sender<Desired>>,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(POLL_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let Ok(bytes) = tokio::fs::read(&path).await else {
+            if !last.is_empty() {
+                error!(file = %path.display(), "routes file cannot be read; keeping the routes in force");
+                last.clear();
+            }
+            continue;
+        };
+        if bytes == last {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        match parse(&path, &text) {
+            Ok(specs) => {
+                info!(file = %path.display(), routes = specs.len(), "routes file changed");
+                tx.send_modify(|d| {
+                    d.insert(ProviderId::File, Arc::new(specs));
+                });
+            }
+            Err(e) => {
+                error!(error = %crate::logging::chain(&e), "invalid routes file; keeping the routes in force")
+            }
+        }
+        last = bytes;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<Vec<RouteSpec>, FileError> {
+        parse(Path::new("routes.toml"), text)
+    }
+
+    #[test]
+    fn parses_a_full_entry() {
+        let specs = p(r#"
+[[route]]
+host = "app.foo.bar, *.preview.foo.bar"
+path = "/app1/"
+dest = "/"
+proto = "https"
+upstreams = ["127.0.0.1:9001", "[::1]:9002"]
+
+[[route]]
+branch = "feature/login"
+role = "frontend"
+upstreams = ["127.0.0.1:9101"]
+"#)
+        .unwrap();
+        assert_eq!(specs.len(), 2);
+        assert_eq!(specs[0].hosts.len(), 2);
+        assert_eq!(specs[0].source, "routes.toml:2");
+        assert_eq!(specs[0].upstreams.len(), 2);
+        assert_eq!(specs[1].source, "routes.toml:9");
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = p("[[route]]\nhost = \"a\"\nupstreams = [\"nope\"]\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "routes.toml:1: route: upstream \"nope\" is not IP:port (e.g. 127.0.0.1:8080 or [::1]:8080)"
+        );
+        let e = p("[[route]]\nhost = \"a\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("routes.toml:3: "), "{e}");
+        let e = p("[[route]]\nhost = \"a\n").unwrap_err().to_string();
+        assert!(e.starts_with("routes.toml:2: "), "{e}");
+        let e = p("\n[[route]]\nhost = \"~(\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("routes.toml:2: route: host \"~(\""), "{e}");
+        let e = p("[[route]]\npath = \"/\"\n").unwrap_err().to_string();
+        assert!(e.contains("needs `host` or `branch`"), "{e}");
+    }
+}

@@ -1,0 +1,222 @@
+//! The request handler: host + path → pool → upstream, with headers edited in
+//! place and bodies streamed. One `ArcSwap::load` per request; the guard is
+//! dropped before the first `.await`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{HOST, UPGRADE};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use super::Shared;
+use super::body::ProxyBody;
+use super::error::{ProxyError, error_response};
+use super::headers::{ConnInfo, connection_has, prepare_request, prepare_response};
+use super::upstream::Lease;
+use crate::logging::AccessRecord;
+use crate::routes::{Lookup, MAX_HOST_LEN, normalize_host};
+
+/// Serves one request. Never fails: errors become responses.
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let mut record = shared
+        .settings
+        .access_log
+        .then(|| AccessRecord::new(&req, conn.peer.ip()));
+    match forward(&shared, &conn, req).await {
+        Ok((resp, lease)) => {
+            let (parts, body) = resp.into_parts();
+            if let Some(r) = &mut record {
+                r.status = parts.status.as_u16();
+                r.upstream = lease.as_ref().map(|l| l.upstream().addr);
+            }
+            Ok(Response::from_parts(
+                parts,
+                ProxyBody::upstream(body, lease, record),
+            ))
+        }
+        Err(err) => {
+            match err.status() {
+                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
+                    warn!(error = %crate::logging::chain(&err), client = %conn.peer, "upstream error")
+                }
+                _ => debug!(error = %err, client = %conn.peer, "request refused"),
+            }
+            Ok(error_response(&err, record))
+        }
+    }
+}
+
+fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Uri> {
+    let path = pq.map_or("/", PathAndQuery::as_str);
+    let rest = path.get(prefix.len()..).unwrap_or("");
+    let mut out = String::with_capacity(dest.len() + rest.len() + 1);
+    out.push_str(dest);
+    if out.is_empty() || (!out.ends_with('/') && !rest.is_empty() && !rest.starts_with(['/', '?']))
+    {
+        out.push('/');
+    }
+    out.push_str(rest);
+    Uri::try_from(out).ok()
+}
+
+async fn forward(
+    shared: &Shared,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+    // HTTP/2 and absolute-form requests carry the host in the URI, and it wins over `Host`.
+    let host_value = match req.uri().authority() {
+        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost)?,
+        None => req
+            .headers()
+            .get(HOST)
+            .cloned()
+            .ok_or(ProxyError::BadHost)?,
+    };
+    let mut buf = [0; MAX_HOST_LEN];
+    let host = host_value
+        .to_str()
+        .ok()
+        .and_then(|h| normalize_host(h, &mut buf));
+    let host = host.ok_or(ProxyError::BadHost)?;
+
+    let (pool, new_uri) = {
+        let table = shared.table.load();
+        match table.lookup(host, req.uri().path()) {
+            Lookup::Found(route, _) => (
+                route.pool.clone(),
+                route
+                    .dest
+                    .as_deref()
+                    .and_then(|d| rewrite(req.uri().path_and_query(), &route.prefix, d)),
+            ),
+            Lookup::NoPath => return Err(ProxyError::NoPath),
+            Lookup::NoHost => return Err(ProxyError::NoHost),
+        }
+    };
+    if pool.upstreams().is_empty() {
+        return Err(ProxyError::NoUpstream);
+    }
+
+    let original_uri = match req.uri().path_and_query() {
+        Some(pq) => HeaderValue::from_str(pq.as_str()).unwrap_or(HeaderValue::from_static("/")),
+        None => HeaderValue::from_static("/"),
+    };
+    if let Some(uri) = new_uri {
+        *req.uri_mut() = uri;
+    } else if req.uri().authority().is_some() {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or(PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+    }
+    let upgrade = (req.version() == Version::HTTP_11 && connection_has(req.headers(), "upgrade"))
+        .then(|| req.headers().get(UPGRADE).cloned())
+        .flatten();
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
+    let trust = shared.settings.trust_downstream_proxy;
+    prepare_request(
+        req.headers_mut(),
+        conn,
+        &host_value,
+        original_uri,
+        trust,
+        upgrade,
+    );
+    *req.version_mut() = Version::HTTP_11;
+
+    let timeout = shared.settings.response_timeout;
+    let mut req = Some(req);
+    let mut last_err = ProxyError::NoUpstream;
+    for upstream in pool.candidates() {
+        // A pooled connection the upstream just closed fails before our request
+        // is written; hyper hands the request back and one fresh try is safe.
+        for _ in 0..2 {
+            let mut lease = match upstream.lease().await {
+                Ok(lease) => lease,
+                Err(e) => {
+                    warn!(upstream = %upstream.addr, error = %crate::logging::chain(&e), "connect failed, trying the next upstream");
+                    last_err = ProxyError::Connect(e);
+                    break;
+                }
+            };
+            let Some(request) = req.take() else { break };
+            let sent = lease.sender().try_send_request(request);
+            match tokio::time::timeout(timeout, sent).await {
+                Err(_) => return Err(ProxyError::ResponseTimeout(timeout)),
+                Ok(Ok(resp)) => return Ok(respond(resp, lease, client_upgrade)),
+                Ok(Err(mut e)) => match e.take_message() {
+                    Some(request) => {
+                        req = Some(request);
+                        last_err = ProxyError::Upstream(e.into_error());
+                    }
+                    None => return Err(ProxyError::Upstream(e.into_error())),
+                },
+            }
+        }
+    }
+    Err(last_err)
+}
+
+fn respond(
+    mut resp: Response<Incoming>,
+    lease: Lease,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> (Response<Incoming>, Option<Lease>) {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    prepare_response(resp.headers_mut(), switching);
+    if !switching {
+        return (resp, Some(lease));
+    }
+    // The connection now belongs to the tunnel; it never returns to the pool.
+    let server_upgrade = hyper::upgrade::on(&mut resp);
+    if let Some(client_upgrade) = client_upgrade {
+        let addr = lease.upstream().addr;
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, server_upgrade) {
+                Ok((client, server)) => {
+                    let mut client = TokioIo::new(client);
+                    let mut server = TokioIo::new(server);
+                    if let Err(error) =
+                        tokio::io::copy_bidirectional(&mut client, &mut server).await
+                    {
+                        debug!(upstream = %addr, %error, "tunnel ended with an error");
+                    }
+                }
+                Err(error) => debug!(upstream = %addr, %error, "upgrade failed"),
+            }
+        });
+    }
+    (resp, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(path: &str, prefix: &str, dest: &str) -> String {
+        let pq = PathAndQuery::try_from(path).unwrap();
+        rewrite(Some(&pq), prefix, dest).unwrap().to_string()
+    }
+
+    #[test]
+    fn dest_replaces_the_matched_prefix() {
+        assert_eq!(rw("/app1/foo?x=1", "/app1/", "/"), "/foo?x=1");
+        assert_eq!(rw("/app1/", "/app1/", "/"), "/");
+        assert_eq!(rw("/app1/foo", "/app1/", "/v2/"), "/v2/foo");
+        assert_eq!(rw("/app1", "/app1", "/x"), "/x");
+        assert_eq!(rw("/app1/a", "/app1", "/x"), "/x/a");
+        assert_eq!(rw("/app1?q", "/app1", "/x"), "/x?q");
+        assert_eq!(rw("/app1/a", "/app1/", ""), "/a");
+    }
+}

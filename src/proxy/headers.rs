@@ -1,0 +1,243 @@
+//! Header rules applied to every proxied request and response, edited in
+//! place on the incoming `HeaderMap` (no request is rebuilt).
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Forwarded-Port`.
+pub static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+/// `X-Forwarded-Ssl`.
+pub static X_FORWARDED_SSL: HeaderName = HeaderName::from_static("x-forwarded-ssl");
+/// `X-Real-IP`.
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+/// `X-Original-URI`.
+pub static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// The httpoxy header (CVE-2016-5385); never forwarded.
+static PROXY: HeaderName = HeaderName::from_static("proxy");
+
+/// Per-connection values, computed once at accept so requests only clone them.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The client's IP as a header value (`X-Real-IP`, `X-Forwarded-For`).
+    pub client_ip: HeaderValue,
+    /// The port the client connected to (`X-Forwarded-Port`).
+    pub local_port: HeaderValue,
+    /// `http` or `https` (`X-Forwarded-Proto`).
+    pub scheme: &'static str,
+}
+
+impl ConnInfo {
+    /// Describes a connection accepted on `local` from `peer`.
+    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str) -> Self {
+        let ip = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        Self {
+            peer: SocketAddr::new(ip, peer.port()),
+            client_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header"),
+            local_port: HeaderValue::from(local.port()),
+            scheme,
+        }
+    }
+}
+
+/// True when `name` appears as a token in any `Connection` header.
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set plus every
+/// header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| *n != KEEP_ALIVE && n.as_str() != "close")
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in [
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &TE,
+        &TRAILER,
+        &TRANSFER_ENCODING,
+        &UPGRADE,
+    ] {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Rewrites a request's headers for the upstream, as nginx-proxy does.
+///
+/// With `trust` (`--trust-downstream-proxy`), incoming `X-Forwarded-*` are
+/// kept and the client IP is appended to `X-Forwarded-For`; without it they
+/// are overwritten, so a client cannot spoof them.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    host: &HeaderValue,
+    original_uri: HeaderValue,
+    trust: bool,
+    upgrade: Option<HeaderValue>,
+) {
+    strip_hop_by_hop(headers);
+    headers.remove(&PROXY);
+    if let Some(protocol) = upgrade {
+        headers.insert(UPGRADE, protocol);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if !headers.contains_key(HOST) {
+        headers.insert(HOST, host.clone());
+    }
+
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) if trust => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(conn.client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.client_ip.clone())
+        }
+        _ => conn.client_ip.clone(),
+    };
+    headers.insert(&X_FORWARDED_FOR, xff);
+    headers.insert(&X_REAL_IP, conn.client_ip.clone());
+    set_unless_trusted(headers, &X_FORWARDED_PROTO, trust, || {
+        HeaderValue::from_static(conn.scheme)
+    });
+    set_unless_trusted(headers, &X_FORWARDED_HOST, trust, || host.clone());
+    set_unless_trusted(headers, &X_FORWARDED_PORT, trust, || {
+        conn.local_port.clone()
+    });
+    let ssl = match headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
+        Some(b"https") => "on",
+        _ => "off",
+    };
+    headers.insert(&X_FORWARDED_SSL, HeaderValue::from_static(ssl));
+    headers.insert(&X_ORIGINAL_URI, original_uri);
+}
+
+fn set_unless_trusted(
+    headers: &mut HeaderMap,
+    name: &HeaderName,
+    trust: bool,
+    value: impl FnOnce() -> HeaderValue,
+) {
+    if !(trust && headers.contains_key(name)) {
+        headers.insert(name, value());
+    }
+}
+
+/// Rewrites an upstream response's headers for the client. A `101` keeps its
+/// `Upgrade` and `Connection: upgrade`.
+pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
+    let upgrade = if switching {
+        headers.remove(UPGRADE)
+    } else {
+        None
+    };
+    strip_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(UPGRADE, protocol);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn() -> ConnInfo {
+        ConnInfo::new(
+            "[::ffff:10.0.0.7]:5555".parse().unwrap(),
+            "0.0.0.0:8080".parse().unwrap(),
+            "http",
+        )
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "close, X-Secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(TE, "trailers".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers_untrusted_overwrite() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+        h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+        h.insert("proxy", "http://evil".parse().unwrap());
+        let host = HeaderValue::from_static("a.foo.bar");
+        prepare_request(
+            &mut h,
+            &conn(),
+            &host,
+            HeaderValue::from_static("/x?y"),
+            false,
+            None,
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
+        assert_eq!(h[&X_REAL_IP], "10.0.0.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_SSL], "off");
+        assert_eq!(h[&X_FORWARDED_PORT], "8080");
+        assert_eq!(h[&X_FORWARDED_HOST], "a.foo.bar");
+        assert_eq!(h[&X_ORIGINAL_URI], "/x?y");
+        assert_eq!(h[HOST], "a.foo.bar");
+        assert!(!h.contains_key("proxy"));
+    }
+
+    #[test]
+    fn forwarded_headers_trusted_append() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+        h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+        let host = HeaderValue::from_static("a.foo.bar");
+        prepare_request(
+            &mut h,
+            &conn(),
+            &host,
+            HeaderValue::from_static("/"),
+            true,
+            None,
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
+        assert_eq!(h[&X_FORWARDED_SSL], "on");
+    }
+}

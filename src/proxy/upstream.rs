@@ -1,0 +1,413 @@
+//! Upstream connections: pools of keep-alive HTTP/1.1 senders, passive health
+//! and round-robin choice.
+//!
+//! Sits at the end of the data flow: the handler picks a [`Pool`] from the
+//! route table and leases a connection from one of its [`Upstream`]s. An
+//! `Upstream` is keyed by address and protocol in the [`UpstreamRegistry`], so
+//! its idle connections and health survive every route-table swap.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::routes::Proto;
+
+/// How long an upstream that refused a connection is skipped by round-robin.
+const FAIL_WINDOW: Duration = Duration::from_secs(5);
+/// Idle connections kept per upstream and worker.
+const MAX_IDLE: usize = 512;
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as worker `id`, so it uses its own idle slot and
+/// keeps connections on the runtime that drives them.
+pub fn set_worker_id(id: usize) {
+    WORKER.with(|w| w.set(id));
+}
+
+/// Why a connection to an upstream could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// TCP connect failed (refused, unreachable, ...).
+    #[error("connect to {addr} failed")]
+    Io {
+        /// The upstream.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP or TLS connect did not finish in time.
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    /// The TLS handshake with an `https` upstream failed.
+    #[error("TLS handshake with {addr} failed")]
+    Tls {
+        /// The upstream.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP/1 handshake failed.
+    #[error("HTTP handshake with {addr} failed")]
+    Handshake {
+        /// The upstream.
+        addr: SocketAddr,
+        /// The cause.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// Settings every upstream connection uses.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// TCP (+TLS) connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+}
+
+struct Client {
+    settings: ClientSettings,
+    tls: tokio_rustls::TlsConnector,
+    epoch: Instant,
+}
+
+struct Idle {
+    sender: http1::SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// One upstream address with its live state.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// How to talk to it.
+    pub proto: Proto,
+    in_flight: AtomicUsize,
+    /// Consecutive connect failures.
+    failures: AtomicU32,
+    /// Milliseconds since the client epoch of the last connect failure, plus one (0 = never).
+    failed_at: AtomicU64,
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    client: Arc<Client>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("addr", &self.addr)
+            .field("proto", &self.proto)
+            .field("in_flight", &self.in_flight())
+            .field("failures", &self.failures.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Upstream {
+    /// Requests currently being served by this upstream.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether a connect failed within the last few seconds.
+    pub fn recently_failed(&self) -> bool {
+        let at = self.failed_at.load(Ordering::Relaxed);
+        at != 0
+            && self.client.epoch.elapsed().as_millis() as u64 + 1 - at
+                < FAIL_WINDOW.as_millis() as u64
+    }
+
+    fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let now = self.client.epoch.elapsed().as_millis() as u64 + 1;
+        self.failed_at.store(now, Ordering::Relaxed);
+    }
+
+    fn record_success(&self) {
+        if self.failed_at.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+            self.failed_at.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn slot(&self) -> &Mutex<VecDeque<Idle>> {
+        &self.idle[WORKER.with(|w| w.get()) % self.idle.len()]
+    }
+
+    /// Leases a ready connection: a pooled idle one if any is alive, else a new one.
+    pub async fn lease(self: &Arc<Self>) -> Result<Lease, ConnectError> {
+        loop {
+            let idle = self
+                .slot()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_back();
+            let Some(mut idle) = idle else { break };
+            if idle.sender.is_closed() || idle.since.elapsed() > self.client.settings.idle_timeout {
+                continue;
+            }
+            if idle.sender.ready().await.is_ok() {
+                return Ok(Lease::new(self.clone(), idle.sender, true));
+            }
+        }
+        match self.connect().await {
+            Ok(sender) => {
+                self.record_success();
+                Ok(Lease::new(self.clone(), sender, false))
+            }
+            Err(e) => {
+                self.record_failure();
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<Incoming>, ConnectError> {
+        let addr = self.addr;
+        let timeout = self.client.settings.connect_timeout;
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ConnectError::Timeout(addr))?
+            .map_err(|source| ConnectError::Io { addr, source })?;
+        // Latency matters more than packet count for proxied requests.
+        let _ = stream.set_nodelay(true);
+        match self.proto {
+            Proto::Http => handshake(addr, stream).await,
+            Proto::Https => {
+                // Like nginx's default (`proxy_ssl_server_name off`), no SNI: the IP is the name.
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let tls = tokio::time::timeout(timeout, self.client.tls.connect(name, stream))
+                    .await
+                    .map_err(|_| ConnectError::Timeout(addr))?
+                    .map_err(|source| ConnectError::Tls { addr, source })?;
+                handshake(addr, tls).await
+            }
+        }
+    }
+
+    fn put_back(&self, sender: http1::SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.slot().lock().unwrap_or_else(|e| e.into_inner());
+        // Connections are reused last-in first-out, so stale ones collect at the front.
+        while idle
+            .front()
+            .is_some_and(|i| now - i.since > self.client.settings.idle_timeout)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle { sender, since: now });
+        }
+    }
+
+    /// Idle pooled connections across all workers (for tests and metrics).
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+async fn handshake<T>(addr: SocketAddr, io: T) -> Result<http1::SendRequest<Incoming>, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| ConnectError::Handshake { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%addr, %error, "upstream connection ended with an error");
+        }
+    });
+    Ok(sender)
+}
+
+/// A connection leased from an upstream; counts as in flight until dropped.
+/// Give it back with [`Lease::recycle`] once the response body has ended.
+pub struct Lease {
+    upstream: Arc<Upstream>,
+    sender: Option<http1::SendRequest<Incoming>>,
+    /// Whether the connection came from the idle pool (a stale one may fail
+    /// before the request is written; such a request is safe to retry).
+    pub reused: bool,
+}
+
+impl Lease {
+    fn new(upstream: Arc<Upstream>, sender: http1::SendRequest<Incoming>, reused: bool) -> Self {
+        upstream.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self {
+            upstream,
+            sender: Some(sender),
+            reused,
+        }
+    }
+
+    /// The sender to issue the request on.
+    pub fn sender(&mut self) -> &mut http1::SendRequest<Incoming> {
+        self.sender
+            .as_mut()
+            .expect("sender is only taken by recycle")
+    }
+
+    /// The upstream this lease is on.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    /// Returns the connection to the idle pool.
+    pub fn recycle(mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.upstream.put_back(sender);
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The upstreams of one route, balanced round-robin.
+#[derive(Debug)]
+pub struct Pool {
+    upstreams: Box<[Arc<Upstream>]>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    /// The upstreams in this pool.
+    pub fn upstreams(&self) -> &[Arc<Upstream>] {
+        &self.upstreams
+    }
+
+    /// Upstreams to try for one request, in order: round-robin, skipping those
+    /// that just refused a connection, which are still tried last.
+    pub fn candidates(&self) -> Candidates<'_> {
+        let n = self.upstreams.len();
+        let start = if n > 1 {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        } else {
+            0
+        };
+        Candidates {
+            pool: self,
+            start,
+            i: 0,
+            second_pass: false,
+        }
+    }
+}
+
+/// Iterator returned by [`Pool::candidates`].
+pub struct Candidates<'a> {
+    pool: &'a Pool,
+    start: usize,
+    i: usize,
+    second_pass: bool,
+}
+
+impl Iterator for Candidates<'_> {
+    type Item = Arc<Upstream>;
+    fn next(&mut self) -> Option<Arc<Upstream>> {
+        let n = self.pool.upstreams.len();
+        loop {
+            if self.i == n {
+                if self.second_pass {
+                    return None;
+                }
+                self.second_pass = true;
+                self.i = 0;
+            }
+            let u = &self.pool.upstreams[(self.start + self.i) % n];
+            self.i += 1;
+            // Healthy ones in the first pass, recently failed ones in the second.
+            if u.recently_failed() == self.second_pass {
+                return Some(u.clone());
+            }
+        }
+    }
+}
+
+/// All upstreams by address and protocol; the table builder gets them here so
+/// live state is shared by every snapshot that routes to the same upstream.
+pub struct UpstreamRegistry {
+    map: DashMap<(SocketAddr, Proto), Arc<Upstream>>,
+    client: Arc<Client>,
+    workers: usize,
+}
+
+impl UpstreamRegistry {
+    /// A registry whose upstreams keep one idle slot per worker runtime.
+    pub fn new(settings: ClientSettings, workers: usize) -> Self {
+        Self {
+            map: DashMap::new(),
+            client: Arc::new(Client {
+                settings,
+                tls: tokio_rustls::TlsConnector::from(Arc::new(super::tls_client::config())),
+                epoch: Instant::now(),
+            }),
+            workers: workers.max(1),
+        }
+    }
+
+    /// The shared state for one upstream, created on first use.
+    pub fn upstream(&self, addr: SocketAddr, proto: Proto) -> Arc<Upstream> {
+        self.map
+            .entry((addr, proto))
+            .or_insert_with(|| {
+                Arc::new(Upstream {
+                    addr,
+                    proto,
+                    in_flight: AtomicUsize::new(0),
+                    failures: AtomicU32::new(0),
+                    failed_at: AtomicU64::new(0),
+                    idle: (0..self.workers).map(|_| Mutex::default()).collect(),
+                    client: self.client.clone(),
+                })
+            })
+            .clone()
+    }
+
+    /// A pool over the given addresses.
+    pub fn pool(&self, addrs: impl IntoIterator<Item = SocketAddr>, proto: Proto) -> Pool {
+        Pool {
+            upstreams: addrs.into_iter().map(|a| self.upstream(a, proto)).collect(),
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Forgets upstreams no route uses any more (their idle connections close).
+    pub fn retain_used(&self, used: &BTreeSet<(SocketAddr, Proto)>) {
+        self.map.retain(|k, _| used.contains(k));
+    }
+
+    /// Number of known upstreams.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no upstream is known.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
