@@ -3,6 +3,7 @@
 //! through a buffered, non-blocking writer so the hot path never waits on I/O.
 
 use std::fmt::{self, Write as _};
+use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -44,6 +45,7 @@ pub fn init(
     let filter = EnvFilter::try_new(format!("{level},{ACCESS_TARGET}=off"))?;
     let main: Box<dyn Layer<Registry> + Send + Sync> = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
             .with_writer(std::io::stderr)
             .with_filter(filter)
             .boxed(),

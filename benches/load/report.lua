@@ -1,0 +1,11 @@
+-- wrk script for benches/load.sh: one machine-readable line at the end.
+-- Latencies are in microseconds; duration too.
+done = function(summary, latency, requests)
+   local e = summary.errors
+   io.write(string.format(
+      "LOADRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d " ..
+      "err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d bytes=%d\n",
+      summary.requests, summary.duration,
+      latency:percentile(50), latency:percentile(99),
+      e.connect, e.read, e.write, e.status, e.timeout, summary.bytes))
+end

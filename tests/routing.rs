@@ -1,0 +1,210 @@
+//! Host patterns, precedence, paths, dest rewrite, load balancing and
+//! connection reuse, over real sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Backend, Proxy, get};
+
+#[tokio::test]
+async fn every_host_pattern_and_the_precedence_between_them() {
+    let names = [
+        "exact",
+        "suffix",
+        "long-suffix",
+        "prefix",
+        "long-prefix",
+        "regex-a",
+        "regex-b",
+        "ipv4",
+        "ipv6",
+    ];
+    let mut b = Vec::new();
+    for n in names {
+        b.push(Backend::spawn(n).await);
+    }
+    let p = Proxy::builder()
+        .route("app.foo.bar", &[b[0].addr], "")
+        .route("*.foo.bar", &[b[1].addr], "")
+        .route("*.x.foo.bar", &[b[2].addr], "")
+        .route("app.*", &[b[3].addr], "")
+        .route("app.long.*", &[b[4].addr], "")
+        // Two regexes that both match `re1.foo.baz`: the one whose text sorts
+        // first wins, and `^re1\.` sorts before `^re\d+` ('1' < '\\').
+        .route("~^re\\\\d+\\\\.foo\\\\.baz$", &[b[5].addr], "")
+        .route("~^re1\\\\.", &[b[6].addr], "")
+        .route("127.0.0.1", &[b[7].addr], "")
+        .route("[::1]", &[b[8].addr], "")
+        .spawn()
+        .await;
+
+    let cases = [
+        ("app.foo.bar", "exact"),
+        ("APP.Foo.BAR", "exact"),
+        ("app.foo.bar.", "exact"),
+        ("app.foo.bar:8080", "exact"),
+        ("www.foo.bar", "suffix"),
+        ("a.b.c.foo.bar", "suffix"),
+        ("q.x.foo.bar", "long-suffix"),
+        ("y.q.x.foo.bar", "long-suffix"),
+        ("app.example.org", "prefix"),
+        ("app.x", "prefix"),
+        ("app.long.example", "long-prefix"),
+        ("re22.foo.baz", "regex-a"),
+        ("re1.foo.baz", "regex-b"),
+        ("re1.other", "regex-b"),
+        // Suffix beats prefix, prefix beats regex.
+        ("app.y.foo.bar", "suffix"),
+        ("app.re1.z", "prefix"),
+        ("127.0.0.1", "ipv4"),
+        ("127.0.0.1:80", "ipv4"),
+        ("[::1]:8080", "ipv6"),
+        ("[::1]", "ipv6"),
+    ];
+    for (host, want) in cases {
+        let r = get(p.addr, host, "/").await;
+        assert_eq!(r.status, 200, "{host}");
+        assert_eq!(r.backend(), want, "{host}");
+    }
+    // Wildcards need at least one more label.
+    for host in ["foo.bar", "app", "unknown.example"] {
+        let r = get(p.addr, host, "/").await;
+        assert_eq!(r.status, 503, "{host}");
+        assert!(String::from_utf8_lossy(&r.body).contains("503"));
+    }
+}
+
+#[tokio::test]
+async fn default_host_serves_unknown_hosts() {
+    let main = Backend::spawn("main").await;
+    let other = Backend::spawn("other").await;
+    let p = Proxy::builder()
+        .route("main.foo.bar", &[main.addr], "")
+        .route("other.foo.bar", &[other.addr], "")
+        .arg("--default-host")
+        .arg("main.foo.bar")
+        .spawn()
+        .await;
+    assert_eq!(get(p.addr, "nobody.example", "/").await.backend(), "main");
+    assert_eq!(get(p.addr, "other.foo.bar", "/").await.backend(), "other");
+}
+
+#[tokio::test]
+async fn longest_path_prefix_wins_and_dest_rewrites_it() {
+    let root = Backend::spawn("root").await;
+    let app1 = Backend::spawn("app1").await;
+    let deep = Backend::spawn("deep").await;
+    let api = Backend::spawn("api").await;
+    let p = Proxy::builder()
+        .route("p.foo.bar", &[root.addr], "")
+        .route("p.foo.bar", &[app1.addr], "path = \"/app1/\"\ndest = \"/\"")
+        .route("p.foo.bar", &[deep.addr], "path = \"/app1/deep/\"")
+        .route(
+            "only-api.foo.bar",
+            &[api.addr],
+            "path = \"/api/\"\ndest = \"/v2/\"",
+        )
+        .spawn()
+        .await;
+
+    let r = get(p.addr, "p.foo.bar", "/app1/foo?x=1").await;
+    assert_eq!(
+        (r.backend().as_str(), r.seen_uri().as_str()),
+        ("app1", "/foo?x=1")
+    );
+    assert_eq!(
+        r.seen_header("x-original-uri").as_deref(),
+        Some("/app1/foo?x=1")
+    );
+    let r = get(p.addr, "p.foo.bar", "/app1/deep/x").await;
+    assert_eq!(
+        (r.backend().as_str(), r.seen_uri().as_str()),
+        ("deep", "/app1/deep/x")
+    );
+    let r = get(p.addr, "p.foo.bar", "/app1").await;
+    assert_eq!(
+        (r.backend().as_str(), r.seen_uri().as_str()),
+        ("root", "/app1")
+    );
+    let r = get(p.addr, "p.foo.bar", "/").await;
+    assert_eq!(r.backend(), "root");
+    let r = get(p.addr, "only-api.foo.bar", "/api/users").await;
+    assert_eq!(
+        (r.backend().as_str(), r.seen_uri().as_str()),
+        ("api", "/v2/users")
+    );
+    // The host is known but no path matches.
+    assert_eq!(get(p.addr, "only-api.foo.bar", "/other").await.status, 404);
+}
+
+#[tokio::test]
+async fn several_upstreams_alternate_and_connections_are_reused() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let p = Proxy::builder()
+        .route("lb.foo.bar", &[a.addr, b.addr], "")
+        .spawn()
+        .await;
+    let mut seen = Vec::new();
+    let mut conn = support::client::Conn::open(p.addr).await;
+    for _ in 0..20 {
+        let r = conn.get("lb.foo.bar", "/").await.unwrap();
+        assert_eq!(r.status, 200);
+        seen.push(r.backend());
+    }
+    for pair in seen.windows(2) {
+        assert_ne!(pair[0], pair[1], "round-robin alternates: {seen:?}");
+    }
+    // Twenty sequential requests need one keep-alive connection per upstream.
+    assert_eq!((a.connections(), b.connections()), (1, 1));
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_retried_on_the_next_upstream_and_then_skipped() {
+    let live = Backend::spawn("live").await;
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let p = Proxy::builder()
+        .route("h.foo.bar", &[dead, live.addr], "")
+        .spawn()
+        .await;
+    for _ in 0..10 {
+        let r = get(p.addr, "h.foo.bar", "/").await;
+        assert_eq!((r.status.as_u16(), r.backend().as_str()), (200, "live"));
+    }
+    let table = p.table.load();
+    let (routes, _) = table.find_host("h.foo.bar").unwrap();
+    let ups = routes.paths()[0].pool.upstreams();
+    let dead_up = ups.iter().find(|u| u.addr == dead).unwrap();
+    assert!(
+        dead_up.recently_failed(),
+        "the refused upstream is marked down"
+    );
+    assert_eq!(dead_up.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn table_swaps_keep_upstream_state_and_idle_connections() {
+    let a = Backend::spawn("a").await;
+    let p = Proxy::builder()
+        .route("s.foo.bar", &[a.addr], "")
+        .spawn()
+        .await;
+    assert_eq!(get(p.addr, "s.foo.bar", "/").await.status, 200);
+    let before = p.generation();
+    p.write_routes(&format!(
+        "{}{}",
+        support::proxy::route_toml("s.foo.bar", &[a.addr], ""),
+        support::proxy::route_toml("t.foo.bar", &[a.addr], "")
+    ));
+    support::eventually(Duration::from_secs(5), "the new table", || async {
+        (p.generation() > before).then_some(())
+    })
+    .await;
+    assert_eq!(get(p.addr, "t.foo.bar", "/").await.status, 200);
+    // The idle connection from before the swap was reused.
+    assert_eq!(a.connections(), 1);
+}

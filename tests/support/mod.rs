@@ -1,0 +1,34 @@
+//! Builders for black-box tests: in-process echo backends, a proxy running
+//! in-process or as the real binary, and a small HTTP client. Everything binds
+//! `127.0.0.1:0`; waits poll to a deadline.
+#![allow(dead_code, unused_imports)]
+
+pub mod backend;
+pub mod client;
+pub mod proxy;
+
+pub use backend::Backend;
+pub use client::{Reply, get, get_with, raw};
+pub use proxy::{Proxy, ProxyProcess};
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
