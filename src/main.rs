@@ -32,8 +32,7 @@ fn main() -> std::process::ExitCode {
         match branchgate::run(config, shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("branchgate: {e:#}");
+                tracing::error!("cannot start: {e:#}");
                 std::process::ExitCode::FAILURE
             }
         }

@@ -154,14 +154,12 @@ impl ProxyProcess {
         let routes = dir.path().join("routes.toml");
         std::fs::write(&routes, routes_toml).unwrap();
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_branchgate"))
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--workers",
-                "1",
-            ])
+            .args(["--http", "127.0.0.1:0", "--log-format", "json"])
+            .args(if args.contains(&"--workers") {
+                &[][..]
+            } else {
+                &["--workers", "1"][..]
+            })
             .arg("--routes")
             .arg(&routes)
             .args(args)

@@ -1,0 +1,304 @@
+//! The real `branchgate` binary: routes-file hot reload, graceful shutdown on
+//! SIGTERM, memory while streaming 1 GiB, flag errors, access logs, workers.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use tokio::net::TcpStream;
+
+use support::client::Conn;
+use support::proxy::{route_toml, write_atomically};
+use support::{Backend, ProxyProcess, eventually, get};
+
+#[tokio::test]
+async fn routes_file_changes_apply_live_and_invalid_ones_are_refused() {
+    let a = Backend::spawn("a").await;
+    let b = Backend::spawn("b").await;
+    let mut p = ProxyProcess::spawn(
+        &route_toml("r.foo.bar", &[a.addr], ""),
+        &["--access-log", "off"],
+    )
+    .await;
+    let mut conn = Conn::open(p.addr).await;
+    assert_eq!(conn.get("r.foo.bar", "/").await.unwrap().backend(), "a");
+
+    // A valid change: live without dropping the open keep-alive connection.
+    let changed = Instant::now();
+    write_atomically(&p.routes, &route_toml("r.foo.bar", &[b.addr], ""));
+    eventually(Duration::from_secs(5), "the new route", || async {
+        (get(p.addr, "r.foo.bar", "/").await.backend() == "b").then_some(())
+    })
+    .await;
+    eprintln!(
+        "valid routes-file change live after {:?}",
+        changed.elapsed()
+    );
+    assert_eq!(
+        conn.get("r.foo.bar", "/").await.unwrap().backend(),
+        "b",
+        "same connection"
+    );
+
+    // An invalid change: one clear error naming file and line; routes stay.
+    let bad = format!(
+        "{}[[route]]\nhost = \"x.foo.bar\"\nupstreams = [\"not-an-address\"]\n",
+        route_toml("r.foo.bar", &[a.addr], "")
+    );
+    write_atomically(&p.routes, &bad);
+    let line = eventually(Duration::from_secs(5), "the error log", || async {
+        p.stderr()
+            .into_iter()
+            .find(|l| l.contains("invalid routes file"))
+    })
+    .await;
+    assert!(
+        line.contains("routes.toml:6: route: upstream \\\"not-an-address\\\" is not IP:port"),
+        "{line}"
+    );
+    assert!(line.contains("\"level\":\"ERROR\""), "{line}");
+    for _ in 0..3 {
+        assert_eq!(
+            get(p.addr, "r.foo.bar", "/").await.backend(),
+            "b",
+            "previous table in force"
+        );
+    }
+    let syntax = "[[route]\nhost = \"r.foo.bar\"\n";
+    write_atomically(&p.routes, syntax);
+    eventually(Duration::from_secs(5), "the syntax error log", || async {
+        p.stderr()
+            .into_iter()
+            .find(|l| l.contains("invalid routes file") && l.contains("routes.toml:1:"))
+    })
+    .await;
+    assert_eq!(get(p.addr, "r.foo.bar", "/").await.backend(), "b");
+    let errors = p
+        .stderr()
+        .iter()
+        .filter(|l| l.contains("invalid routes file"))
+        .count();
+    assert_eq!(errors, 2, "one error per bad version, not one per poll");
+    p.signal("TERM");
+    assert!(p.wait(Duration::from_secs(10)).await.success());
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_requests_then_exits() {
+    let a = Backend::spawn("a").await;
+    let mut p = ProxyProcess::spawn(
+        &route_toml("g.foo.bar", &[a.addr], ""),
+        &["--access-log", "off"],
+    )
+    .await;
+    let addr = p.addr;
+    let slow = tokio::spawn(async move { get(addr, "g.foo.bar", "/slow/1500").await });
+    eventually(
+        Duration::from_secs(5),
+        "the request to reach the backend",
+        || async { (a.connections() > 0).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    p.signal("TERM");
+    // New connections are refused once the listener is closed.
+    eventually(Duration::from_secs(5), "the listener to close", || async {
+        TcpStream::connect(addr).await.is_err().then_some(())
+    })
+    .await;
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200, "the in-flight request finished");
+    let status = p.wait(Duration::from_secs(9)).await;
+    assert!(status.success(), "{status:?}");
+    eprintln!("exited {:?} after SIGTERM", started.elapsed());
+}
+
+#[tokio::test]
+async fn the_grace_period_bounds_shutdown() {
+    let a = Backend::spawn("a").await;
+    let mut p = ProxyProcess::spawn(
+        &route_toml("g.foo.bar", &[a.addr], ""),
+        &["--access-log", "off", "--grace-period", "500ms"],
+    )
+    .await;
+    let addr = p.addr;
+    let stuck = tokio::spawn(async move {
+        let mut c = Conn::open(addr).await;
+        c.get("g.foo.bar", "/slow/30000").await
+    });
+    eventually(
+        Duration::from_secs(5),
+        "the request to reach the backend",
+        || async { (a.connections() > 0).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    p.signal("TERM");
+    assert!(p.wait(Duration::from_secs(5)).await.success());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the stuck request was cut at the deadline"
+    );
+}
+
+fn stream_body(total: u64) -> http_body_util::combinators::BoxBody<Bytes, std::io::Error> {
+    let chunk = Bytes::from(vec![b'u'; 256 * 1024]);
+    let s = futures_util::stream::unfold(total, move |left| {
+        let chunk = chunk.clone();
+        async move {
+            (left > 0).then(|| {
+                let n = left.min(chunk.len() as u64);
+                (Ok(Frame::data(chunk.slice(..n as usize))), left - n)
+            })
+        }
+    });
+    BodyExt::boxed(StreamBody::new(s))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_1gib_upload_and_download_stream_without_raising_rss() {
+    const GIB: u64 = 1 << 30;
+    let a = Backend::spawn("a").await;
+    let p = ProxyProcess::spawn(
+        &route_toml("big.foo.bar", &[a.addr], ""),
+        &["--access-log", "off"],
+    )
+    .await;
+    assert_eq!(get(p.addr, "big.foo.bar", "/").await.status, 200);
+    let base = p.mem_kib("VmRSS");
+
+    let stream = TcpStream::connect(p.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let started = Instant::now();
+    let req = http::Request::post("/upload")
+        .header("host", "big.foo.bar")
+        .body(stream_body(GIB))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["received"].as_u64(), Some(GIB));
+    let up = started.elapsed();
+
+    let started = Instant::now();
+    sender.ready().await.unwrap();
+    let req = http::Request::get(format!("/bytes/{GIB}"))
+        .header("host", "big.foo.bar")
+        .body(stream_body(0))
+        .unwrap();
+    let mut body = sender.send_request(req).await.unwrap().into_body();
+    let mut got = 0u64;
+    while let Some(f) = body.frame().await {
+        got += f.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(got, GIB);
+    let down = started.elapsed();
+
+    let peak = p.mem_kib("VmHWM");
+    eprintln!(
+        "1 GiB up in {up:?}, down in {down:?}; proxy RSS {} KiB before, peak {} KiB (+{} KiB)",
+        base,
+        peak,
+        peak.saturating_sub(base)
+    );
+    assert!(
+        peak.saturating_sub(base) < 8 * 1024,
+        "peak RSS grew by {} KiB",
+        peak - base
+    );
+}
+
+#[tokio::test]
+async fn bad_flags_exit_with_one_line_naming_the_flag() {
+    let bin = env!("CARGO_BIN_EXE_branchgate");
+    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+        (&["--http", "nope"], &[], "--http"),
+        (&["--connect-timeout", "5x"], &[], "--connect-timeout"),
+        (&["--access-log", "loud"], &[], "--access-log"),
+        (&[], &[("BRANCHGATE_HTTP", "1.2.3.4")], "--http"),
+        (&["--workers", "9999"], &[], "--workers"),
+    ];
+    for (args, envs, flag) in cases {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {envs:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(flag), "{err}");
+    }
+    // A routes file that does not load at start-up names the flag, file and line.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("r.toml");
+    std::fs::write(
+        &f,
+        "[[route]]\nhost = \"a\"\nproto = \"gopher\"\nupstreams = []\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["--http", "127.0.0.1:0", "--routes"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("r.toml:1: route: proto must be `http` or `https`"),
+        "{err}"
+    );
+    assert!(err.contains("--routes: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+}
+
+#[tokio::test]
+async fn access_log_in_common_and_json_formats_and_several_workers() {
+    let a = Backend::spawn("a").await;
+    let routes = route_toml("log.foo.bar", &[a.addr], "");
+    let common = ProxyProcess::spawn(&routes, &["--access-log", "common", "--workers", "2"]).await;
+    for _ in 0..8 {
+        assert_eq!(get(common.addr, "log.foo.bar", "/c?q=1").await.status, 200);
+    }
+    assert_eq!(get(common.addr, "nope.foo.bar", "/").await.status, 503);
+    let line = eventually(Duration::from_secs(5), "a common log line", || async {
+        common.stdout().into_iter().find(|l| l.contains("/c?q=1"))
+    })
+    .await;
+    let re = regex::Regex::new(
+        r#"^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /c\?q=1 HTTP/1\.1" 200 \d+ "log\.foo\.bar" 127\.0\.0\.1:\d+ \d+\.\d{3}$"#,
+    )
+    .unwrap();
+    assert!(re.is_match(&line), "{line}");
+    eventually(Duration::from_secs(5), "the 503 line", || async {
+        common
+            .stdout()
+            .into_iter()
+            .find(|l| l.contains("\" 503 ") && l.contains("nope.foo.bar\" - "))
+    })
+    .await;
+
+    let json = ProxyProcess::spawn(&routes, &["--access-log", "json"]).await;
+    assert_eq!(get(json.addr, "log.foo.bar", "/j").await.status, 200);
+    let line = eventually(Duration::from_secs(5), "a JSON log line", || async {
+        json.stdout().into_iter().find(|l| l.contains("/j"))
+    })
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["host"], "log.foo.bar");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/j");
+    assert_eq!(v["upstream"], a.addr.to_string());
+    assert!(v["bytes"].as_u64().unwrap() > 10);
+    assert!(v["duration_ms"].as_f64().is_some());
+    assert!(v["timestamp"].is_string());
+}
