@@ -299,7 +299,7 @@ measure() {
     estatus=$(field err_status "$out")
     etimeout=$(field err_timeout "$out")
 
-    R_RPS[$sc/$target]=$(awk -v r="$req" -v d="$dur" 'BEGIN { printf "%.0f", d > 0 ? r / (d / 1e6) : 0 }')
+    R_RPS[$sc/$target]=$(awk -v r="$req" -v d="$dur" 'BEGIN { printf "%.0f", (d > 0 ? r / (d / 1e6) : 0) }')
     R_P50[$sc/$target]=$p50
     R_P99[$sc/$target]=$p99
     local errs=$((econn + eread + ewrite + estatus + etimeout))
@@ -315,7 +315,7 @@ measure() {
             R_CPU[$sc/$target]=n/a R_RSS[$sc/$target]=n/a
         else
             R_CPU[$sc/$target]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="$req" \
-                'BEGIN { printf "%.2f", r > 0 ? t / hz * 1e6 / r : 0 }')
+                'BEGIN { printf "%.2f", (r > 0 ? t / hz * 1e6 / r : 0) }')
             R_RSS[$sc/$target]=$(peak_rss_mib "$pid")
         fi
     else

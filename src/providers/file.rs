@@ -232,6 +232,12 @@ upstreams = ["127.0.0.1:9101"]
     }
 
     #[test]
+    fn the_bundled_example_parses() {
+        let specs = p(include_str!("../../examples/routes.toml")).unwrap();
+        assert_eq!(specs.len(), 5);
+    }
+
+    #[test]
     fn errors_name_file_and_line() {
         let e = p("[[route]]\nhost = \"a\"\nupstreams = [\"nope\"]\n").unwrap_err();
         assert_eq!(

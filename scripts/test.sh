@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine (run as root) or a dev box:
+#   scripts/test.sh
+# 1. installs what the suite needs (Debian packages via apt, Rust nightly +
+#    cargo-fuzz for the fuzz targets);
+# 2. cargo test (unit + black-box tests over real sockets; benches run once
+#    each in test mode);
+# 3. fuzz targets, briefly           (FUZZ_SECONDS, default 30; 0 skips)
+# 4. criterion benches, short        (BENCH=0 skips)
+# 5. the end-to-end load harness vs nginx, short (LOAD_SECONDS, default 5; 0 skips)
+# and prints one closing line: "summary: N passed, M failed".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+BENCH=${BENCH:-1}
+LOAD_SECONDS=${LOAD_SECONDS:-5}
+ci=${CI:-false}
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+apt_updated=0
+need_pkg() { # need_pkg COMMAND PACKAGE...
+    command -v "$1" >/dev/null 2>&1 && return 0
+    shift
+    if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+        log "WARNING: $* missing and cannot be installed here (not root on Debian)"
+        return 1
+    fi
+    if [ "$apt_updated" = 0 ]; then
+        apt-get update -qq >/dev/null
+        apt_updated=1
+    fi
+    log "installing $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+log "checking tools"
+if [ "$LOAD_SECONDS" != 0 ]; then
+    need_pkg nginx nginx-light
+    need_pkg wrk wrk
+fi
+
+passed=0
+failed=0
+status=0
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+
+log "cargo test"
+set +e
+cargo test --all-targets --color never 2>&1 | tee "$out"
+rc=${PIPESTATUS[0]}
+set -e
+while read -r p f; do
+    passed=$((passed + p))
+    failed=$((failed + f))
+done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$out")
+if [ "$rc" != 0 ]; then
+    status=1
+    # A build failure runs no test: count it so the summary cannot read as green.
+    [ "$failed" -gt 0 ] || failed=$((failed + 1))
+fi
+
+step() { # step NAME COMMAND...: counts a whole step as one pass or failure
+    local name=$1
+    shift
+    log "$name"
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        log "FAILED: $name"
+        failed=$((failed + 1))
+        status=1
+    fi
+}
+
+if [ "$FUZZ_SECONDS" != 0 ]; then
+    step "fuzz targets (${FUZZ_SECONDS}s each)" env FUZZ_SECONDS="$FUZZ_SECONDS" CI="$ci" bash scripts/fuzz.sh
+fi
+if [ "$BENCH" != 0 ]; then
+    step "criterion benches (short)" cargo bench --bench lookup -- --warm-up-time 0.3 --measurement-time 1 --noplot
+fi
+if [ "$LOAD_SECONDS" != 0 ]; then
+    step "load harness (${LOAD_SECONDS}s per run)" env DURATION="$LOAD_SECONDS" bash benches/load.sh
+fi
+
+echo "summary: ${passed} passed, ${failed} failed"
+exit "$status"
