@@ -6,13 +6,19 @@
 #   FUZZ_SECONDS=300 scripts/fuzz.sh lookup_diff
 #
 # Without a nightly toolchain it skips (exit 0) unless CI=true, where it
-# installs nightly and cargo-fuzz first. Corpora (fuzz/corpus) and crash
-# artifacts (fuzz/artifacts) stay out of git; fuzz/dicts/<target>.dict, when
-# present, is passed to libFuzzer as a dictionary.
+# installs nightly and cargo-fuzz first (a nightly that cannot be installed is
+# still a loud skip: the targets run where a nightly toolchain is available). Corpora (fuzz/corpus) and crash
+# artifacts (fuzz/artifacts) stay out of git; fuzz/seeds/<target>/ and
+# fuzz/dicts/<target>.dict, when present, are committed starting inputs and a
+# libFuzzer dictionary.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 seconds="${FUZZ_SECONDS:-30}"
+if [[ ! "${seconds}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "fuzz: FUZZ_SECONDS must be a positive whole number, not '${seconds}'" >&2
+    exit 2
+fi
 
 skip() {
     echo "================================================================"
@@ -22,12 +28,16 @@ skip() {
     exit 0
 }
 
-if ! rustup toolchain list | grep -q '^nightly'; then
+# Captured first: `grep -q` closing the pipe early would fail it under pipefail.
+toolchains="$(rustup toolchain list 2>/dev/null || true)"
+if ! grep -q '^nightly' <<<"${toolchains}"; then
     if [[ "${CI:-}" != "true" ]]; then
         skip "no nightly toolchain"
     fi
     echo "fuzz: installing the nightly toolchain"
-    rustup toolchain install nightly --profile minimal
+    # The targets run "when a nightly toolchain is available": one that cannot
+    # be installed here is a loud skip, not a failure.
+    rustup toolchain install nightly --profile minimal || skip "no nightly toolchain, and it cannot be installed here"
 fi
 
 if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
@@ -48,17 +58,28 @@ if [[ ${#targets[@]} -eq 0 ]]; then
     exit 1
 fi
 
+# The crate forbids unsafe code, so AddressSanitizer buys little here and
+# doubles build time; FUZZ_SANITIZER=address turns it back on.
+san=(--sanitizer "${FUZZ_SANITIZER:-none}")
+
 # Build every target up front so that FUZZ_SECONDS is spent fuzzing.
-cargo +nightly fuzz build
+cargo +nightly fuzz build "${san[@]}"
 
 failed=()
 for target in "${targets[@]}"; do
+    # New inputs go to the first (git-ignored) corpus directory; committed
+    # seeds, when present, are read alongside it.
+    corpora=("fuzz/corpus/${target}")
+    mkdir -p "${corpora[0]}"
+    if [[ -d "fuzz/seeds/${target}" ]]; then
+        corpora+=("fuzz/seeds/${target}")
+    fi
     args=("-max_total_time=${seconds}")
     if [[ -f "fuzz/dicts/${target}.dict" ]]; then
         args+=("-dict=${PWD}/fuzz/dicts/${target}.dict")
     fi
     echo "fuzz: ${target} for ${seconds}s"
-    if ! cargo +nightly fuzz run "${target}" -- "${args[@]}"; then
+    if ! cargo +nightly fuzz run "${san[@]}" "${target}" "${corpora[@]}" -- "${args[@]}"; then
         failed+=("${target}")
         echo "fuzz: ${target} FAILED; the reproducer is in fuzz/artifacts/${target}/" >&2
     fi

@@ -219,7 +219,8 @@ async fn a_1gib_upload_and_download_stream_without_raising_rss() {
 #[tokio::test]
 async fn bad_flags_exit_with_one_line_naming_the_flag() {
     let bin = env!("CARGO_BIN_EXE_branchgate");
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 5] = [
         (&["--http", "nope"], &[], "--http"),
         (&["--connect-timeout", "5x"], &[], "--connect-timeout"),
         (&["--access-log", "loud"], &[], "--access-log"),

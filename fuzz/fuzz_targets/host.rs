@@ -15,8 +15,13 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|raw: &str| {
     check_normalize(raw);
-    if let Ok(pattern) = HostPattern::parse(raw) {
-        check_round_trip(&pattern);
+    // Compiling a `~regex` dominates the cost of an input, so parse each
+    // input once: a list only when there is something to split.
+    if !raw.contains(',') {
+        if let Ok(pattern) = HostPattern::parse(raw) {
+            check_round_trip(&pattern);
+        }
+        return;
     }
     match HostPattern::parse_list(raw) {
         Ok(patterns) => patterns.iter().for_each(check_round_trip),
@@ -48,6 +53,9 @@ fn check_normalize(raw: &str) {
         Some(host),
         "normalising {raw:?} is not idempotent"
     );
+    if host.starts_with('~') {
+        return; // would parse as a regex, not as an exact host
+    }
     if let Ok(pattern @ HostPattern::Exact(_)) = HostPattern::parse(host) {
         assert!(
             pattern.matches(host),

@@ -13,6 +13,7 @@
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use arbitrary::Arbitrary;
@@ -23,13 +24,31 @@ use branchgate::routes::{
 };
 use libfuzzer_sys::fuzz_target;
 
+/// Bounds that keep one input small and fast.
+const MAX_ROUTES: usize = 8;
+const MAX_HOSTS: usize = 3;
+const MAX_REQUESTS: usize = 16;
 /// Host text pieces: labels (some uppercase, to exercise case folding) and
 /// separators, so empty labels and trailing dots occur too.
 const PIECES: &[&str] = &["a", "b", "foo", "bar", "x-1", "A", "FOO", ".", "."];
 /// Simple host regexes over the same alphabet.
 const REGEXES: &[&str] = &[
-    "~^a\\.", "~^b\\.", "~foo$", "~^a\\.foo$", "~bar", "~^x-1\\.", "~\\.b\\.", "~^[ab]\\.",
+    "~^a\\.",
+    "~^b\\.",
+    "~foo$",
+    "~^a\\.foo$",
+    "~bar",
+    "~^x-1\\.",
+    "~\\.b\\.",
+    "~^[ab]\\.",
 ];
+/// `REGEXES` compiled once: compiling is by far the slowest part of an input.
+static COMPILED: LazyLock<Vec<HostPattern>> = LazyLock::new(|| {
+    REGEXES
+        .iter()
+        .map(|r| HostPattern::parse(r).expect("fixed regex parses"))
+        .collect()
+});
 /// Route paths.
 const ROUTE_PATHS: &[&str] = &["/", "/api", "/api/", "/app1/"];
 /// Request paths: the route paths and near misses.
@@ -66,13 +85,15 @@ enum PatternIn {
 }
 
 impl PatternIn {
-    fn text(&self) -> String {
-        match self {
+    /// The pattern, or `None` where the generated text is not a valid one (`*.`).
+    fn parse(&self) -> Option<HostPattern> {
+        let text = match self {
             Self::Exact(n) => n.text(),
             Self::Suffix(n) => format!("*.{}", n.text()),
             Self::Prefix(n) => format!("{}.*", n.text()),
-            Self::Regex(i) => REGEXES[usize::from(*i) % REGEXES.len()].to_owned(),
-        }
+            Self::Regex(i) => return Some(COMPILED[usize::from(*i) % COMPILED.len()].clone()),
+        };
+        HostPattern::parse(&text).ok()
     }
 }
 
@@ -84,14 +105,33 @@ struct RouteIn {
 
 #[derive(Arbitrary, Debug)]
 enum HostIn {
+    /// Labels and separators, then a tail (port, trailing dot).
     Built(Name, u8),
+    /// A host derived from the `n`th generated pattern so that exact and
+    /// wildcard patterns are hit often: the exact name itself, or `extra`
+    /// put where the wildcard is.
+    Near(u8, Name),
+    /// Anything at all.
     Raw(String),
 }
 
 impl HostIn {
-    fn text(&self) -> String {
+    fn text(&self, routes: &[RouteIn]) -> String {
         match self {
             Self::Built(n, tail) => n.text() + TAILS[usize::from(*tail) % TAILS.len()],
+            Self::Near(i, extra) => {
+                let patterns: Vec<&PatternIn> = routes
+                    .iter()
+                    .take(MAX_ROUTES)
+                    .flat_map(|r| r.hosts.iter().take(MAX_HOSTS))
+                    .collect();
+                match patterns.get(usize::from(*i) % patterns.len().max(1)) {
+                    Some(PatternIn::Exact(n)) => n.text(),
+                    Some(PatternIn::Suffix(n)) => format!("{}.{}", extra.text(), n.text()),
+                    Some(PatternIn::Prefix(n)) => format!("{}.{}", n.text(), extra.text()),
+                    Some(PatternIn::Regex(_)) | None => extra.text(),
+                }
+            }
             Self::Raw(s) => s.clone(),
         }
     }
@@ -184,13 +224,13 @@ fuzz_target!(|input: Input| {
         hosts: BTreeMap::new(),
         default: None,
     };
-    for (i, route) in input.routes.iter().take(8).enumerate() {
+    for (i, route) in input.routes.iter().take(MAX_ROUTES).enumerate() {
         let path = ROUTE_PATHS[usize::from(route.path) % ROUTE_PATHS.len()];
         let hosts: Vec<HostPattern> = route
             .hosts
             .iter()
-            .take(3)
-            .filter_map(|p| HostPattern::parse(&p.text()).ok())
+            .take(MAX_HOSTS)
+            .filter_map(PatternIn::parse)
             .collect();
         for h in &hosts {
             model
@@ -211,7 +251,7 @@ fuzz_target!(|input: Input| {
             role: None,
         });
     }
-    let default_host = input.default_host.as_ref().map(HostIn::text);
+    let default_host = input.default_host.as_ref().map(|h| h.text(&input.routes));
     model.default = default_host
         .as_deref()
         .and_then(normalized)
@@ -226,10 +266,14 @@ fuzz_target!(|input: Input| {
     );
     let opts = BuildOptions { default_host };
     let (table, _warnings) = build(&specs, &opts, &registry, 1);
-    assert_eq!(table.host_count(), model.hosts.len(), "distinct host patterns");
+    assert_eq!(
+        table.host_count(),
+        model.hosts.len(),
+        "distinct host patterns"
+    );
 
-    for (host_in, path_i) in input.requests.iter().take(16) {
-        let raw = host_in.text();
+    for (host_in, path_i) in input.requests.iter().take(MAX_REQUESTS) {
+        let raw = host_in.text(&input.routes);
         let Some(host) = normalized(&raw) else {
             continue;
         };
@@ -242,8 +286,9 @@ fuzz_target!(|input: Input| {
                         .expect("default host normalises");
                     table.find_host(&d).expect("default host resolves").0
                 } else {
-                    let (routes, found_how) =
-                        table.find_host(&host).expect("lookup found, find_host agrees");
+                    let (routes, found_how) = table
+                        .find_host(&host)
+                        .expect("lookup found, find_host agrees");
                     assert_eq!(found_how, how);
                     routes
                 };
@@ -264,7 +309,8 @@ fuzz_target!(|input: Input| {
             Lookup::NoHost => ModelLookup::NoHost,
         };
         assert_eq!(
-            got, want,
+            got,
+            want,
             "request {raw:?} (normalised {host:?}) path {path:?}; patterns {:?}; default {:?}",
             model.hosts.keys().collect::<Vec<_>>(),
             opts.default_host,

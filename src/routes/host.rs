@@ -157,7 +157,7 @@ fn check_name(name: &str) -> Result<(), HostPatternError> {
 }
 
 /// Normalises a request's `Host` (or `:authority`) into `buf`: the `:port`
-/// suffix and one trailing dot are dropped and ASCII is lowercased. Returns
+/// suffix and trailing dots are dropped and ASCII is lowercased. Returns
 /// `None` for a host that cannot be routed (empty, too long, or malformed).
 pub fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
     let bytes = raw.as_bytes();
@@ -176,7 +176,9 @@ pub fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<
             None => raw,
         }
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
+    // All trailing dots, as `HostPattern::parse` does: dropping only one would
+    // leave `a..` as `a.`, which is neither canonical nor a fixed point.
+    let host = host.trim_end_matches('.');
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return None;
     }
@@ -209,6 +211,8 @@ mod tests {
         assert_eq!(norm("App.Foo.Bar:8080").as_deref(), Some("app.foo.bar"));
         assert_eq!(norm("app.foo.bar.").as_deref(), Some("app.foo.bar"));
         assert_eq!(norm("app.foo.bar.:80").as_deref(), Some("app.foo.bar"));
+        assert_eq!(norm("app.foo.bar..").as_deref(), Some("app.foo.bar"));
+        assert_eq!(norm("..").as_deref(), None);
         assert_eq!(norm("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
         assert_eq!(norm("[::1]:8080").as_deref(), Some("[::1]"));
         assert_eq!(norm("[::1]").as_deref(), Some("[::1]"));

@@ -97,9 +97,10 @@ impl RouteTable {
             return Some((r, HostMatch::Exact));
         }
         if !self.suffix.is_empty() {
-            // Leftmost dot first: the longest suffix wins.
+            // Leftmost dot first: the longest suffix wins; at least one label must precede.
             for (i, b) in host.bytes().enumerate() {
                 if b == b'.'
+                    && i > 0
                     && let Some(r) = self.suffix.get(&host[i + 1..])
                 {
                     return Some((r, HostMatch::Suffix));
@@ -275,4 +276,43 @@ pub fn build<'s>(
         }
     }
     (table, warnings)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::proxy::upstream::ClientSettings;
+
+    /// Found by `fuzz/fuzz_targets/lookup_diff.rs`: `.foo` matched `*.foo`
+    /// although `HostPattern::matches` (and the prefix rule's mirror image)
+    /// require a non-empty label before the suffix.
+    #[test]
+    fn a_suffix_needs_a_label_before_it() {
+        let spec = RouteSpec {
+            source: "t".into(),
+            hosts: vec![HostPattern::parse("*.foo").unwrap()],
+            path: "/".into(),
+            dest: None,
+            proto: Proto::Http,
+            upstreams: vec![],
+            branch: None,
+            role: None,
+        };
+        let registry = UpstreamRegistry::new(
+            ClientSettings {
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+            },
+            1,
+        );
+        let (table, _) = build([&spec], &BuildOptions::default(), &registry, 1);
+        assert!(matches!(
+            table.lookup("a.foo", "/"),
+            Lookup::Found(_, HostMatch::Suffix)
+        ));
+        assert!(matches!(table.lookup(".foo", "/"), Lookup::NoHost));
+        assert!(matches!(table.lookup("foo", "/"), Lookup::NoHost));
+    }
 }
