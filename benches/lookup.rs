@@ -109,7 +109,13 @@ fn table(kind: Kind, n: usize, registry: &UpstreamRegistry) -> RouteTable {
 fn lookup(c: &mut Criterion) {
     let registry = registry();
     let mut group = c.benchmark_group("lookup");
-    for kind in [Kind::Exact, Kind::Suffix, Kind::Prefix, Kind::Regex, Kind::Mixed] {
+    for kind in [
+        Kind::Exact,
+        Kind::Suffix,
+        Kind::Prefix,
+        Kind::Regex,
+        Kind::Mixed,
+    ] {
         for n in [10usize, 1_000, 100_000] {
             let t = table(kind, n, &registry);
             for (label, host) in kind.probes(n) {
@@ -132,11 +138,13 @@ fn rebuild(c: &mut Criterion) {
     let mut group = c.benchmark_group("rebuild");
     group.sample_size(20);
     for n in [1_000usize, 10_000] {
-        let specs: Vec<RouteSpec> = (0..n)
-            .map(|i| spec(i, Kind::Mixed.pattern(i)))
-            .collect();
+        let specs: Vec<RouteSpec> = (0..n).map(|i| spec(i, Kind::Mixed.pattern(i))).collect();
         group.bench_with_input(BenchmarkId::from_parameter(n), &specs, |b, specs| {
-            b.iter(|| build(specs, &BuildOptions::default(), &registry, 1).0.host_count())
+            b.iter(|| {
+                build(specs, &BuildOptions::default(), &registry, 1)
+                    .0
+                    .host_count()
+            })
         });
     }
     group.finish();
