@@ -5,8 +5,9 @@
 #   benches/load.sh                 # DURATION=10 by default
 #   DURATION=5 OUT=/tmp/r.md benches/load.sh
 #
-# Targets, measured in turn: the backend directly (the limit), branchgate
-# (release build, one worker) and nginx (one worker) as an equivalent proxy.
+# Targets: the backend directly (the limit), branchgate
+# (release build, one worker) and nginx (one worker) as an equivalent proxy,
+# interleaved: every scenario runs against each target in turn.
 # The proxy under test runs on core 0; wrk and the backend share core 1.
 # For each scenario and target it prints req/s, p50/p99 latency, and for the
 # proxies CPU time per request (utime+stime from /proc/PID/stat) and peak RSS
@@ -16,6 +17,9 @@
 #   DURATION   seconds per measured wrk run (default 10)
 #   WARMUP     seconds of warm-up per target (default 2)
 #   OUT        where the markdown table goes (default target/load-results.md)
+#   QUIET_WAIT seconds to wait, before each scenario, for other processes on the
+#              machine to go quiet (default 60); "other CPU %" in the table
+#              shows what other processes used during each run anyway
 #   KEEP_TMP=1 keep the temporary directory (configs, logs, wrk output)
 #
 # Every process is started here and only those PIDs are stopped on exit.
@@ -27,6 +31,7 @@ ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 LOAD_DIR="$SCRIPT_DIR/load"
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
+QUIET_WAIT=${QUIET_WAIT:-60}
 OUT=${OUT:-target/load-results.md}
 HOST_HEADER="Host: bench.local"
 PROXY_CPU=0
@@ -40,6 +45,7 @@ die() {
 
 case "$DURATION" in '' | *[!0-9]*) die "DURATION must be a whole number of seconds, got '$DURATION'" ;; esac
 case "$WARMUP" in '' | *[!0-9]*) die "WARMUP must be a whole number of seconds, got '$WARMUP'" ;; esac
+case "$QUIET_WAIT" in '' | *[!0-9]*) die "QUIET_WAIT must be a whole number of seconds, got '$QUIET_WAIT'" ;; esac
 [ "$DURATION" -ge 1 ] || die "DURATION must be at least 1"
 case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
 
@@ -195,6 +201,47 @@ reset_peak_rss() { { echo 5 >"/proc/$1/clear_refs"; } 2>/dev/null; }
 
 affinity() { taskset -pc "$1" 2>/dev/null | sed 's/.*: //'; }
 
+# Busy ticks of the whole machine: user+nice+system+steal from /proc/stat
+# (irq/softirq left out, as they are from a process's utime+stime).
+sys_busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $9; exit }' /proc/stat; }
+
+# CPU of this shell's waited-for children (wrk): cutime+cstime, fields 16, 17.
+child_ticks() {
+    local rest
+    rest=$(cat "/proc/$$/stat")
+    rest=${rest##*) }
+    awk '{ print $14 + $15 }' <<<"$rest"
+}
+
+# Ticks of the backend (master and worker).
+backend_ticks() {
+    local t=0 p
+    for p in "$BACKEND_PID" ${BACKEND_WORKER:+"$BACKEND_WORKER"}; do
+        t=$((t + $(cpu_ticks "$p")))
+    done
+    echo "$t"
+}
+
+# Waits (at most QUIET_WAIT seconds) until all processes use less than
+# 10% of a core, so a build elsewhere on the machine does not skew a scenario.
+wait_quiet() {
+    local waited=0 a b pct
+    while :; do
+        a=$(sys_busy_ticks)
+        sleep 1
+        b=$(sys_busy_ticks)
+        pct=$(((b - a) * 100 / CLK_TCK))
+        [ "$pct" -lt 10 ] && return 0
+        if [ "$waited" -ge "$QUIET_WAIT" ]; then
+            log "  warning: the machine is still busy (${pct}% of a core used by other processes); measuring anyway"
+            PROBLEMS+=("machine busy (${pct}% of a core) when a target started, after waiting ${QUIET_WAIT}s")
+            return 0
+        fi
+        [ "$waited" -eq 0 ] && log "  waiting up to ${QUIET_WAIT}s for other processes to go quiet (${pct}% of a core busy)"
+        waited=$((waited + 1))
+    done
+}
+
 # ---------------------------------------------------------------- build ---
 
 log "building branchgate (cargo build --release --bin branchgate)"
@@ -228,6 +275,7 @@ taskset -c "$CLIENT_CPU" "$NGINX" -p "$TMP" -e "$TMP/backend-error.log" -c "$TMP
 BACKEND_PID=$!
 PIDS+=("$BACKEND_PID")
 wait_listen "$BACKEND_PID" "$BACKEND_PORT" backend "$TMP/backend-error.log"
+BACKEND_WORKER=$(pgrep -P "$BACKEND_PID" | head -n 1 || true)
 
 # ------------------------------------------------------------ measuring ---
 
@@ -242,7 +290,7 @@ declare -A S_DESC=(
     [64k-c64]="64 KiB body, 64 conns"
     [close-c64]="Connection: close, 64 conns"
 )
-declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR
+declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_NOISE
 PROBLEMS=()
 
 # run_wrk PORT PATH CONNS CLOSE SECONDS OUTFILE
@@ -273,12 +321,26 @@ check_target() { # check_target NAME PORT
 measure() {
     local target=$1 port=$2 pid=$3 sc=$4
     local out="$TMP/wrk/$target-$sc.txt" before=0 after=0
+    local sys0 sys1 wrk0 wrk1 be0 be1
     if [ -n "$pid" ]; then
         reset_peak_rss "$pid" || true
         before=$(cpu_ticks "$pid")
     fi
+    be0=$(backend_ticks)
+    wrk0=$(child_ticks)
+    sys0=$(sys_busy_ticks)
     run_wrk "$port" "${S_PATH[$sc]}" "${S_CONNS[$sc]}" "${S_CLOSE[$sc]}" "$DURATION" "$out"
+    sys1=$(sys_busy_ticks)
+    wrk1=$(child_ticks)
+    be1=$(backend_ticks)
     if [ -n "$pid" ]; then after=$(cpu_ticks "$pid"); fi
+    # CPU used by anything but the proxy, the backend and wrk, in % of a core.
+    local foreign=$(((sys1 - sys0) - (after - before) - (be1 - be0) - (wrk1 - wrk0)))
+    R_NOISE[$sc/$target]=$(awk -v f="$foreign" -v hz="$CLK_TCK" -v s="$DURATION" \
+        'BEGIN { v = f / hz / s * 100; printf "%.0f", (v < 0 ? 0 : v) }')
+    if [ "${R_NOISE[$sc/$target]}" -gt 10 ]; then
+        PROBLEMS+=("$target/$sc: other processes used ${R_NOISE[$sc/$target]}% of a core during the run; its numbers are skewed")
+    fi
 
     local req dur p50 p99 econn eread ewrite estatus etimeout
     req=$(field requests "$out")
@@ -321,63 +383,45 @@ measure() {
     else
         R_CPU[$sc/$target]=- R_RSS[$sc/$target]=-
     fi
-    printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  cpu %7s us/req  peak RSS %6s MiB  errors %s\n' \
+    printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  cpu %7s us/req  peak RSS %6s MiB  errors %s  other CPU %s%%\n' \
         "$target" "${S_DESC[$sc]}" "${R_RPS[$sc/$target]}" "$p50" "$p99" \
-        "${R_CPU[$sc/$target]}" "${R_RSS[$sc/$target]}" "${R_ERR[$sc/$target]}"
+        "${R_CPU[$sc/$target]}" "${R_RSS[$sc/$target]}" "${R_ERR[$sc/$target]}" "${R_NOISE[$sc/$target]}"
 }
 
-# run_target TARGET PORT PID(or empty) -- warm-up, then every scenario.
-run_target() {
-    local target=$1 port=$2 pid=$3 sc
-    check_target "$target" "$port"
-    run_wrk "$port" / 64 0 "$WARMUP" "$TMP/wrk/$target-warmup.txt"
-    for sc in "${SCENARIOS[@]}"; do
-        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-            PROBLEMS+=("$target: process $pid is gone before $sc")
-            log "  $target: process $pid is gone before $sc"
-            R_RPS[$sc/$target]=dead R_P50[$sc/$target]=- R_P99[$sc/$target]=-
-            R_CPU[$sc/$target]=- R_RSS[$sc/$target]=- R_ERR[$sc/$target]=-
-            continue
-        fi
-        measure "$target" "$port" "$pid" "$sc"
-    done
+# Targets are interleaved: each scenario runs against every target in turn, so
+# slow drift of the machine's speed hits all of them alike.
+declare -A T_PORT T_PID
+T_PID[backend]=""
+
+# measure_or_skip TARGET SCENARIO
+measure_or_skip() {
+    local target=$1 sc=$2 pid=${T_PID[$1]}
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-        PROBLEMS+=("$target: process $pid exited during the run")
+        PROBLEMS+=("$target: process $pid is gone before $sc")
+        log "  $target: process $pid is gone before $sc"
+        R_RPS[$sc/$target]=dead R_P50[$sc/$target]=- R_P99[$sc/$target]=-
+        R_CPU[$sc/$target]=- R_RSS[$sc/$target]=- R_ERR[$sc/$target]=- R_NOISE[$sc/$target]=-
+        return 0
     fi
+    measure "$target" "${T_PORT[$target]}" "$pid" "$sc"
 }
 
 echo "branchgate load harness: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, DURATION=${DURATION}s, warm-up ${WARMUP}s"
 echo "  $($NGINX -v 2>&1), $(wrk -v 2>&1 | head -n 1 | cut -c1-60)"
 echo "  pinning: proxy under test on core $PROXY_CPU (taskset -c $PROXY_CPU); wrk and backend on core $CLIENT_CPU (taskset -c $CLIENT_CPU)"
-echo "  backend nginx pid $BACKEND_PID on 127.0.0.1:$BACKEND_PORT, affinity $(affinity "$BACKEND_PID")"
+echo "  backend:    nginx master $BACKEND_PID, worker ${BACKEND_WORKER:-?} on 127.0.0.1:$BACKEND_PORT, affinity $(affinity "${BACKEND_WORKER:-$BACKEND_PID}")"
+T_PORT[backend]=$BACKEND_PORT
 
-# 1. The backend directly.
-echo
-echo "[backend direct] 127.0.0.1:$BACKEND_PORT"
-run_target backend "$BACKEND_PORT" ""
-
-# 2. branchgate.
 BG_ERR="$TMP/branchgate.stderr"
 taskset -c "$PROXY_CPU" "$BG_BIN" --http "127.0.0.1:$BG_PORT" --routes "$TMP/routes.toml" \
     --workers 1 --access-log off --log-level warn >"$TMP/branchgate.stdout" 2>"$BG_ERR" &
 BG_PID=$!
 PIDS+=("$BG_PID")
 wait_listen "$BG_PID" "$BG_PORT" branchgate "$BG_ERR"
-echo
-echo "[branchgate] pid $BG_PID on 127.0.0.1:$BG_PORT, affinity $(affinity "$BG_PID"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$BG_PID/status")"
-run_target branchgate "$BG_PORT" "$BG_PID"
-BG_ALIVE=1
-kill -0 "$BG_PID" 2>/dev/null || BG_ALIVE=0
-stop_tree "$BG_PID"
-forget_pid "$BG_PID"
-if [ "$BG_ALIVE" = 0 ]; then
-    PROBLEMS+=("branchgate exited under load")
-fi
-if [ -s "$BG_ERR" ]; then
-    PROBLEMS+=("branchgate wrote to stderr (see below)")
-fi
+echo "  branchgate: pid $BG_PID on 127.0.0.1:$BG_PORT, affinity $(affinity "$BG_PID"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$BG_PID/status")"
+T_PORT[branchgate]=$BG_PORT
+T_PID[branchgate]=$BG_PID
 
-# 3. nginx as a reverse proxy.
 taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP" -e "$TMP/proxy-error.log" -c "$TMP/nginx-proxy.conf" \
     >"$TMP/proxy.out" 2>&1 &
 NGX_PID=$!
@@ -390,9 +434,40 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 [ -n "$NGX_WORKER" ] || die "nginx proxy has no worker process"
+echo "  nginx:      master $NGX_PID, worker $NGX_WORKER on 127.0.0.1:$NGX_PORT, affinity $(affinity "$NGX_WORKER")"
+T_PORT[nginx]=$NGX_PORT
+T_PID[nginx]=$NGX_WORKER
+
+for t in "${TARGETS[@]}"; do
+    check_target "$t" "${T_PORT[$t]}"
+done
+wait_quiet
 echo
-echo "[nginx proxy] master $NGX_PID, worker $NGX_WORKER on 127.0.0.1:$NGX_PORT, affinity $(affinity "$NGX_WORKER")"
-run_target nginx "$NGX_PORT" "$NGX_WORKER"
+echo "warm-up: ${WARMUP}s of small bodies at 64 connections per target"
+for t in "${TARGETS[@]}"; do
+    run_wrk "${T_PORT[$t]}" / 64 0 "$WARMUP" "$TMP/wrk/$t-warmup.txt"
+done
+
+for sc in "${SCENARIOS[@]}"; do
+    echo
+    echo "[${S_DESC[$sc]}]"
+    wait_quiet
+    for t in "${TARGETS[@]}"; do
+        measure_or_skip "$t" "$sc"
+    done
+done
+
+if ! kill -0 "$BG_PID" 2>/dev/null; then
+    PROBLEMS+=("branchgate exited under load")
+fi
+if [ -s "$BG_ERR" ]; then
+    PROBLEMS+=("branchgate wrote to stderr (see below)")
+fi
+if ! kill -0 "$NGX_WORKER" 2>/dev/null; then
+    PROBLEMS+=("the nginx proxy worker exited under load")
+fi
+stop_tree "$BG_PID"
+forget_pid "$BG_PID"
 stop_tree "$NGX_PID"
 forget_pid "$NGX_PID"
 
@@ -405,12 +480,12 @@ ratio() { # ratio A B -> A/B with 2 decimals, or n/a
 
 TABLE="$TMP/table.md"
 {
-    echo "| scenario | target | req/s | p50 µs | p99 µs | CPU µs/req | peak RSS MiB | wrk errors |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|"
+    echo "| scenario | target | req/s | p50 µs | p99 µs | CPU µs/req | peak RSS MiB | wrk errors | other CPU % |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
     for sc in "${SCENARIOS[@]}"; do
         for t in "${TARGETS[@]}"; do
             k="$sc/$t"
-            echo "| ${S_DESC[$sc]} | $t | ${R_RPS[$k]:-n/a} | ${R_P50[$k]:-n/a} | ${R_P99[$k]:-n/a} | ${R_CPU[$k]:-n/a} | ${R_RSS[$k]:-n/a} | ${R_ERR[$k]:-n/a} |"
+            echo "| ${S_DESC[$sc]} | $t | ${R_RPS[$k]:-n/a} | ${R_P50[$k]:-n/a} | ${R_P99[$k]:-n/a} | ${R_CPU[$k]:-n/a} | ${R_RSS[$k]:-n/a} | ${R_ERR[$k]:-n/a} | ${R_NOISE[$k]:-n/a} |"
         done
     done
     echo
@@ -436,6 +511,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "branchgate: --workers 1 --access-log off --log-level warn. nginx: 1 worker, upstream keepalive 512."
     echo "CPU µs/req: utime+stime of the proxy process (nginx: its worker) over the wrk run / requests."
     echo "wrk errors: connect/read/write/status(non-2xx,3xx)/timeout."
+    echo "other CPU %: CPU used during the run by processes other than the proxy, the backend and wrk, in % of one core."
     echo
     cat "$TABLE"
 } >"$OUT"
