@@ -16,6 +16,10 @@
 # Environment:
 #   DURATION   seconds per measured wrk run (default 10)
 #   WARMUP     seconds of warm-up per target (default 2)
+#   ROUNDS     interleaved rounds of every scenario (default 1); the table shows
+#              the median of the rounds, so ROUNDS=3 or 5 tames this noisy machine
+#   ONLY       space-separated scenarios to run (default: small-c64 small-c256 64k-c64 close-c64)
+#   BG_BIN     branchgate binary to measure (default: built here with cargo build --release)
 #   OUT        where the markdown table goes (default target/load-results.md)
 #   QUIET_WAIT seconds to wait, before each scenario, for other processes on the
 #              machine to go quiet (default 60); "other CPU %" in the table
@@ -31,6 +35,7 @@ ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 LOAD_DIR="$SCRIPT_DIR/load"
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
+ROUNDS=${ROUNDS:-1}
 QUIET_WAIT=${QUIET_WAIT:-60}
 OUT=${OUT:-target/load-results.md}
 HOST_HEADER="Host: bench.local"
@@ -44,6 +49,7 @@ die() {
 }
 
 case "$DURATION" in '' | *[!0-9]*) die "DURATION must be a whole number of seconds, got '$DURATION'" ;; esac
+case "$ROUNDS" in '' | *[!0-9]* | 0) die "ROUNDS must be a positive whole number, got '$ROUNDS'" ;; esac
 case "$WARMUP" in '' | *[!0-9]*) die "WARMUP must be a whole number of seconds, got '$WARMUP'" ;; esac
 case "$QUIET_WAIT" in '' | *[!0-9]*) die "QUIET_WAIT must be a whole number of seconds, got '$QUIET_WAIT'" ;; esac
 [ "$DURATION" -ge 1 ] || die "DURATION must be at least 1"
@@ -244,9 +250,11 @@ wait_quiet() {
 
 # ---------------------------------------------------------------- build ---
 
-log "building branchgate (cargo build --release --bin branchgate)"
-(cd "$ROOT" && cargo build --release --bin branchgate)
-BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
+if [ -z "${BG_BIN:-}" ]; then
+    log "building branchgate (cargo build --release --bin branchgate)"
+    (cd "$ROOT" && cargo build --release --bin branchgate)
+    BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
+fi
 case "$BG_BIN" in /*) ;; *) BG_BIN="$ROOT/$BG_BIN" ;; esac
 [ -x "$BG_BIN" ] || die "no binary at $BG_BIN"
 
@@ -279,7 +287,7 @@ BACKEND_WORKER=$(pgrep -P "$BACKEND_PID" | head -n 1 || true)
 
 # ------------------------------------------------------------ measuring ---
 
-SCENARIOS=(small-c64 small-c256 64k-c64 close-c64)
+read -r -a SCENARIOS <<<"${ONLY:-small-c64 small-c256 64k-c64 close-c64}"
 TARGETS=(backend branchgate nginx)
 declare -A S_PATH=([small-c64]=/ [small-c256]=/ [64k-c64]=/64k [close-c64]=/)
 declare -A S_CONNS=([small-c64]=64 [small-c256]=256 [64k-c64]=64 [close-c64]=64)
@@ -291,6 +299,8 @@ declare -A S_DESC=(
     [close-c64]="Connection: close, 64 conns"
 )
 declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_NOISE
+# Every round's values, space-separated, per scenario/target; the report shows medians.
+declare -A L_RPS L_P50 L_P99 L_CPU L_RSS
 PROBLEMS=()
 
 # run_wrk PORT PATH CONNS CLOSE SECONDS OUTFILE
@@ -448,13 +458,35 @@ for t in "${TARGETS[@]}"; do
     run_wrk "${T_PORT[$t]}" / 64 0 "$WARMUP" "$TMP/wrk/$t-warmup.txt"
 done
 
-for sc in "${SCENARIOS[@]}"; do
-    echo
-    echo "[${S_DESC[$sc]}]"
-    wait_quiet
-    for t in "${TARGETS[@]}"; do
-        measure_or_skip "$t" "$sc"
+for round in $(seq 1 "$ROUNDS"); do
+    for sc in "${SCENARIOS[@]}"; do
+        echo
+        echo "[${S_DESC[$sc]}] round $round/$ROUNDS"
+        wait_quiet
+        for t in "${TARGETS[@]}"; do
+            measure_or_skip "$t" "$sc"
+            k="$sc/$t"
+            L_RPS[$k]+=" ${R_RPS[$k]}" L_P50[$k]+=" ${R_P50[$k]}" L_P99[$k]+=" ${R_P99[$k]}"
+            L_CPU[$k]+=" ${R_CPU[$k]}" L_RSS[$k]+=" ${R_RSS[$k]}"
+        done
     done
+done
+
+median() { # median "v1 v2 ..." -> the median of the numeric values, or the first value
+    local vals
+    vals=$(tr ' ' '\n' <<<"$1" | grep -E '^[0-9.]+$' | sort -g || true)
+    if [ -z "$vals" ]; then
+        printf '%s' "${1# }" | cut -d' ' -f1
+        return
+    fi
+    awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.2f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }' <<<"$vals"
+}
+for k in "${!L_RPS[@]}"; do
+    R_RPS[$k]=$(median "${L_RPS[$k]}")
+    R_P50[$k]=$(median "${L_P50[$k]}")
+    R_P99[$k]=$(median "${L_P99[$k]}")
+    R_CPU[$k]=$(median "${L_CPU[$k]}")
+    R_RSS[$k]=$(median "${L_RSS[$k]}")
 done
 
 if ! kill -0 "$BG_PID" 2>/dev/null; then
@@ -506,7 +538,7 @@ mkdir -p "$(dirname "$OUT")"
 {
     echo "# branchgate load results"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, $($NGINX -v 2>&1 | sed 's/.*: //'), wrk -t1, ${DURATION}s per run after a ${WARMUP}s warm-up."
+    echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, $($NGINX -v 2>&1 | sed 's/.*: //'), wrk -t1, ${DURATION}s per run after a ${WARMUP}s warm-up; median of $ROUNDS interleaved round(s)."
     echo "Proxy on core $PROXY_CPU; wrk and the backend (nginx, 1 worker) on core $CLIENT_CPU."
     echo "branchgate: --workers 1 --access-log off --log-level warn. nginx: 1 worker, upstream keepalive 512."
     echo "CPU µs/req: utime+stime of the proxy process (nginx: its worker) over the wrk run / requests."

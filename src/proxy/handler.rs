@@ -145,7 +145,7 @@ async fn forward(
             let mut lease = match upstream.lease().await {
                 Ok(lease) => lease,
                 Err(e) => {
-                    warn!(upstream = %upstream.addr, error = %crate::logging::chain(&e), "connect failed, trying the next upstream");
+                    warn!(upstream = %upstream.addr, error = %crate::logging::chain(&e), "upstream connect failed");
                     last_err = ProxyError::Connect(e);
                     break;
                 }

@@ -64,34 +64,68 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
-/// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set plus every
-/// header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
+/// Headers that never cross the proxy, in bit order for [`scan`]. `Proxy`
+/// is last: it is dropped from requests only (httpoxy).
+static DROPPED: [&HeaderName; 8] = [
+    &CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &TE,
+    &TRAILER,
+    &TRANSFER_ENCODING,
+    &UPGRADE,
+    &PROXY,
+];
+const CONNECTION_BIT: u8 = 1;
+const PROXY_BIT: u8 = 1 << 7;
+
+/// One pass over the header names, without hashing: a bit per [`DROPPED`]
+/// name present. Most messages carry none, and then nothing else is done.
+fn scan(headers: &HeaderMap) -> u8 {
+    let mut found = 0;
+    for name in headers.keys() {
+        if let Some(i) = DROPPED.iter().position(|d| *d == name) {
+            found |= 1 << i;
+        }
+    }
+    found
+}
+
+/// Removes the [`DROPPED`] headers flagged in `found`, and the headers that
+/// `Connection` names.
+fn remove_found(headers: &mut HeaderMap, found: u8) {
+    if found & CONNECTION_BIT != 0 {
+        // The usual tokens name nothing further to remove.
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| *n != KEEP_ALIVE && n.as_str() != "close")
+            .map(str::trim)
+            .filter(|t| {
+                !["close", "keep-alive", "upgrade", ""]
+                    .iter()
+                    .any(|k| t.eq_ignore_ascii_case(k))
+            })
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for name in named {
             headers.remove(name);
         }
-        headers.remove(CONNECTION);
     }
-    for name in [
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &TE,
-        &TRAILER,
-        &TRANSFER_ENCODING,
-        &UPGRADE,
-    ] {
-        if headers.contains_key(name) {
-            headers.remove(name);
+    for (i, name) in DROPPED.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(*name);
         }
+    }
+}
+
+/// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set plus every
+/// header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let found = scan(headers) & !PROXY_BIT;
+    if found != 0 {
+        remove_found(headers, found);
     }
 }
 
@@ -108,52 +142,55 @@ pub fn prepare_request(
     trust: bool,
     upgrade: Option<HeaderValue>,
 ) {
-    strip_hop_by_hop(headers);
-    headers.remove(&PROXY);
+    // Each map operation hashes a name: this path does one per header it sets.
+    let found = scan(headers);
+    if found != 0 {
+        remove_found(headers, found);
+    }
+    // Up to nine headers are added below; grow the map once, not per insert.
+    headers.reserve(9);
     if let Some(protocol) = upgrade {
         headers.insert(UPGRADE, protocol);
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if !headers.contains_key(HOST) {
-        headers.insert(HOST, host.clone());
+    headers.entry(HOST).or_insert_with(|| host.clone());
+    headers.insert(&X_REAL_IP, conn.client_ip.clone());
+    headers.insert(&X_ORIGINAL_URI, original_uri);
+    if !trust {
+        headers.insert(&X_FORWARDED_FOR, conn.client_ip.clone());
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+        headers.insert(&X_FORWARDED_PORT, conn.local_port.clone());
+        let ssl = if conn.scheme == "https" { "on" } else { "off" };
+        headers.insert(&X_FORWARDED_SSL, HeaderValue::from_static(ssl));
+        return;
     }
-
     let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) if trust => {
+        Some(prev) => {
             let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(conn.client_ip.as_bytes());
             HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.client_ip.clone())
         }
-        _ => conn.client_ip.clone(),
+        None => conn.client_ip.clone(),
     };
     headers.insert(&X_FORWARDED_FOR, xff);
-    headers.insert(&X_REAL_IP, conn.client_ip.clone());
-    set_unless_trusted(headers, &X_FORWARDED_PROTO, trust, || {
-        HeaderValue::from_static(conn.scheme)
-    });
-    set_unless_trusted(headers, &X_FORWARDED_HOST, trust, || host.clone());
-    set_unless_trusted(headers, &X_FORWARDED_PORT, trust, || {
-        conn.local_port.clone()
-    });
-    let ssl = match headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
-        Some(b"https") => "on",
-        _ => "off",
+    let proto = headers
+        .entry(&X_FORWARDED_PROTO)
+        .or_insert_with(|| HeaderValue::from_static(conn.scheme));
+    let ssl = if proto.as_bytes() == b"https" {
+        "on"
+    } else {
+        "off"
     };
     headers.insert(&X_FORWARDED_SSL, HeaderValue::from_static(ssl));
-    headers.insert(&X_ORIGINAL_URI, original_uri);
-}
-
-fn set_unless_trusted(
-    headers: &mut HeaderMap,
-    name: &HeaderName,
-    trust: bool,
-    value: impl FnOnce() -> HeaderValue,
-) {
-    if !(trust && headers.contains_key(name)) {
-        headers.insert(name, value());
-    }
+    headers
+        .entry(&X_FORWARDED_HOST)
+        .or_insert_with(|| host.clone());
+    headers
+        .entry(&X_FORWARDED_PORT)
+        .or_insert_with(|| conn.local_port.clone());
 }
 
 /// Rewrites an upstream response's headers for the client. A `101` keeps its

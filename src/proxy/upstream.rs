@@ -313,38 +313,39 @@ impl Pool {
             pool: self,
             start,
             i: 0,
-            second_pass: false,
+            skipped: Vec::new(),
         }
     }
 }
 
-/// Iterator returned by [`Pool::candidates`].
+/// Iterator returned by [`Pool::candidates`]: each upstream at most once.
 pub struct Candidates<'a> {
     pool: &'a Pool,
     start: usize,
     i: usize,
-    second_pass: bool,
+    /// Upstreams passed over as recently failed, tried after all healthy ones.
+    /// Stays unallocated while every upstream is healthy.
+    skipped: Vec<usize>,
 }
 
 impl Iterator for Candidates<'_> {
     type Item = Arc<Upstream>;
     fn next(&mut self) -> Option<Arc<Upstream>> {
         let n = self.pool.upstreams.len();
-        loop {
-            if self.i == n {
-                if self.second_pass {
-                    return None;
-                }
-                self.second_pass = true;
-                self.i = 0;
-            }
-            let u = &self.pool.upstreams[(self.start + self.i) % n];
+        while self.i < n {
+            let idx = (self.start + self.i) % n;
             self.i += 1;
-            // Healthy ones in the first pass, recently failed ones in the second.
-            if u.recently_failed() == self.second_pass {
+            let u = &self.pool.upstreams[idx];
+            if !u.recently_failed() {
                 return Some(u.clone());
             }
+            self.skipped.push(idx);
         }
+        // Every healthy one failed: give the recently failed ones a chance, in order.
+        if self.skipped.is_empty() {
+            return None;
+        }
+        Some(self.pool.upstreams[self.skipped.remove(0)].clone())
     }
 }
 
@@ -409,5 +410,54 @@ impl UpstreamRegistry {
     /// Whether no upstream is known.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registry() -> UpstreamRegistry {
+        UpstreamRegistry::new(
+            ClientSettings {
+                connect_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+            },
+            1,
+        )
+    }
+
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect()
+    }
+
+    fn order(pool: &Pool) -> Vec<u16> {
+        pool.candidates().map(|u| u.addr.port()).collect()
+    }
+
+    #[test]
+    fn candidates_rotate_and_yield_each_upstream_once() {
+        let pool = registry().pool(addrs(3), Proto::Http);
+        assert_eq!(order(&pool), [1, 2, 3]);
+        assert_eq!(order(&pool), [2, 3, 1]);
+        let single = registry().pool(addrs(1), Proto::Http);
+        single.upstreams[0].record_failure();
+        assert_eq!(
+            order(&single),
+            [1],
+            "a failed upstream is still tried, once"
+        );
+    }
+
+    #[test]
+    fn recently_failed_upstreams_come_last() {
+        let pool = registry().pool(addrs(3), Proto::Http);
+        pool.upstreams[0].record_failure();
+        assert_eq!(order(&pool), [2, 3, 1]);
+        assert_eq!(order(&pool), [2, 3, 1]);
+        pool.upstreams[0].record_success();
+        assert_eq!(order(&pool), [3, 1, 2]);
     }
 }

@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, branchgate vs nginx, counted by
+# callgrind. Instruction counts do not move with the machine's load the way
+# CPU time does, so this is the stable companion to benches/load.sh.
+#
+#   benches/callgrind.sh                # N=20000 requests per scenario
+#   N=50000 benches/callgrind.sh
+#   KEEP=/tmp/prof benches/callgrind.sh   # keep the callgrind profiles
+#
+# Both proxies run under valgrind in front of the same nginx backend (not under
+# valgrind). After a warm-up, counters are zeroed, h2load sends N keep-alive
+# HTTP/1.1 requests over 16 connections, and the counters are dumped: Ir / N is
+# the user-space instruction count per request (kernel work, about two thirds
+# of a proxy's CPU on loopback, is not counted). The top functions of
+# branchgate's profile are printed too.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
+N=${N:-20000}
+KEEP=${KEEP:-}
+case "$N" in '' | *[!0-9]*) echo "N must be a whole number" >&2; exit 2 ;; esac
+
+for tool in nginx h2load valgrind callgrind_control; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light nghttp2-client valgrind >/dev/null
+            break
+        fi
+        echo "callgrind.sh: $tool is missing" >&2
+        exit 1
+    fi
+done
+NGINX=$(command -v nginx)
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    if [ -n "$KEEP" ]; then
+        mkdir -p "$KEEP" && cp "$TMP"/*.profile "$KEEP"/ 2>/dev/null || true
+    fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 20000))
+        ss -ltn "sport = :$p" | grep -q LISTEN || { echo "$p"; return; }
+    done
+}
+wait_port() { # wait_port PORT
+    for _ in $(seq 1 300); do
+        ss -ltn "sport = :$1" | grep -q LISTEN && return 0
+        sleep 0.1
+    done
+    echo "callgrind.sh: nothing listens on $1" >&2
+    exit 1
+}
+
+if [ -z "${BG_BIN:-}" ]; then
+    (cd "$ROOT" && cargo build --release --bin branchgate >&2)
+    BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
+fi
+
+BACKEND=$(free_port)
+mkdir -p "$TMP/www" "$TMP/backend-tmp" "$TMP/proxy-tmp"
+head -c 65536 /dev/zero | tr '\0' x >"$TMP/www/64k"
+# nginx workers run as nobody: let them read the files they serve.
+chmod a+rx "$TMP"
+chmod -R a+rX "$TMP/www"
+sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$BACKEND|g" "$SCRIPT_DIR/load/backend.conf.tmpl" >"$TMP/backend.conf"
+"$NGINX" -p "$TMP" -e "$TMP/backend-error.log" -c "$TMP/backend.conf" >/dev/null 2>&1 &
+PIDS+=($!)
+wait_port "$BACKEND"
+
+# Proxy ports; nginx runs as one process (no master) so valgrind sees its work.
+BG=$(free_port)
+NGX=$(free_port)
+printf '[[route]]\nhost = "bench.local"\nupstreams = ["127.0.0.1:%s"]\n' "$BACKEND" >"$TMP/routes.toml"
+sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$NGX|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND|g" \
+    -e 's|^master_process on;|master_process off;|' \
+    "$SCRIPT_DIR/load/nginx-proxy.conf.tmpl" >"$TMP/proxy.conf"
+
+valgrind --tool=callgrind --callgrind-out-file="$TMP/bg.out" \
+    "$BG_BIN" --http "127.0.0.1:$BG" --routes "$TMP/routes.toml" --workers 1 \
+    --access-log off --log-level warn >"$TMP/bg.log" 2>&1 &
+BG_PID=$!
+PIDS+=("$BG_PID")
+valgrind --tool=callgrind --callgrind-out-file="$TMP/ngx.out" \
+    "$NGINX" -p "$TMP" -e "$TMP/proxy-error.log" -c "$TMP/proxy.conf" >"$TMP/ngx.log" 2>&1 &
+NGX_PID=$!
+PIDS+=("$NGX_PID")
+wait_port "$BG"
+wait_port "$NGX"
+
+# measure NAME PID PORT PATH -> prints instructions per request
+measure() {
+    local name=$1 pid=$2 port=$3 path=$4 dump ir
+    h2load --h1 -n 2000 -c 16 -H ':authority: bench.local' "http://127.0.0.1:$port$path" >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+    h2load --h1 -n "$N" -c 16 -H ':authority: bench.local' "http://127.0.0.1:$port$path" >"$TMP/h2load-$name.txt"
+    grep -q "succeeded, 0 failed, 0 errored" "$TMP/h2load-$name.txt" || {
+        echo "callgrind.sh: $name: h2load reported errors:" >&2
+        grep -E "requests:|status codes:" "$TMP/h2load-$name.txt" >&2
+        exit 1
+    }
+    rm -f "$TMP/$name.out".*
+    callgrind_control -d "$pid" >/dev/null
+    for _ in $(seq 1 100); do
+        dump=$(ls "$TMP/$name.out".* 2>/dev/null | tail -n 1 || true)
+        [ -n "$dump" ] && grep -q '^totals:' "$dump" && break
+        sleep 0.1
+    done
+    ir=$(awk '/^totals:/ { print $2 }' "$dump")
+    echo "$ir"
+}
+
+printf '%-22s %14s %14s %8s\n' "scenario" "branchgate" "nginx" "ratio"
+for sc in "small:/" "64k:/64k"; do
+    name=${sc%%:*}
+    path=${sc#*:}
+    b=$(measure bg "$BG_PID" "$BG" "$path")
+    cp "$(ls "$TMP"/bg.out.* | tail -n 1)" "$TMP/bg-$name.profile"
+    n=$(measure ngx "$NGX_PID" "$NGX" "$path")
+    printf '%-22s %14s %14s %8s\n' "$name (Ir/request)" "$((b / N))" "$((n / N))" \
+        "$(awk -v a="$b" -v b="$n" 'BEGIN { printf "%.2f", a / b }')"
+done
+echo
+echo "branchgate, small body: top functions by instructions (inclusive of nothing, self cost)"
+callgrind_annotate --inclusive=no --threshold=90 "$TMP/bg-small.profile" 2>/dev/null | grep -E "^ *[0-9,]+ \(" | head -40
