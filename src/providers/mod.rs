@@ -3,3 +3,4 @@
 //! [`crate::routes::publish`]).
 
 pub mod file;
+pub mod labels;

@@ -1,0 +1,486 @@
+//! Container configuration → route specs, nginx-proxy compatible.
+//!
+//! The Docker provider (bollard) describes each running container as a plain
+//! [`Container`]; this module reads its environment (`VIRTUAL_HOST`,
+//! `VIRTUAL_PORT`, ...) and `branchgate.*` labels, labels winning, and turns
+//! them into a [`RouteSpec`] plus the TLS settings a later stage needs. A bad
+//! value rejects that one container with an error naming it, the key and the
+//! value; every other container is unaffected.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use crate::routes::spec::check_path;
+use crate::routes::{HostPattern, Proto, Role, RouteSpec};
+
+/// What the Docker provider knows about one running container.
+#[derive(Clone, Debug, Default)]
+pub struct Container {
+    /// Full container id.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    /// Environment as `KEY=VALUE` strings.
+    pub env: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// TCP ports the image or run command exposes.
+    pub exposed_ports: Vec<u16>,
+    /// The container's address on a network the proxy reaches, if any.
+    pub ip: Option<IpAddr>,
+}
+
+/// nginx-proxy's `HTTPS_METHOD`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpsMethod {
+    /// Redirect HTTP to HTTPS (the default when a certificate exists).
+    Redirect,
+    /// Serve both, no redirect.
+    NoRedirect,
+    /// HTTPS only; plain HTTP is refused.
+    NoHttp,
+    /// HTTP only.
+    NoHttps,
+}
+
+/// TLS-related settings, carried for the HTTPS stage.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `HTTPS_METHOD`.
+    pub https_method: Option<HttpsMethod>,
+    /// `HSTS`: `off` or a header value.
+    pub hsts: Option<String>,
+    /// `CERT_NAME`: certificate file base name to use.
+    pub cert_name: Option<String>,
+    /// `LETSENCRYPT_HOST` / `ACME_HOST`: hosts to obtain certificates for.
+    pub acme_hosts: Vec<String>,
+    /// `LETSENCRYPT_EMAIL`.
+    pub acme_email: Option<String>,
+}
+
+/// A routed container.
+#[derive(Clone, Debug)]
+pub struct ContainerRoute {
+    /// The route (its `source` is the container name).
+    pub spec: RouteSpec,
+    /// TLS settings.
+    pub tls: TlsSettings,
+    /// Problems that did not stop routing (an unreachable container, ...).
+    pub warnings: Vec<String>,
+}
+
+/// A container whose configuration cannot be routed.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("container {container}: {key}={value:?}: {reason}")]
+pub struct LabelError {
+    /// Container name.
+    pub container: String,
+    /// The variable or label at fault (`VIRTUAL_PORT`, `branchgate.port`).
+    pub key: String,
+    /// Its value.
+    pub value: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// One setting: its label and its environment variable(s), label first.
+struct Setting {
+    label: &'static str,
+    env: &'static [&'static str],
+}
+
+const HOST: Setting = Setting {
+    label: "branchgate.host",
+    env: &["VIRTUAL_HOST"],
+};
+const PORT: Setting = Setting {
+    label: "branchgate.port",
+    env: &["VIRTUAL_PORT"],
+};
+const PROTO: Setting = Setting {
+    label: "branchgate.proto",
+    env: &["VIRTUAL_PROTO"],
+};
+const PATH: Setting = Setting {
+    label: "branchgate.path",
+    env: &["VIRTUAL_PATH"],
+};
+const DEST: Setting = Setting {
+    label: "branchgate.dest",
+    env: &["VIRTUAL_DEST"],
+};
+const HTTPS_METHOD: Setting = Setting {
+    label: "branchgate.https_method",
+    env: &["HTTPS_METHOD"],
+};
+const HSTS: Setting = Setting {
+    label: "branchgate.hsts",
+    env: &["HSTS"],
+};
+const CERT_NAME: Setting = Setting {
+    label: "branchgate.cert_name",
+    env: &["CERT_NAME"],
+};
+const ACME_HOST: Setting = Setting {
+    label: "branchgate.acme_host",
+    env: &["LETSENCRYPT_HOST", "ACME_HOST"],
+};
+const ACME_EMAIL: Setting = Setting {
+    label: "branchgate.acme_email",
+    env: &["LETSENCRYPT_EMAIL"],
+};
+const BRANCH: Setting = Setting {
+    label: "branchgate.branch",
+    env: &[],
+};
+const ROLE: Setting = Setting {
+    label: "branchgate.role",
+    env: &[],
+};
+
+impl Container {
+    fn env_var(&self, key: &str) -> Option<&str> {
+        // The last definition wins, as in a shell.
+        self.env
+            .iter()
+            .rev()
+            .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+    }
+
+    /// The value of a setting and the key it came from; labels win over env.
+    fn get(&self, s: &Setting) -> Option<(String, String)> {
+        if let Some(v) = self.labels.get(s.label) {
+            return Some((s.label.to_owned(), v.trim().to_owned()));
+        }
+        s.env.iter().find_map(|k| {
+            self.env_var(k)
+                .map(|v| ((*k).to_owned(), v.trim().to_owned()))
+        })
+    }
+
+    fn error(&self, (key, value): (String, String), reason: impl Into<String>) -> LabelError {
+        LabelError {
+            container: self.name.clone(),
+            key,
+            value,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The upstream port: `VIRTUAL_PORT`, else the single exposed port, else 80
+/// (nginx-proxy's rule; several exposed ports also mean 80).
+fn port(c: &Container) -> Result<u16, LabelError> {
+    if let Some(kv) = c.get(&PORT) {
+        return match kv.1.parse::<u16>() {
+            Ok(p) if p > 0 => Ok(p),
+            _ => Err(c.error(kv, "not a port number (1-65535)")),
+        };
+    }
+    Ok(match c.exposed_ports.as_slice() {
+        [only] => *only,
+        _ => 80,
+    })
+}
+
+/// Reads one container. `Ok(None)`: nothing asks for it to be routed.
+pub fn container_route(c: &Container) -> Result<Option<ContainerRoute>, LabelError> {
+    let host = c.get(&HOST);
+    let branch = c.get(&BRANCH);
+    if host.is_none() && branch.is_none() {
+        return Ok(None);
+    }
+    let hosts = match host {
+        Some(kv) => {
+            let hosts = HostPattern::parse_list(&kv.1).map_err(|(bad, e)| {
+                let reason = format!("host {bad:?}: {}", crate::logging::chain(&e));
+                c.error(kv.clone(), reason)
+            })?;
+            if hosts.is_empty() {
+                return Err(c.error(kv, "no host in the list"));
+            }
+            hosts
+        }
+        None => Vec::new(),
+    };
+    let role = match (branch.is_some(), c.get(&ROLE)) {
+        (true, Some(kv)) => Some(kv.1.parse::<Role>().map_err(|e| c.error(kv, e))?),
+        (true, None) => {
+            let kv = (ROLE.label.to_owned(), String::new());
+            return Err(c.error(kv, "a branch container needs a role (frontend or backend)"));
+        }
+        (false, Some(kv)) => return Err(c.error(kv, "a role needs branchgate.branch")),
+        (false, None) => None,
+    };
+    let port = port(c)?;
+    let proto = match c.get(&PROTO) {
+        Some(kv) => kv.1.parse::<Proto>().map_err(|e| c.error(kv, e))?,
+        None => Proto::Http,
+    };
+    let path = match c.get(&PATH) {
+        Some(kv) if !kv.1.is_empty() => {
+            check_path(&kv.1).map_err(|e| c.error(kv.clone(), e))?;
+            kv.1
+        }
+        _ => "/".to_owned(),
+    };
+    let dest = match c.get(&DEST) {
+        Some(kv) if !kv.1.is_empty() => {
+            check_path(&kv.1).map_err(|e| c.error(kv.clone(), e))?;
+            Some(kv.1)
+        }
+        _ => None,
+    };
+    let https_method = match c.get(&HTTPS_METHOD) {
+        Some(kv) => Some(match kv.1.to_ascii_lowercase().as_str() {
+            "redirect" => HttpsMethod::Redirect,
+            "noredirect" => HttpsMethod::NoRedirect,
+            "nohttp" => HttpsMethod::NoHttp,
+            "nohttps" => HttpsMethod::NoHttps,
+            _ => return Err(c.error(kv, "must be redirect, noredirect, nohttp or nohttps")),
+        }),
+        None => None,
+    };
+    let acme_hosts = match c.get(&ACME_HOST) {
+        Some(kv) => {
+            let list: Vec<String> =
+                kv.1.split(',')
+                    .map(str::trim)
+                    .filter(|h| !h.is_empty())
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+            if let Some(bad) = list
+                .iter()
+                .find(|h| !matches!(HostPattern::parse(h), Ok(HostPattern::Exact(_))))
+            {
+                let reason = format!("{bad:?} is not a host name a certificate can be issued for");
+                return Err(c.error(kv, reason));
+            }
+            list
+        }
+        None => Vec::new(),
+    };
+
+    let mut warnings = Vec::new();
+    let upstreams = match c.ip {
+        Some(ip) => vec![SocketAddr::new(ip, port)],
+        None => {
+            warnings.push(format!(
+                "container {} has no address on a network branchgate reaches; its hosts answer 503",
+                c.name
+            ));
+            Vec::new()
+        }
+    };
+    let role_branch = branch.map(|kv| kv.1).filter(|b| !b.is_empty());
+    Ok(Some(ContainerRoute {
+        spec: RouteSpec {
+            source: c.name.clone(),
+            hosts,
+            path,
+            dest,
+            proto,
+            upstreams,
+            branch: role_branch,
+            role,
+        },
+        tls: TlsSettings {
+            https_method,
+            hsts: c.get(&HSTS).map(|kv| kv.1),
+            cert_name: c.get(&CERT_NAME).map(|kv| kv.1).filter(|v| !v.is_empty()),
+            acme_hosts,
+            acme_email: c.get(&ACME_EMAIL).map(|kv| kv.1).filter(|v| !v.is_empty()),
+        },
+        warnings,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(env: &[&str], labels: &[(&str, &str)]) -> Container {
+        Container {
+            id: "abc123".into(),
+            name: "web-1".into(),
+            env: env.iter().map(|s| s.to_string()).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            exposed_ports: vec![],
+            ip: Some("172.17.0.5".parse().unwrap()),
+        }
+    }
+
+    fn route(c: &Container) -> ContainerRoute {
+        container_route(c).unwrap().unwrap()
+    }
+
+    #[test]
+    fn unlabelled_containers_are_not_routed() {
+        assert!(
+            container_route(&container(&["PATH=/bin"], &[]))
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn virtual_host_list_and_port_precedence() {
+        let mut c = container(&["VIRTUAL_HOST= a.foo.bar , ,*.b.foo.bar,"], &[]);
+        let r = route(&c);
+        assert_eq!(r.spec.hosts.len(), 2);
+        assert_eq!(
+            r.spec.upstreams,
+            ["172.17.0.5:80".parse().unwrap()],
+            "no port exposed: 80"
+        );
+        c.exposed_ports = vec![3000];
+        assert_eq!(
+            route(&c).spec.upstreams[0].port(),
+            3000,
+            "the single exposed port"
+        );
+        c.exposed_ports = vec![3000, 9229];
+        assert_eq!(
+            route(&c).spec.upstreams[0].port(),
+            80,
+            "several exposed: 80"
+        );
+        c.env.push("VIRTUAL_PORT=8080".into());
+        assert_eq!(
+            route(&c).spec.upstreams[0].port(),
+            8080,
+            "VIRTUAL_PORT wins"
+        );
+        c.labels.insert("branchgate.port".into(), "9000".into());
+        assert_eq!(
+            route(&c).spec.upstreams[0].port(),
+            9000,
+            "the label wins over env"
+        );
+    }
+
+    #[test]
+    fn labels_win_over_env_for_every_setting() {
+        let c = container(
+            &[
+                "VIRTUAL_HOST=env.foo.bar",
+                "VIRTUAL_PROTO=http",
+                "VIRTUAL_PATH=/env/",
+                "VIRTUAL_DEST=/",
+                "HTTPS_METHOD=redirect",
+                "LETSENCRYPT_HOST=env.foo.bar",
+                "LETSENCRYPT_EMAIL=ops@foo.bar",
+            ],
+            &[
+                ("branchgate.host", "label.foo.bar"),
+                ("branchgate.proto", "https"),
+                ("branchgate.path", "/label/"),
+                ("branchgate.https_method", "nohttp"),
+            ],
+        );
+        let r = route(&c);
+        assert_eq!(r.spec.hosts[0].to_string(), "label.foo.bar");
+        assert_eq!(r.spec.proto, Proto::Https);
+        assert_eq!(r.spec.path, "/label/");
+        assert_eq!(r.spec.dest.as_deref(), Some("/"));
+        assert_eq!(r.tls.https_method, Some(HttpsMethod::NoHttp));
+        assert_eq!(r.tls.acme_hosts, ["env.foo.bar"]);
+        assert_eq!(r.tls.acme_email.as_deref(), Some("ops@foo.bar"));
+        assert_eq!(r.spec.source, "web-1");
+    }
+
+    #[test]
+    fn acme_host_is_an_alias_and_branch_labels_are_carried() {
+        let c = container(
+            &["ACME_HOST=App.Foo.Bar"],
+            &[
+                ("branchgate.branch", "feature/Login_v2"),
+                ("branchgate.role", "Backend"),
+            ],
+        );
+        let r = route(&c);
+        assert_eq!(r.tls.acme_hosts, ["app.foo.bar"]);
+        assert_eq!(r.spec.branch.as_deref(), Some("feature/Login_v2"));
+        assert_eq!(r.spec.role, Some(Role::Backend));
+        assert!(r.spec.hosts.is_empty());
+    }
+
+    #[test]
+    fn bad_values_name_the_container_key_and_value() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
+        let cases: [Case; 9] = [
+            (
+                &["VIRTUAL_HOST=a.foo.bar", "VIRTUAL_PORT=abc"],
+                &[],
+                "VIRTUAL_PORT",
+                "abc",
+            ),
+            (
+                &["VIRTUAL_HOST=a.foo.bar", "VIRTUAL_PORT=70000"],
+                &[],
+                "VIRTUAL_PORT",
+                "70000",
+            ),
+            (&["VIRTUAL_HOST=~(broken"], &[], "VIRTUAL_HOST", "~(broken"),
+            (&["VIRTUAL_HOST= , "], &[], "VIRTUAL_HOST", ","),
+            (
+                &["VIRTUAL_HOST=a.foo.bar", "VIRTUAL_PROTO=ftp"],
+                &[],
+                "VIRTUAL_PROTO",
+                "ftp",
+            ),
+            (
+                &["VIRTUAL_HOST=a.foo.bar", "VIRTUAL_PATH=app"],
+                &[],
+                "VIRTUAL_PATH",
+                "app",
+            ),
+            (
+                &["VIRTUAL_HOST=a.foo.bar", "HTTPS_METHOD=maybe"],
+                &[],
+                "HTTPS_METHOD",
+                "maybe",
+            ),
+            (
+                &["VIRTUAL_HOST=a.foo.bar"],
+                &[("branchgate.port", "0")],
+                "branchgate.port",
+                "0",
+            ),
+            (
+                &["LETSENCRYPT_HOST=*.foo.bar", "VIRTUAL_HOST=a.foo.bar"],
+                &[],
+                "LETSENCRYPT_HOST",
+                "*.foo.bar",
+            ),
+        ];
+        for (env, labels, key, value) in cases {
+            let e = container_route(&container(env, labels)).unwrap_err();
+            assert_eq!(
+                (e.container.as_str(), e.key.as_str(), e.value.as_str()),
+                ("web-1", key, value),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("container web-1: {key}=")),
+                "{e}"
+            );
+        }
+        let e = container_route(&container(&[], &[("branchgate.branch", "main")])).unwrap_err();
+        assert_eq!(e.key, "branchgate.role");
+    }
+
+    #[test]
+    fn a_container_without_a_reachable_address_routes_nowhere_and_says_so() {
+        let mut c = container(&["VIRTUAL_HOST=a.foo.bar"], &[]);
+        c.ip = None;
+        let r = route(&c);
+        assert!(r.spec.upstreams.is_empty());
+        assert_eq!(r.warnings.len(), 1);
+        assert!(r.warnings[0].contains("web-1"));
+    }
+}
