@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::header::{HOST, UPGRADE};
+use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::Shared;
 use super::body::ProxyBody;
 use super::error::{ProxyError, error_response};
-use super::headers::{ConnInfo, connection_has, prepare_request, prepare_response};
+use super::headers::{ConnInfo, prepare_request, prepare_response};
 use super::upstream::Lease;
 use crate::logging::AccessRecord;
 use crate::routes::{Lookup, MAX_HOST_LEN, normalize_host};
@@ -120,19 +120,17 @@ async fn forward(
             .unwrap_or(PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
     }
-    let upgrade = (req.version() == Version::HTTP_11 && connection_has(req.headers(), "upgrade"))
-        .then(|| req.headers().get(UPGRADE).cloned())
-        .flatten();
-    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let trust = shared.settings.trust_downstream_proxy;
-    prepare_request(
+    let upgradable = req.version() == Version::HTTP_11;
+    let upgrade = prepare_request(
         req.headers_mut(),
         conn,
         &host_value,
         original_uri,
         trust,
-        upgrade,
+        upgradable,
     );
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     *req.version_mut() = Version::HTTP_11;
 
     let timeout = shared.settings.response_timeout;

@@ -54,8 +54,8 @@ impl ConnInfo {
     }
 }
 
-/// True when `name` appears as a token in any `Connection` header.
-pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+/// True when `token` appears in any `Connection` header.
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(CONNECTION)
         .iter()
@@ -77,6 +77,7 @@ static DROPPED: [&HeaderName; 8] = [
     &PROXY,
 ];
 const CONNECTION_BIT: u8 = 1;
+const UPGRADE_BIT: u8 = 1 << 6;
 const PROXY_BIT: u8 = 1 << 7;
 
 /// One pass over the header names, without hashing: a bit per [`DROPPED`]
@@ -129,7 +130,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Rewrites a request's headers for the upstream, as nginx-proxy does.
+/// Rewrites a request's headers for the upstream, as nginx-proxy does, and
+/// says whether the request asks for a protocol upgrade (kept only when
+/// `upgradable`, i.e. HTTP/1.1: `Upgrade` and `Connection: upgrade` are then
+/// forwarded, every other hop-by-hop header still goes).
 ///
 /// With `trust` (`--trust-downstream-proxy`), incoming `X-Forwarded-*` are
 /// kept and the client IP is appended to `X-Forwarded-For`; without it they
@@ -140,10 +144,15 @@ pub fn prepare_request(
     host: &HeaderValue,
     original_uri: HeaderValue,
     trust: bool,
-    upgrade: Option<HeaderValue>,
-) {
+    upgradable: bool,
+) -> bool {
     // Each map operation hashes a name: this path does one per header it sets.
     let found = scan(headers);
+    let both = CONNECTION_BIT | UPGRADE_BIT;
+    let upgrade = (upgradable && found & both == both && connection_has(headers, "upgrade"))
+        .then(|| headers.get(UPGRADE).cloned())
+        .flatten();
+    let is_upgrade = upgrade.is_some();
     if found != 0 {
         remove_found(headers, found);
     }
@@ -163,7 +172,7 @@ pub fn prepare_request(
         headers.insert(&X_FORWARDED_PORT, conn.local_port.clone());
         let ssl = if conn.scheme == "https" { "on" } else { "off" };
         headers.insert(&X_FORWARDED_SSL, HeaderValue::from_static(ssl));
-        return;
+        return is_upgrade;
     }
     let xff = match headers.get(&X_FORWARDED_FOR) {
         Some(prev) => {
@@ -191,6 +200,7 @@ pub fn prepare_request(
     headers
         .entry(&X_FORWARDED_PORT)
         .or_insert_with(|| conn.local_port.clone());
+    is_upgrade
 }
 
 /// Rewrites an upstream response's headers for the client. A `101` keeps its
@@ -246,7 +256,7 @@ mod tests {
             &host,
             HeaderValue::from_static("/x?y"),
             false,
-            None,
+            true,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(h[&X_REAL_IP], "10.0.0.7");
@@ -257,6 +267,40 @@ mod tests {
         assert_eq!(h[&X_ORIGINAL_URI], "/x?y");
         assert_eq!(h[HOST], "a.foo.bar");
         assert!(!h.contains_key("proxy"));
+    }
+
+    #[test]
+    fn upgrades_keep_their_headers_only_on_http11() {
+        let host = HeaderValue::from_static("a.foo.bar");
+        let fresh = || {
+            let mut h = HeaderMap::new();
+            h.insert(CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+            h.insert(UPGRADE, "websocket".parse().unwrap());
+            h.insert("keep-alive", "5".parse().unwrap());
+            h
+        };
+        let mut h = fresh();
+        assert!(prepare_request(
+            &mut h,
+            &conn(),
+            &host,
+            HeaderValue::from_static("/"),
+            false,
+            true
+        ));
+        assert_eq!(h[UPGRADE], "websocket");
+        assert_eq!(h[CONNECTION], "upgrade");
+        assert!(!h.contains_key("keep-alive"));
+        let mut h = fresh();
+        assert!(!prepare_request(
+            &mut h,
+            &conn(),
+            &host,
+            HeaderValue::from_static("/"),
+            false,
+            false
+        ));
+        assert!(!h.contains_key(UPGRADE) && !h.contains_key(CONNECTION));
     }
 
     #[test]
@@ -271,7 +315,7 @@ mod tests {
             &host,
             HeaderValue::from_static("/"),
             true,
-            None,
+            true,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
