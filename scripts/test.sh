@@ -3,8 +3,8 @@
 #   scripts/test.sh
 # 1. installs what the suite needs (Debian packages via apt, Rust nightly +
 #    cargo-fuzz for the fuzz targets);
-# 2. cargo test (unit + black-box tests over real sockets; benches run once
-#    each in test mode);
+# 2. cargo test (unit + black-box tests over real sockets; the benches are
+#    compiled by clippy --all-targets and run in step 4);
 # 3. fuzz targets, briefly           (FUZZ_SECONDS, default 30; 0 skips)
 # 4. criterion benches, short        (BENCH=0 skips)
 # 5. the end-to-end load harness vs nginx, short (LOAD_SECONDS, default 5; 0 skips)
@@ -49,7 +49,7 @@ trap 'rm -f "$out"' EXIT
 
 log "cargo test"
 set +e
-cargo test --all-targets --color never 2>&1 | tee "$out"
+cargo test --lib --bins --tests --color never 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
 while read -r p f; do
