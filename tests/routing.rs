@@ -208,3 +208,47 @@ async fn table_swaps_keep_upstream_state_and_idle_connections() {
     // The idle connection from before the swap was reused.
     assert_eq!(a.connections(), 1);
 }
+
+#[tokio::test]
+async fn a_request_never_waits_behind_another_clients_upload() {
+    let a = Backend::spawn("a").await;
+    let p = Proxy::builder()
+        .route("u.foo.bar", &[a.addr], "")
+        .spawn()
+        .await;
+    // A slow upload that the upstream answers before reading it all.
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(1);
+    let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
+    let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/early")
+        .header("host", "u.foo.bar")
+        .header("content-length", (1u64 << 20).to_string())
+        .body(body)
+        .unwrap();
+    tx.send(Ok(hyper::body::Frame::data(bytes::Bytes::from(vec![
+        b'x';
+        1024
+    ]))))
+    .await
+    .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    // The upload is still open; the next request must not queue behind it.
+    let next =
+        tokio::time::timeout(Duration::from_secs(5), get(p.addr, "u.foo.bar", "/next")).await;
+    assert_eq!(next.expect("the second request was not stuck").status, 200);
+    drop(tx);
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -139,8 +139,13 @@ async fn forward(
     for upstream in pool.candidates() {
         // A pooled connection the upstream just closed fails before our request
         // is written; hyper hands the request back and one fresh try is safe.
-        for _ in 0..2 {
-            let mut lease = match upstream.lease().await {
+        for attempt in 0..2 {
+            let leased = if attempt == 0 {
+                upstream.lease().await
+            } else {
+                upstream.lease_fresh().await
+            };
+            let mut lease = match leased {
                 Ok(lease) => lease,
                 Err(e) => {
                     warn!(upstream = %upstream.addr, error = %crate::logging::chain(&e), "upstream connect failed");

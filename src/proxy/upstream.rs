@@ -155,14 +155,18 @@ impl Upstream {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pop_back();
-            let Some(mut idle) = idle else { break };
-            if idle.sender.is_closed() || idle.since.elapsed() > self.client.settings.idle_timeout {
-                continue;
-            }
-            if idle.sender.ready().await.is_ok() {
+            let Some(idle) = idle else { break };
+            // Only ready connections are pooled; one that is not ready now has
+            // closed or failed meanwhile. Never wait on a pooled connection.
+            if idle.sender.is_ready() && idle.since.elapsed() <= self.client.settings.idle_timeout {
                 return Ok(Lease::new(self.clone(), idle.sender, true));
             }
         }
+        self.lease_fresh().await
+    }
+
+    /// Leases a new connection, bypassing the pool.
+    pub async fn lease_fresh(self: &Arc<Self>) -> Result<Lease, ConnectError> {
         match self.connect().await {
             Ok(sender) => {
                 self.record_success();
@@ -273,11 +277,31 @@ impl Lease {
         &self.upstream
     }
 
-    /// Returns the connection to the idle pool.
+    /// Returns the connection to the idle pool once it can take a new request.
+    ///
+    /// The response can end while the request body is still being uploaded
+    /// (an upstream answering 401 to a large POST); hyper's connection is busy
+    /// until the upload is done. Such a connection is pooled only after it
+    /// becomes ready (waiting at most the idle timeout, off the request path),
+    /// so a later request never waits behind someone else's upload.
     pub fn recycle(mut self) {
-        if let Some(sender) = self.sender.take() {
+        let Some(mut sender) = self.sender.take() else {
+            return;
+        };
+        if sender.is_ready() {
             self.upstream.put_back(sender);
+            return;
         }
+        if sender.is_closed() {
+            return;
+        }
+        let upstream = self.upstream.clone();
+        let limit = upstream.client.settings.idle_timeout;
+        tokio::spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(limit, sender.ready()).await {
+                upstream.put_back(sender);
+            }
+        });
     }
 }
 

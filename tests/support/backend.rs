@@ -5,6 +5,7 @@
 //! - `/bytes/N`: N bytes streamed in 64 KiB chunks
 //! - `/upload`: drains the body, answers `{received: N}`
 //! - `/reset`: drops the connection without answering
+//! - `/early`: answers at once while the upload is still being read
 //! - `/hop`: a response carrying hop-by-hop headers
 //! - `/ws`: a WebSocket echo
 
@@ -190,6 +191,13 @@ async fn handle(
             )))
         }
         "/reset" => Err(std::io::Error::other("reset on purpose")),
+        "/early" => {
+            // Answers at once, and keeps reading the upload in the background.
+            let resp = echo(&name, &req);
+            let mut body = req.into_body();
+            tokio::spawn(async move { while let Some(Ok(_)) = body.frame().await {} });
+            Ok(resp)
+        }
         "/hop" => {
             let mut resp = echo(&name, &req);
             let h = resp.headers_mut();
