@@ -212,6 +212,22 @@ async fn each_error_answers_with_its_status() {
         resp.to_ascii_lowercase().contains("connection: close"),
         "{resp}"
     );
+    // A host with URL syntax in it could match `*.foo.bar` and mislead apps.
+    let resp = raw(p.addr, b"GET / HTTP/1.1\r\nHost: evil.com#.foo.bar\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    // Dot segments would let an upstream resolve outside the routed prefix.
+    for path in ["/a/../b", "/%2e%2e/etc", "/a/./b"] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: ok.foo.bar\r\nConnection: close\r\n\r\n");
+        let resp = raw(p.addr, req.as_bytes()).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+    }
+    // An absolute-form request is routed by, and forwarded with, the URI's host.
+    let req =
+        "GET http://ok.foo.bar/abs HTTP/1.1\r\nHost: empty.foo.bar\r\nConnection: close\r\n\r\n";
+    let resp = raw(p.addr, req.as_bytes()).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(r#"["host","ok.foo.bar"]"#), "{resp}");
+    assert!(resp.contains(r#""uri":"/abs""#), "{resp}");
     drop(fillers);
 }
 

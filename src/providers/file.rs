@@ -1,9 +1,10 @@
 //! The static routes file (`--routes FILE`, TOML).
 //!
 //! Its keys are the container label names without the `branchgate.` prefix,
-//! plus `upstreams`. The file is polled: a valid change is published within
-//! a second; an invalid one is logged once (file, line, reason) and the table
-//! in force stays as it is.
+//! plus `upstreams`. The file is polled every 250 ms; a version is taken once
+//! two polls read the same bytes (so a half-written file never goes live). A
+//! valid change is published within about half a second; an invalid one is
+//! logged once (file, line, reason) and the table in force stays as it is.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -167,6 +168,7 @@ pub async fn watch(
     tx: Arc<watch::Sender<Desired>>,
     shutdown: CancellationToken,
 ) {
+    let mut pending: Option<Vec<u8>> = None;
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -182,8 +184,16 @@ pub async fn watch(
             continue;
         };
         if bytes == last {
+            pending = None;
             continue;
         }
+        // A new version counts once two polls read the same bytes: an editor
+        // that truncates and then writes is never caught half-way.
+        if pending.as_ref() != Some(&bytes) {
+            pending = Some(bytes);
+            continue;
+        }
+        pending = None;
         let text = String::from_utf8_lossy(&bytes);
         match parse(&path, &text) {
             Ok(specs) => {

@@ -15,6 +15,10 @@ pub enum ProxyError {
     /// No `Host` header (or `:authority`), or one that is not a host name.
     #[error("request has no valid host")]
     BadHost,
+    /// The path has `.` or `..` segments (plain or percent-encoded), which an
+    /// upstream would resolve outside the prefix that was routed.
+    #[error("request path has dot segments")]
+    DotSegments,
     /// No route matches the host and there is no default host.
     #[error("no route for this host")]
     NoHost,
@@ -39,7 +43,7 @@ impl ProxyError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadHost => StatusCode::BAD_REQUEST,
+            Self::BadHost | Self::DotSegments => StatusCode::BAD_REQUEST,
             Self::NoHost | Self::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoPath => StatusCode::NOT_FOUND,
             Self::Connect(ConnectError::Timeout(_)) | Self::ResponseTimeout(_) => {

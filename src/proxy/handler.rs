@@ -54,13 +54,33 @@ pub async fn handle(
     }
 }
 
+/// True when a path segment is `.` or `..`, also percent-encoded (`%2e`).
+fn has_dot_segment(path: &str) -> bool {
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
+    path.split('/').any(|seg| {
+        [".", "..", "%2e", "%2e%2e", ".%2e", "%2e."]
+            .iter()
+            .any(|d| seg.eq_ignore_ascii_case(d))
+    })
+}
+
 fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Uri> {
     let path = pq.map_or("/", PathAndQuery::as_str);
     let rest = path.get(prefix.len()..).unwrap_or("");
     let mut out = String::with_capacity(dest.len() + rest.len() + 1);
     out.push_str(dest);
-    if out.is_empty() || (!out.ends_with('/') && !rest.is_empty() && !rest.starts_with(['/', '?']))
-    {
+    if out.is_empty() {
+        out.push('/');
+    }
+    // Join with exactly one `/`.
+    let rest = if out.ends_with('/') {
+        rest.strip_prefix('/').unwrap_or(rest)
+    } else {
+        rest
+    };
+    if !out.ends_with('/') && !rest.is_empty() && !rest.starts_with(['/', '?']) {
         out.push('/');
     }
     out.push_str(rest);
@@ -88,6 +108,9 @@ async fn forward(
         .and_then(|h| normalize_host(h, &mut buf));
     let host = host.ok_or(ProxyError::BadHost)?;
 
+    if has_dot_segment(req.uri().path()) {
+        return Err(ProxyError::DotSegments);
+    }
     let (pool, new_uri) = {
         let table = shared.table.load();
         match table.lookup(host, req.uri().path()) {
@@ -213,6 +236,16 @@ mod tests {
     }
 
     #[test]
+    fn dot_segments_are_found_plain_or_encoded() {
+        for p in ["/a/../b", "/..", "/a/.", "/%2e%2E/x", "/a/.%2e/b", "/./a"] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in ["/", "/a.b/c", "/..a/b", "/a/b.", "/%2f", "/.well-known/x"] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
+    }
+
+    #[test]
     fn dest_replaces_the_matched_prefix() {
         assert_eq!(rw("/app1/foo?x=1", "/app1/", "/"), "/foo?x=1");
         assert_eq!(rw("/app1/", "/app1/", "/"), "/");
@@ -221,5 +254,9 @@ mod tests {
         assert_eq!(rw("/app1/a", "/app1", "/x"), "/x/a");
         assert_eq!(rw("/app1?q", "/app1", "/x"), "/x?q");
         assert_eq!(rw("/app1/a", "/app1/", ""), "/a");
+        assert_eq!(rw("/app1/a", "/app1", ""), "/a");
+        assert_eq!(rw("/app1/a", "/app1", "/"), "/a");
+        assert_eq!(rw("/app1", "/app1", ""), "/");
+        assert_eq!(rw("/app1?q", "/app1", "/"), "/?q");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Forwarded-For`.
@@ -162,10 +162,16 @@ pub fn prepare_request(
         headers.insert(UPGRADE, protocol);
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    headers.entry(HOST).or_insert_with(|| host.clone());
+    // The host that was routed is the host forwarded: for absolute-form and
+    // HTTP/2 requests the URI's authority replaces `Host` (RFC 9112 3.2.2).
+    headers.insert(HOST, host.clone());
     headers.insert(&X_REAL_IP, conn.client_ip.clone());
     headers.insert(&X_ORIGINAL_URI, original_uri);
     if !trust {
+        // RFC 7239's `Forwarded` says the same as X-Forwarded-*: a client must not set it either.
+        if headers.contains_key(FORWARDED) {
+            headers.remove(FORWARDED);
+        }
         headers.insert(&X_FORWARDED_FOR, conn.client_ip.clone());
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
         headers.insert(&X_FORWARDED_HOST, host.clone());
@@ -174,15 +180,17 @@ pub fn prepare_request(
         headers.insert(&X_FORWARDED_SSL, HeaderValue::from_static(ssl));
         return is_upgrade;
     }
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + conn.client_ip.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(conn.client_ip.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| conn.client_ip.clone())
-        }
-        None => conn.client_ip.clone(),
+    // Every earlier hop, from every X-Forwarded-For line, then this client.
+    let mut chain = Vec::new();
+    for prev in headers.get_all(&X_FORWARDED_FOR) {
+        chain.extend_from_slice(prev.as_bytes());
+        chain.extend_from_slice(b", ");
+    }
+    let xff = if chain.is_empty() {
+        conn.client_ip.clone()
+    } else {
+        chain.extend_from_slice(conn.client_ip.as_bytes());
+        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| conn.client_ip.clone())
     };
     headers.insert(&X_FORWARDED_FOR, xff);
     let proto = headers
@@ -249,6 +257,8 @@ mod tests {
         h.insert(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
         h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
         h.insert("proxy", "http://evil".parse().unwrap());
+        h.insert(FORWARDED, "for=6.6.6.6;proto=https".parse().unwrap());
+        h.insert(HOST, "b.foo.bar".parse().unwrap());
         let host = HeaderValue::from_static("a.foo.bar");
         prepare_request(
             &mut h,
@@ -267,6 +277,8 @@ mod tests {
         assert_eq!(h[&X_ORIGINAL_URI], "/x?y");
         assert_eq!(h[HOST], "a.foo.bar");
         assert!(!h.contains_key("proxy"));
+        assert!(!h.contains_key(FORWARDED));
+        assert_eq!(h[HOST], "a.foo.bar", "the routed host replaces Host");
     }
 
     #[test]
@@ -306,7 +318,9 @@ mod tests {
     #[test]
     fn forwarded_headers_trusted_append() {
         let mut h = HeaderMap::new();
-        h.insert(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+        h.append(&X_FORWARDED_FOR, "9.9.9.9".parse().unwrap());
+        h.append(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+        h.insert(FORWARDED, "for=9.9.9.9".parse().unwrap());
         h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
         let host = HeaderValue::from_static("a.foo.bar");
         prepare_request(
@@ -317,7 +331,8 @@ mod tests {
             true,
             true,
         );
-        assert_eq!(h[&X_FORWARDED_FOR], "1.2.3.4, 10.0.0.7");
+        assert_eq!(h[&X_FORWARDED_FOR], "9.9.9.9, 1.2.3.4, 10.0.0.7");
+        assert!(h.contains_key(FORWARDED), "kept when trusted");
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_SSL], "on");
     }

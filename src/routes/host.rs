@@ -182,9 +182,16 @@ pub fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<
     if host.is_empty() || host.len() > MAX_HOST_LEN {
         return None;
     }
+    // Only what a DNS name or an IP literal is made of: a `#`, `?`, `@` or `%`
+    // would let `evil.com#.foo.bar` match `*.foo.bar` and reach apps that
+    // build links from `Host`.
+    let bracketed = host.starts_with('[');
     let out = &mut buf[..host.len()];
     for (o, &b) in out.iter_mut().zip(host.as_bytes()) {
-        if b <= b' ' || b == b'/' || b == b'\\' || b >= 0x7f {
+        let ok = b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_')
+            || (bracketed && matches!(b, b'[' | b']' | b':'));
+        if !ok {
             return None;
         }
         *o = b.to_ascii_lowercase();
@@ -219,6 +226,16 @@ mod tests {
         assert_eq!(norm("").as_deref(), None);
         assert_eq!(norm("a:b:c").as_deref(), None);
         assert_eq!(norm("a b").as_deref(), None);
+        for bad in [
+            "evil.com#.foo.bar",
+            "a?.foo.bar",
+            "u@a.foo.bar",
+            "a%2e.foo.bar",
+            "a\".foo",
+            "[::1]x",
+        ] {
+            assert_eq!(norm(bad).as_deref(), None, "{bad}");
+        }
         assert_eq!(norm("host:").as_deref(), None);
         assert_eq!(norm(&"a".repeat(300)).as_deref(), None);
     }

@@ -93,5 +93,8 @@ pub fn check_path(path: &str) -> Result<(), String> {
             "path contains a space or control character: {path:?}"
         ));
     }
+    if path.contains(['?', '#']) || http::uri::PathAndQuery::try_from(path).is_err() {
+        return Err(format!("not a plain URI path: {path:?}"));
+    }
     Ok(())
 }
