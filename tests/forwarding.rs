@@ -248,6 +248,8 @@ async fn http2_prior_knowledge_clients_are_served() {
     tokio::spawn(conn);
     for i in 0..3 {
         let req = http::Request::get(format!("http://h2.foo.bar/x/{i}"))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
             .body(Full::<Bytes>::default())
             .unwrap();
         let resp = sender.send_request(req).await.unwrap();
@@ -257,6 +259,15 @@ async fn http2_prior_knowledge_clients_are_served() {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         // The upstream gets HTTP/1.1 with an origin-form URI and a Host header.
         assert_eq!(v["version"], "HTTP/1.1");
+        // Split HTTP/2 cookie fields reach the HTTP/1.1 upstream as one header.
+        let cookies: Vec<&serde_json::Value> = v["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0] == "cookie")
+            .collect();
+        assert_eq!(cookies.len(), 1, "{v}");
+        assert_eq!(cookies[0][1], "a=1; b=2");
         assert_eq!(v["uri"], format!("/x/{i}"));
         assert!(
             v["headers"]

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::Shared;
 use super::body::ProxyBody;
 use super::error::{ProxyError, error_response};
-use super::headers::{ConnInfo, prepare_request, prepare_response};
+use super::headers::{ConnInfo, join_cookies, prepare_request, prepare_response};
 use super::upstream::Lease;
 use crate::logging::AccessRecord;
 use crate::routes::{Lookup, MAX_HOST_LEN, normalize_host};
@@ -142,6 +142,9 @@ async fn forward(
             .cloned()
             .unwrap_or(PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(pq);
+    }
+    if req.version() == Version::HTTP_2 {
+        join_cookies(req.headers_mut());
     }
     let trust = shared.settings.trust_downstream_proxy;
     let upgradable = req.version() == Version::HTTP_11;

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{CONNECTION, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, COOKIE, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Forwarded-For`.
@@ -209,6 +209,23 @@ pub fn prepare_request(
         .entry(&X_FORWARDED_PORT)
         .or_insert_with(|| conn.local_port.clone());
     is_upgrade
+}
+
+/// Joins the `cookie` fields an HTTP/2 client may split (RFC 9113 8.2.3) into
+/// the single `Cookie` header an HTTP/1.1 upstream expects.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
 }
 
 /// Rewrites an upstream response's headers for the client. A `101` keeps its
