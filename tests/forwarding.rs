@@ -357,3 +357,55 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let read = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest)).await;
     assert!(read.is_ok(), "the idle keep-alive connection was closed");
 }
+
+#[tokio::test]
+async fn the_response_timeout_starts_after_the_upload() {
+    let b = Backend::spawn("b").await;
+    let p = Proxy::builder()
+        .route("up.foo.bar", &[b.addr], "")
+        .arg("--response-timeout")
+        .arg("300ms")
+        .spawn()
+        .await;
+    // Five chunks, 200 ms apart: a one-second upload, three response timeouts long.
+    let chunks = futures_util::stream::unfold(0u8, |i| async move {
+        if i == 5 {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let frame = hyper::body::Frame::data(Bytes::from(vec![b'u'; 1000]));
+        Some((Ok::<_, std::io::Error>(frame), i + 1))
+    });
+    let stream = TcpStream::connect(p.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/upload")
+        .header("host", "up.foo.bar")
+        .header("content-length", "5000")
+        .body(http_body_util::StreamBody::new(chunks))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["received"],
+        5000
+    );
+    // A slow answer after a short upload still times out.
+    let r = support::client::Conn::open(p.addr)
+        .await
+        .send(
+            http::Request::post("/slow/1000")
+                .header("host", "up.foo.bar")
+                .body(Full::new(Bytes::from_static(b"tiny")))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 504);
+}

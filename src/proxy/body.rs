@@ -115,3 +115,51 @@ impl Drop for ProxyBody {
         self.finish(complete);
     }
 }
+
+/// A request body on its way upstream. When it has been sent in full it
+/// signals `sent`, which starts the response timeout: time spent uploading
+/// never counts against the upstream.
+pub struct RequestBody {
+    inner: Incoming,
+    sent: Option<std::sync::Arc<tokio::sync::Notify>>,
+}
+
+impl RequestBody {
+    /// Wraps `inner`; `sent` is signalled once it has ended.
+    pub fn new(inner: Incoming, sent: Option<std::sync::Arc<tokio::sync::Notify>>) -> Self {
+        Self { inner, sent }
+    }
+
+    fn signal_if_done(&mut self, done: bool) {
+        if done && let Some(sent) = self.sent.take() {
+            // notify_one keeps a permit if nobody waits yet.
+            sent.notify_one();
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        // hyper stops polling once the body says it is at its end, so look
+        // at that too, not only at the final `None`.
+        let done = frame.is_none() || this.inner.is_end_stream();
+        this.signal_if_done(done);
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

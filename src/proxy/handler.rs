@@ -5,6 +5,9 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use http_body::Body as _;
+use tokio::sync::Notify;
+
 use http::header::HOST;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -13,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use super::Shared;
-use super::body::ProxyBody;
+use super::body::{ProxyBody, RequestBody};
 use super::error::{ProxyError, error_response};
 use super::headers::{ConnInfo, join_cookies, prepare_request, prepare_response};
 use super::upstream::Lease;
@@ -160,7 +163,9 @@ async fn forward(
     *req.version_mut() = Version::HTTP_11;
 
     let timeout = shared.settings.response_timeout;
-    let mut req = Some(req);
+    // With a body to upload, the response timeout starts once it is sent.
+    let body_sent = (!req.body().is_end_stream()).then(|| Arc::new(Notify::new()));
+    let mut req = Some(req.map(|b| RequestBody::new(b, body_sent.clone())));
     let mut last_err = ProxyError::NoUpstream;
     for upstream in pool.candidates() {
         // A pooled connection the upstream just closed fails before our request
@@ -181,10 +186,20 @@ async fn forward(
             };
             let Some(request) = req.take() else { break };
             let sent = lease.sender().try_send_request(request);
-            match tokio::time::timeout(timeout, sent).await {
-                Err(_) => return Err(ProxyError::ResponseTimeout(timeout)),
-                Ok(Ok(resp)) => return Ok(respond(resp, lease, client_upgrade)),
-                Ok(Err(mut e)) => match e.take_message() {
+            let answer = match &body_sent {
+                None => tokio::time::timeout(timeout, sent).await.ok(),
+                Some(body_sent) => tokio::select! {
+                    answer = sent => Some(answer),
+                    () = async {
+                        body_sent.notified().await;
+                        tokio::time::sleep(timeout).await;
+                    } => None,
+                },
+            };
+            match answer {
+                None => return Err(ProxyError::ResponseTimeout(timeout)),
+                Some(Ok(resp)) => return Ok(respond(resp, lease, client_upgrade)),
+                Some(Err(mut e)) => match e.take_message() {
                     Some(request) => {
                         req = Some(request);
                         last_err = ProxyError::Upstream(e.into_error());

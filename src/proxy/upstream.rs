@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::body::RequestBody;
 use crate::routes::Proto;
 
 /// How long an upstream that refused a connection is skipped by round-robin.
@@ -86,7 +86,7 @@ struct Client {
 }
 
 struct Idle {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -179,7 +179,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<Incoming>, ConnectError> {
+    async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
         let addr = self.addr;
         let timeout = self.client.settings.connect_timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -202,7 +202,7 @@ impl Upstream {
         }
     }
 
-    fn put_back(&self, sender: http1::SendRequest<Incoming>) {
+    fn put_back(&self, sender: http1::SendRequest<RequestBody>) {
         if sender.is_closed() {
             return;
         }
@@ -229,7 +229,10 @@ impl Upstream {
     }
 }
 
-async fn handshake<T>(addr: SocketAddr, io: T) -> Result<http1::SendRequest<Incoming>, ConnectError>
+async fn handshake<T>(
+    addr: SocketAddr,
+    io: T,
+) -> Result<http1::SendRequest<RequestBody>, ConnectError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -249,14 +252,14 @@ where
 /// Give it back with [`Lease::recycle`] once the response body has ended.
 pub struct Lease {
     upstream: Arc<Upstream>,
-    sender: Option<http1::SendRequest<Incoming>>,
+    sender: Option<http1::SendRequest<RequestBody>>,
     /// Whether the connection came from the idle pool (a stale one may fail
     /// before the request is written; such a request is safe to retry).
     pub reused: bool,
 }
 
 impl Lease {
-    fn new(upstream: Arc<Upstream>, sender: http1::SendRequest<Incoming>, reused: bool) -> Self {
+    fn new(upstream: Arc<Upstream>, sender: http1::SendRequest<RequestBody>, reused: bool) -> Self {
         upstream.in_flight.fetch_add(1, Ordering::Relaxed);
         Self {
             upstream,
@@ -266,7 +269,7 @@ impl Lease {
     }
 
     /// The sender to issue the request on.
-    pub fn sender(&mut self) -> &mut http1::SendRequest<Incoming> {
+    pub fn sender(&mut self) -> &mut http1::SendRequest<RequestBody> {
         self.sender
             .as_mut()
             .expect("sender is only taken by recycle")
