@@ -151,15 +151,6 @@ fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
     })
 }
 
-/// Reads and parses the file.
-pub fn load(path: &Path) -> Result<Vec<RouteSpec>, FileError> {
-    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(path, &text)
-}
-
 /// Polls `path` until `shutdown`, sending every valid new version into `tx`.
 /// `last` is the content already published (by the start-up load).
 pub async fn watch(

@@ -50,11 +50,6 @@ impl ProxyBody {
         }
     }
 
-    /// An empty body.
-    pub fn empty() -> Self {
-        Self::full(Bytes::new(), None)
-    }
-
     fn finish(&mut self, complete: bool) {
         if let Some(lease) = self.lease.take()
             && complete

@@ -159,7 +159,7 @@ impl Upstream {
             // Only ready connections are pooled; one that is not ready now has
             // closed or failed meanwhile. Never wait on a pooled connection.
             if idle.sender.is_ready() && idle.since.elapsed() <= self.client.settings.idle_timeout {
-                return Ok(Lease::new(self.clone(), idle.sender, true));
+                return Ok(Lease::new(self.clone(), idle.sender));
             }
         }
         self.lease_fresh().await
@@ -170,7 +170,7 @@ impl Upstream {
         match self.connect().await {
             Ok(sender) => {
                 self.record_success();
-                Ok(Lease::new(self.clone(), sender, false))
+                Ok(Lease::new(self.clone(), sender))
             }
             Err(e) => {
                 self.record_failure();
@@ -219,14 +219,6 @@ impl Upstream {
             idle.push_back(Idle { sender, since: now });
         }
     }
-
-    /// Idle pooled connections across all workers (for tests and metrics).
-    pub fn idle_count(&self) -> usize {
-        self.idle
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
-    }
 }
 
 async fn handshake<T>(
@@ -253,18 +245,14 @@ where
 pub struct Lease {
     upstream: Arc<Upstream>,
     sender: Option<http1::SendRequest<RequestBody>>,
-    /// Whether the connection came from the idle pool (a stale one may fail
-    /// before the request is written; such a request is safe to retry).
-    pub reused: bool,
 }
 
 impl Lease {
-    fn new(upstream: Arc<Upstream>, sender: http1::SendRequest<RequestBody>, reused: bool) -> Self {
+    fn new(upstream: Arc<Upstream>, sender: http1::SendRequest<RequestBody>) -> Self {
         upstream.in_flight.fetch_add(1, Ordering::Relaxed);
         Self {
             upstream,
             sender: Some(sender),
-            reused,
         }
     }
 
@@ -427,16 +415,6 @@ impl UpstreamRegistry {
     /// Forgets upstreams no route uses any more (their idle connections close).
     pub fn retain_used(&self, used: &BTreeSet<(SocketAddr, Proto)>) {
         self.map.retain(|k, _| used.contains(k));
-    }
-
-    /// Number of known upstreams.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// Whether no upstream is known.
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 
