@@ -186,15 +186,15 @@ async fn forward(
             };
             let Some(request) = req.take() else { break };
             let sent = lease.sender().try_send_request(request);
-            let answer = match &body_sent {
-                None => tokio::time::timeout(timeout, sent).await.ok(),
-                Some(body_sent) => tokio::select! {
-                    answer = sent => Some(answer),
-                    () = async {
-                        body_sent.notified().await;
-                        tokio::time::sleep(timeout).await;
-                    } => None,
-                },
+            let deadline = async {
+                if let Some(body_sent) = &body_sent {
+                    body_sent.notified().await;
+                }
+                tokio::time::sleep(timeout).await;
+            };
+            let answer = tokio::select! {
+                answer = sent => Some(answer),
+                () = deadline => None,
             };
             match answer {
                 None => return Err(ProxyError::ResponseTimeout(timeout)),

@@ -202,10 +202,8 @@ impl Upstream {
         }
     }
 
+    /// Pools a sender; callers pass only ready ones (see [`Lease::recycle`]).
     fn put_back(&self, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
         let now = Instant::now();
         let mut idle = self.slot().lock().unwrap_or_else(|e| e.into_inner());
         // Connections are reused last-in first-out, so stale ones collect at the front.

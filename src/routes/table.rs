@@ -93,6 +93,10 @@ impl RouteTable {
 
     /// Finds the host rule for an already normalised host.
     pub fn find_host(&self, host: &str) -> Option<(&HostRoutes, HostMatch)> {
+        self.find_entry(host).map(|(r, how)| (&**r, how))
+    }
+
+    fn find_entry(&self, host: &str) -> Option<(&Arc<HostRoutes>, HostMatch)> {
         if let Some(r) = self.exact.get(host) {
             return Some((r, HostMatch::Exact));
         }
@@ -121,7 +125,7 @@ impl RouteTable {
         self.regex
             .iter()
             .find(|(re, _)| re.regex.is_match(host))
-            .map(|(_, r)| (&**r, HostMatch::Regex))
+            .map(|(_, r)| (r, HostMatch::Regex))
     }
 
     /// Resolves a normalised host and a request path to a route.
@@ -259,16 +263,9 @@ pub fn build<'s>(
 
     if let Some(default) = &opts.default_host {
         let mut buf = [0; MAX_HOST_LEN];
-        match normalize_host(default, &mut buf).and_then(|h| table.find_host(h)) {
-            Some((routes, _)) => {
-                let pattern = routes.pattern.clone();
-                table.default = [&table.exact, &table.suffix, &table.prefix]
-                    .iter()
-                    .flat_map(|m| m.values())
-                    .chain(table.regex.iter().map(|(_, r)| r))
-                    .find(|r| r.pattern == pattern)
-                    .cloned();
-            }
+        let found = normalize_host(default, &mut buf).and_then(|h| table.find_entry(h));
+        match found.map(|(routes, _)| routes.clone()) {
+            Some(routes) => table.default = Some(routes),
             None => warnings.push(BuildWarning {
                 source: "--default-host".into(),
                 message: format!("default host {default} has no route yet; unknown hosts get 503"),
