@@ -97,3 +97,60 @@ impl Publisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::upstream::ClientSettings;
+    use crate::routes::HostPattern;
+
+    fn spec(host: &str) -> RouteSpec {
+        RouteSpec {
+            source: host.into(),
+            hosts: vec![HostPattern::parse(host).unwrap()],
+            path: "/".into(),
+            dest: None,
+            proto: crate::routes::Proto::Http,
+            upstreams: vec!["127.0.0.1:1".parse().unwrap()],
+            branch: None,
+            role: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_updates_is_one_publish_of_the_latest_state() {
+        let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
+        let settings = ClientSettings {
+            connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(1),
+        };
+        let registry = Arc::new(UpstreamRegistry::new(settings, 1));
+        let publisher = Publisher::new(table.clone(), registry, BuildOptions::default());
+        let (tx, rx) = watch::channel(Desired::new());
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(publisher.run(rx, stop.clone()));
+        tokio::task::yield_now().await;
+        // Fifty updates, as a burst of container events would send them.
+        for i in 0..50 {
+            tx.send_modify(|d| {
+                let specs = (0..=i).map(|j| spec(&format!("h{j}.foo.bar"))).collect();
+                d.insert(ProviderId::File, Arc::new(specs));
+            });
+            // Let the publisher wake mid-burst: only the settle window keeps
+            // it from rebuilding after every update.
+            tokio::task::yield_now().await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while table.load().host_count() < 50 {
+            assert!(Instant::now() < deadline, "the burst was never published");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            table.load().generation(),
+            1,
+            "one rebuild for the whole burst"
+        );
+        stop.cancel();
+        task.await.unwrap();
+    }
+}
