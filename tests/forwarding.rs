@@ -378,12 +378,7 @@ async fn the_response_timeout_starts_after_the_upload() {
         let frame = hyper::body::Frame::data(Bytes::from(vec![b'u'; 1000]));
         Some((Ok::<_, std::io::Error>(frame), i + 1))
     });
-    let stream = TcpStream::connect(p.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = support::client::sender(p.addr).await;
     let req = http::Request::post("/upload")
         .header("host", "up.foo.bar")
         .header("content-length", "5000")

@@ -96,12 +96,7 @@ async fn sigterm_finishes_in_flight_requests_then_exits() {
     .await;
     let addr = p.addr;
     let slow = tokio::spawn(async move { get(addr, "g.foo.bar", "/slow/1500").await });
-    eventually(
-        Duration::from_secs(5),
-        "the request to reach the backend",
-        || async { (a.connections() > 0).then_some(()) },
-    )
-    .await;
+    a.wait_for_connection().await;
     let started = Instant::now();
     p.signal("TERM");
     // New connections are refused once the listener is closed.
@@ -129,12 +124,7 @@ async fn the_grace_period_bounds_shutdown() {
         let mut c = Conn::open(addr).await;
         c.get("g.foo.bar", "/slow/30000").await
     });
-    eventually(
-        Duration::from_secs(5),
-        "the request to reach the backend",
-        || async { (a.connections() > 0).then_some(()) },
-    )
-    .await;
+    a.wait_for_connection().await;
     let started = Instant::now();
     p.signal("TERM");
     assert!(p.wait(Duration::from_secs(5)).await.success());
@@ -171,12 +161,7 @@ async fn a_1gib_upload_and_download_stream_without_raising_rss() {
     assert_eq!(get(p.addr, "big.foo.bar", "/").await.status, 200);
     let base = p.mem_kib("VmRSS");
 
-    let stream = TcpStream::connect(p.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = support::client::sender(p.addr).await;
     let started = Instant::now();
     let req = http::Request::post("/upload")
         .header("host", "big.foo.bar")

@@ -220,12 +220,7 @@ async fn a_request_never_waits_behind_another_clients_upload() {
     let (tx, rx) =
         tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>>(1);
     let body = http_body_util::StreamBody::new(tokio_stream_from(rx));
-    let stream = tokio::net::TcpStream::connect(p.addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = support::client::sender(p.addr).await;
     let req = http::Request::post("/early")
         .header("host", "u.foo.bar")
         .header("content-length", (1u64 << 20).to_string())

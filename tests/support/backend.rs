@@ -111,6 +111,16 @@ impl Backend {
         }
     }
 
+    /// Waits until the backend has accepted a connection (a request reached it).
+    pub async fn wait_for_connection(&self) {
+        super::eventually(
+            Duration::from_secs(5),
+            "a request to reach the backend",
+            || async { (self.connections() > 0).then_some(()) },
+        )
+        .await;
+    }
+
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)

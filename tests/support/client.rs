@@ -58,13 +58,24 @@ impl Reply {
 /// A kept-alive HTTP/1.1 connection.
 pub struct Conn(http1::SendRequest<Full<Bytes>>);
 
+/// An HTTP/1.1 connection to `addr` whose requests carry any body type
+/// (streamed uploads); the connection is driven by a spawned task.
+pub async fn sender<B>(addr: SocketAddr) -> http1::SendRequest<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn.with_upgrades());
+    sender
+}
+
 impl Conn {
     /// Connects to `addr`.
     pub async fn open(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
-        tokio::spawn(conn.with_upgrades());
-        Self(sender)
+        Self(sender(addr).await)
     }
 
     /// Sends a request and reads the whole response.
