@@ -23,17 +23,26 @@ use super::upstream::Lease;
 use crate::logging::AccessRecord;
 use crate::routes::{Lookup, MAX_HOST_LEN, normalize_host};
 
+/// What every request on one client connection shares: one `Arc` clone per request.
+#[derive(Debug)]
+pub struct Connection {
+    /// State of the whole proxy.
+    pub shared: Arc<Shared>,
+    /// This connection's client and listener.
+    pub info: ConnInfo,
+}
+
 /// Serves one request. Never fails: errors become responses.
 pub async fn handle(
-    shared: Arc<Shared>,
-    conn: Arc<ConnInfo>,
+    connection: Arc<Connection>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let Connection { shared, info: conn } = &*connection;
     let mut record = shared
         .settings
         .access_log
         .then(|| AccessRecord::new(&req, conn.peer.ip()));
-    match forward(&shared, &conn, req).await {
+    match forward(shared, conn, req).await {
         Ok((resp, lease)) => {
             let (parts, body) = resp.into_parts();
             if let Some(r) = &mut record {

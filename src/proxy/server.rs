@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::handler::handle;
+use super::handler::{Connection, handle};
 use super::headers::ConnInfo;
 
 /// Accepts connections on `listener` until `shutdown` fires, then stops
@@ -60,9 +60,11 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ConnInfo::new(peer, local, "http"));
-        let shared = shared.clone();
-        let service = service_fn(move |req| handle(shared.clone(), conn.clone(), req));
+        let conn = Arc::new(Connection {
+            shared: shared.clone(),
+            info: ConnInfo::new(peer, local, "http"),
+        });
+        let service = service_fn(move |req| handle(conn.clone(), req));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
