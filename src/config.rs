@@ -46,6 +46,21 @@ pub struct Config {
     #[arg(long, env = "BRANCHGATE_ROUTES", value_name = "FILE")]
     pub routes: Option<PathBuf>,
 
+    /// Docker engine to watch: unix:///PATH, tcp://HOST:PORT (TLS with DOCKER_TLS_VERIFY and
+    /// DOCKER_CERT_PATH), http:// or https://. Default: DOCKER_HOST, else unix:///var/run/docker.sock.
+    #[arg(long, env = "BRANCHGATE_DOCKER", value_name = "URL", value_parser = parse_docker_url)]
+    pub docker: Option<String>,
+
+    /// Do not watch Docker (routes come from --routes / --demo only).
+    #[arg(long, env = "BRANCHGATE_NO_DOCKER", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub no_docker: bool,
+
+    /// Reach containers only at their address on this Docker network (name or id). Default: a
+    /// network shared with branchgate's own container, or on the host the first network by name.
+    #[arg(long, env = "BRANCHGATE_NETWORK", value_name = "NAME")]
+    pub network: Option<String>,
+
     /// Serve hosts that match no route from this host's routes (nginx-proxy's DEFAULT_HOST).
     #[arg(long, env = "BRANCHGATE_DEFAULT_HOST", value_name = "HOST", value_parser = parse_host)]
     pub default_host: Option<String>,
@@ -133,6 +148,19 @@ impl Config {
         }
     }
 
+    /// The Docker engine to watch, unless `--no-docker`.
+    pub fn docker_url(&self) -> Option<String> {
+        if self.no_docker {
+            return None;
+        }
+        Some(self.docker.clone().unwrap_or_else(|| {
+            std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "unix:///var/run/docker.sock".into())
+        }))
+    }
+
     /// Number of worker runtimes to start.
     pub fn worker_count(&self) -> usize {
         match self.workers {
@@ -164,6 +192,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+}
+
+fn parse_docker_url(s: &str) -> Result<String, String> {
+    const SCHEMES: [&str; 4] = ["unix://", "tcp://", "http://", "https://"];
+    match SCHEMES.iter().find(|p| s.starts_with(**p)) {
+        Some(p) if s.len() > p.len() => Ok(s.to_owned()),
+        Some(_) => Err("the address after the scheme is missing".into()),
+        None => Err("expected unix://PATH, tcp://HOST:PORT, http:// or https://".into()),
+    }
 }
 
 fn parse_host(s: &str) -> Result<String, String> {
@@ -201,5 +238,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--connect-timeout"), "{e}");
+
+        let c = Config::try_parse_from(["bg", "--docker", "tcp://10.0.0.1:2376"]).unwrap();
+        assert_eq!(c.docker_url().as_deref(), Some("tcp://10.0.0.1:2376"));
+        let c = Config::try_parse_from(["bg", "--no-docker"]).unwrap();
+        assert_eq!(c.docker_url(), None);
+        let e = Config::try_parse_from(["bg", "--docker", "/var/run/docker.sock"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--docker") && e.contains("unix://"), "{e}");
     }
 }

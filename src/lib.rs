@@ -1,6 +1,7 @@
 //! branchgate: a Docker-aware reverse proxy for per-branch preview environments.
 //!
 //! ```text
+//! Docker events ─┐
 //! routes file ──▶ providers ──watch──▶ publisher ──ArcSwap::store──▶ RouteTable snapshot
 //!                                                                     │ load() once per request
 //!                                                                     ▼
@@ -170,6 +171,14 @@ impl Bound {
                 self.tx.clone(),
                 background.clone(),
             ));
+        }
+        if let Some(url) = self.config.docker_url() {
+            let settings = providers::docker::Settings {
+                url,
+                network: self.config.network.clone(),
+            };
+            let watcher = providers::docker::Watcher::new(settings, self.tx.clone());
+            tokio::spawn(watcher.run(background.clone()));
         }
         if let Some(l) = self.demo {
             let l = tokio::net::TcpListener::from_std(l)?;

@@ -2,5 +2,6 @@
 //! Each sends its whole current state to the publisher (see
 //! [`crate::routes::publish`]).
 
+pub mod docker;
 pub mod file;
 pub mod labels;
