@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod docker;
 pub mod proxy;
 
 pub use backend::Backend;

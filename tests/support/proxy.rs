@@ -99,6 +99,9 @@ impl ProxyBuilder {
         .map(|s| s.to_string())
         .collect();
         argv.push(routes.display().to_string());
+        if !self.args.iter().any(|a| a.starts_with("--docker")) {
+            argv.push("--no-docker".into());
+        }
         argv.extend(self.args);
         let config = <branchgate::Config as clap::Parser>::try_parse_from(argv).unwrap();
         let bound = branchgate::bind(config).await.unwrap();
@@ -162,6 +165,11 @@ impl ProxyProcess {
             })
             .arg("--routes")
             .arg(&routes)
+            .args(if args.iter().any(|a| a.starts_with("--docker")) {
+                &[][..]
+            } else {
+                &["--no-docker"][..]
+            })
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

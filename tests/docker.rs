@@ -1,0 +1,396 @@
+//! Docker discovery against a real engine: the proxy binary runs on the host
+//! with `--docker`, test containers (the FROM-scratch echo image) are started,
+//! stopped, re-networked and health-flipped with the docker CLI, and every
+//! answer is checked through the proxy.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::docker::{self, TestNetwork, engine, field};
+use support::{ProxyProcess, eventually, get};
+
+const LIMIT: Duration = Duration::from_secs(15);
+
+async fn proxy(url: &str) -> ProxyProcess {
+    ProxyProcess::spawn("", &["--docker", url]).await
+}
+
+/// Waits until `host` + `path` answers `status`; returns the body.
+async fn until_status(p: &ProxyProcess, host: &str, path: &str, status: u16) -> Vec<u8> {
+    let addr = p.addr;
+    let deadline = std::time::Instant::now() + LIMIT;
+    loop {
+        // A request sent just before a container is paused or cut off waits
+        // for it; give up on that one and ask again.
+        let last = match tokio::time::timeout(Duration::from_secs(2), get(addr, host, path)).await {
+            Ok(r) if r.status.as_u16() == status => return r.body.to_vec(),
+            Ok(r) => format!("{}: {}", r.status, String::from_utf8_lossy(&r.body)),
+            Err(_) => "no answer within 2s".to_owned(),
+        };
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{host}{path}: still {last} after {LIMIT:?}, waiting for {status}\nproxy log:\n{}",
+            p.stderr().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn host(hint: &str) -> String {
+    format!("{}.test", docker::unique(hint))
+}
+
+#[tokio::test]
+async fn every_container_setting_routes_as_nginx_proxy_does() {
+    let Some(engine) = engine() else { return };
+    let p = proxy(&engine.url).await;
+
+    let (list_a, list_b) = (host("list-a"), host("list-b"));
+    let list = engine.run(
+        "list",
+        &["-e", &format!("VIRTUAL_HOST= {list_a} ,, {list_b} ,")],
+    );
+    let single = host("single");
+    let exposed = engine.run(
+        "single",
+        &[
+            "--expose",
+            "8081",
+            "-e",
+            "ECHO_PORTS=8081",
+            "-e",
+            &format!("VIRTUAL_HOST={single}"),
+        ],
+    );
+    let (port_host, many_host) = (host("port"), host("many"));
+    let port = engine.run(
+        "port",
+        &[
+            "--expose",
+            "8081",
+            "--expose",
+            "8082",
+            "-e",
+            "ECHO_PORTS=80,8081,8082",
+            "-e",
+            &format!("VIRTUAL_HOST={port_host}"),
+            "-e",
+            "VIRTUAL_PORT=8082",
+        ],
+    );
+    let many = engine.run(
+        "many",
+        &[
+            "--expose",
+            "8081",
+            "--expose",
+            "8082",
+            "-e",
+            "ECHO_PORTS=80,8081,8082",
+            "-e",
+            &format!("VIRTUAL_HOST={many_host}"),
+        ],
+    );
+    let zone = docker::unique("zone");
+    let wild = engine.run(
+        "wild",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST=*.w.{zone}.test, ~^r-[0-9]+\\.{zone}\\.test$"),
+        ],
+    );
+    let path_host = host("path");
+    let path = engine.run(
+        "path",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={path_host}"),
+            "-e",
+            "VIRTUAL_PATH=/app/",
+            "-e",
+            "VIRTUAL_DEST=/",
+        ],
+    );
+    let label_host = host("label");
+    let labelled = engine.run(
+        "label",
+        &[
+            "-e",
+            "VIRTUAL_HOST=env-loses.test",
+            "-e",
+            "VIRTUAL_PORT=80",
+            "-e",
+            "ECHO_PORTS=80,8083",
+            "--label",
+            &format!("branchgate.host={label_host}"),
+            "--label",
+            "branchgate.port=8083",
+            "--label",
+            "branchgate.path=/v2/",
+            "--label",
+            "branchgate.dest=/api/",
+        ],
+    );
+    let tls_host = host("tls");
+    let _tls = engine.run(
+        "tls",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={tls_host}"),
+            "-e",
+            "VIRTUAL_PROTO=https",
+        ],
+    );
+
+    // Multiple hosts, entries trimmed, empty ones ignored; no port anywhere: 80.
+    for h in [&list_a, &list_b] {
+        let body = until_status(&p, h, "/x", 200).await;
+        assert_eq!(field(&body, "name"), list.name);
+        assert_eq!(field(&body, "port"), "80");
+    }
+    // One exposed port is the port.
+    let body = until_status(&p, &single, "/", 200).await;
+    assert_eq!(
+        (field(&body, "name"), field(&body, "port")),
+        (exposed.name.clone(), "8081".into())
+    );
+    // VIRTUAL_PORT beats exposed ports; several exposed and none chosen: 80.
+    let body = until_status(&p, &port_host, "/", 200).await;
+    assert_eq!(
+        (field(&body, "name"), field(&body, "port")),
+        (port.name.clone(), "8082".into())
+    );
+    let body = until_status(&p, &many_host, "/", 200).await;
+    assert_eq!(
+        (field(&body, "name"), field(&body, "port")),
+        (many.name.clone(), "80".into())
+    );
+    // Wildcard and regex hosts.
+    for h in [format!("deep.a.w.{zone}.test"), format!("r-42.{zone}.test")] {
+        let body = until_status(&p, &h, "/", 200).await;
+        assert_eq!(field(&body, "name"), wild.name);
+    }
+    assert_eq!(
+        get(p.addr, &format!("r-x.{zone}.test"), "/").await.status,
+        503
+    );
+    // Path + dest: /app/x reaches the container as /x; other paths are not its.
+    let body = until_status(&p, &path_host, "/app/x?q=1", 200).await;
+    assert_eq!(
+        (field(&body, "name"), field(&body, "path")),
+        (path.name.clone(), "/x?q=1".into())
+    );
+    assert_eq!(get(p.addr, &path_host, "/other").await.status, 404);
+    // Labels win over env for every setting.
+    let body = until_status(&p, &label_host, "/v2/users", 200).await;
+    assert_eq!(field(&body, "name"), labelled.name);
+    assert_eq!(
+        (field(&body, "port"), field(&body, "path")),
+        ("8083".into(), "/api/users".into())
+    );
+    assert_eq!(get(p.addr, "env-loses.test", "/").await.status, 503);
+    // VIRTUAL_PROTO=https: the proxy speaks TLS to a plain-HTTP container, which fails.
+    until_status(&p, &tls_host, "/", 502).await;
+}
+
+#[tokio::test]
+async fn containers_come_and_go_with_start_and_stop() {
+    let Some(engine) = engine() else { return };
+    let p = proxy(&engine.url).await;
+    let h = host("life");
+    assert_eq!(get(p.addr, &h, "/").await.status, 503);
+
+    let c = engine.run("life", &["-e", &format!("VIRTUAL_HOST={h}")]);
+    let body = until_status(&p, &h, "/", 200).await;
+    assert_eq!(field(&body, "name"), c.name);
+
+    c.stop();
+    until_status(&p, &h, "/", 503).await;
+    c.start();
+    until_status(&p, &h, "/", 200).await;
+
+    // Paused: out of its pool; unpaused: back.
+    c.cli("pause", &[]);
+    until_status(&p, &h, "/", 503).await;
+    c.cli("unpause", &[]);
+    until_status(&p, &h, "/", 200).await;
+
+    drop(c);
+    until_status(&p, &h, "/", 503).await;
+}
+
+#[tokio::test]
+async fn containers_on_one_host_form_a_pool() {
+    let Some(engine) = engine() else { return };
+    let p = proxy(&engine.url).await;
+    let h = host("pool");
+    let env = format!("VIRTUAL_HOST={h}");
+    let a = engine.run("pool-a", &["-e", &env]);
+    let b = engine.run("pool-b", &["-e", &env]);
+    // Both in the pool: requests alternate between them.
+    eventually(LIMIT, "both containers in the pool", || async {
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let r = get(p.addr, &h, "/").await;
+            if r.status != 200 {
+                return None;
+            }
+            seen.push(field(&r.body, "name"));
+        }
+        let alternating = seen.windows(2).all(|w| w[0] != w[1]);
+        alternating.then_some(())
+    })
+    .await;
+    for _ in 0..6 {
+        let name = field(&get(p.addr, &h, "/").await.body, "name");
+        assert!(name == a.name || name == b.name);
+    }
+    // One stops: the other takes every request.
+    a.stop();
+    eventually(LIMIT, "only b left", || async {
+        let r = get(p.addr, &h, "/").await;
+        (r.status == 200 && field(&r.body, "name") == b.name).then_some(())
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(field(&get(p.addr, &h, "/").await.body, "name"), b.name);
+    }
+}
+
+#[tokio::test]
+async fn network_disconnect_and_reconnect() {
+    let Some(engine) = engine() else { return };
+    let p = proxy(&engine.url).await;
+    let h = host("net");
+    let c = engine.run("net", &["-e", &format!("VIRTUAL_HOST={h}")]);
+    until_status(&p, &h, "/", 200).await;
+
+    docker::docker(&["network", "disconnect", "bridge", &c.id]);
+    until_status(&p, &h, "/", 503).await;
+    let warned = format!("container {} is unreachable", c.name);
+    eventually(LIMIT, "the unreachable warning", || async {
+        p.stderr().iter().any(|l| l.contains(&warned)).then_some(())
+    })
+    .await;
+
+    docker::docker(&["network", "connect", "bridge", &c.id]);
+    let body = until_status(&p, &h, "/", 200).await;
+    assert_eq!(field(&body, "name"), c.name);
+
+    // --network: only addresses on that network count.
+    let net = TestNetwork::create("only");
+    let q = ProxyProcess::spawn("", &["--docker", &engine.url, "--network", &net.name]).await;
+    until_status(&q, &h, "/", 503).await;
+    docker::docker(&["network", "connect", &net.name, &c.id]);
+    let body = until_status(&q, &h, "/", 200).await;
+    assert_eq!(field(&body, "name"), c.name);
+    let r = get(q.addr, &h, "/").await;
+    assert_eq!(r.status, 200);
+    docker::docker(&["network", "disconnect", &net.name, &c.id]);
+    until_status(&q, &h, "/", 503).await;
+}
+
+#[tokio::test]
+async fn unhealthy_containers_stay_out_of_the_pool_until_healthy() {
+    let Some(engine) = engine() else { return };
+    let p = proxy(&engine.url).await;
+    let h = host("health");
+    let c = engine.run(
+        "health",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={h}"),
+            "--health-cmd",
+            "/echo check",
+            "--health-interval",
+            "300ms",
+            "--health-retries",
+            "1",
+            "--health-start-period",
+            "0s",
+        ],
+    );
+    // starting, then unhealthy (no flag yet): out of the pool.
+    let state = || docker::docker(&["inspect", "-f", "{{.State.Health.Status}}", &c.id]);
+    eventually(LIMIT, "unhealthy", || async {
+        (state() == "unhealthy").then_some(())
+    })
+    .await;
+    assert_eq!(get(p.addr, &h, "/").await.status, 503);
+    assert!(
+        p.stderr()
+            .iter()
+            .any(|l| l.contains(&c.name) && l.contains("out of its pool")),
+        "{:?}",
+        p.stderr()
+    );
+
+    // Flip the health flag directly on the container: healthy, in the pool.
+    let ip = c.ip_on("bridge");
+    let direct = SocketAddr::new(ip, 80);
+    assert_eq!(get(direct, "x", "/healthy").await.status, 200);
+    let body = until_status(&p, &h, "/", 200).await;
+    assert_eq!(field(&body, "name"), c.name);
+
+    assert_eq!(get(direct, "x", "/unhealthy").await.status, 200);
+    until_status(&p, &h, "/", 503).await;
+}
+
+#[tokio::test]
+async fn a_bad_container_is_skipped_and_named_while_good_ones_route() {
+    let Some(engine) = engine() else { return };
+    let p = proxy(&engine.url).await;
+    let good_host = host("good");
+    let good = engine.run("good", &["-e", &format!("VIRTUAL_HOST={good_host}")]);
+    let bad_port = engine.run(
+        "badport",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={}", host("badport")),
+            "-e",
+            "VIRTUAL_PORT=abc",
+        ],
+    );
+    let bad_regex = engine.run("badregex", &["-e", "VIRTUAL_HOST=~^(unclosed"]);
+    let empty = engine.run("empty", &["-e", "VIRTUAL_HOST= , "]);
+    let shared_host = host("shared");
+    // A bad container on a good host: that host still serves the good one.
+    let shared_good = engine.run(
+        "sharedgood",
+        &["-e", &format!("VIRTUAL_HOST={shared_host}")],
+    );
+    let _shared_bad = engine.run(
+        "sharedbad",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={shared_host}"),
+            "-e",
+            "VIRTUAL_PORT=99999",
+        ],
+    );
+
+    let body = until_status(&p, &good_host, "/", 200).await;
+    assert_eq!(field(&body, "name"), good.name);
+    for _ in 0..4 {
+        let body = until_status(&p, &shared_host, "/", 200).await;
+        assert_eq!(field(&body, "name"), shared_good.name);
+    }
+    for (c, value) in [
+        (&bad_port, "abc"),
+        (&bad_regex, "(unclosed"),
+        (&empty, "VIRTUAL_HOST"),
+    ] {
+        eventually(LIMIT, &format!("a warning naming {}", c.name), || async {
+            let log = p.stderr();
+            let hits: Vec<&String> = log.iter().filter(|l| l.contains(&c.name)).collect();
+            (hits.len() == 1
+                && hits[0].contains("WARN")
+                && hits[0].contains("skipped")
+                && hits[0].contains(value))
+            .then_some(())
+        })
+        .await;
+    }
+}
