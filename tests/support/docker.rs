@@ -191,3 +191,131 @@ pub fn field(body: &[u8], key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key}= in the answer: {text}"))
         .to_owned()
 }
+
+/// A second Docker engine of the test's own (own data root, exec root and
+/// socket), so a test can stop and restart it without touching the engine
+/// other tests use. Started with `--live-restore`, as production hosts run,
+/// so its containers outlive a daemon restart. Stopped and cleaned up on drop.
+pub struct PrivateEngine {
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+    /// `unix://.../docker.sock`.
+    pub url: String,
+}
+
+impl PrivateEngine {
+    /// Starts `dockerd` (panics if it cannot) and loads the echo image into it.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("bgd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let url = format!("unix://{}/docker.sock", dir.path().display());
+        let mut e = PrivateEngine {
+            dir,
+            child: None,
+            url,
+        };
+        e.up();
+        let save = Command::new("sh")
+            .args([
+                "-c",
+                &format!("docker save {IMAGE} | docker -H {} load -q", e.url),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            save.status.success(),
+            "{}",
+            String::from_utf8_lossy(&save.stderr)
+        );
+        e
+    }
+
+    /// The docker CLI against this engine.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut all = vec!["-H", &self.url];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    /// Starts the daemon and waits until it answers.
+    pub fn up(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("dockerd.log"))
+            .unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .args(["-H", &self.url, "--storage-driver", "vfs", "--live-restore"])
+            // The engine other tests use owns iptables and docker0.
+            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd runs");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !Command::new("docker")
+            .args(["-H", &self.url, "info"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "private dockerd did not answer in 60s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the daemon (SIGTERM to the process this test started) and waits
+    /// for it to exit; containers keep running (live restore).
+    pub fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            self.up();
+        }
+        let ids = Command::new("docker")
+            .args(["-H", &self.url, "ps", "-aq"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker")
+                .args(["-H", &self.url, "rm", "-f", id])
+                .output();
+        }
+        let _ = Command::new("docker")
+            .args(["-H", &self.url, "network", "prune", "-f"])
+            .output();
+        self.down();
+        // dockerd bind-mounts its data root onto itself; undo that before removal.
+        let root = self.dir.path().display().to_string();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        points.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in points {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Engine faults: the proxy keeps its routes while the Docker engine is down,
+//! reconnects, and resyncs. A private `dockerd` (its own socket and data root,
+//! `--live-restore`) is stopped and restarted under a running proxy; its own
+//! test binary so nothing else shares the moment.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use support::docker::{PrivateEngine, engine, field, unique};
+use support::{ProxyProcess, eventually, get};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn status(addr: SocketAddr, host: &str) -> Option<(u16, Vec<u8>)> {
+    let r = tokio::time::timeout(Duration::from_secs(2), get(addr, host, "/"))
+        .await
+        .ok()?;
+    Some((r.status.as_u16(), r.body.to_vec()))
+}
+
+#[tokio::test]
+async fn a_dockerd_restart_keeps_routes_and_resyncs() {
+    let Some(_) = engine() else { return };
+    let mut private = PrivateEngine::start();
+    let net = unique("restart");
+    private.cli(&["network", "create", &net]);
+    let run = |private: &PrivateEngine, hint: &str, host: &str| {
+        private.cli(&[
+            "run",
+            "-d",
+            "--network",
+            &net,
+            "--name",
+            &unique(hint),
+            "-e",
+            &format!("VIRTUAL_HOST={host}"),
+            "-e",
+            &format!("ECHO_NAME={hint}"),
+            support::docker::IMAGE,
+        ])
+    };
+    let (keep, vanish, later) = (
+        "keep.restart.test",
+        "vanish.restart.test",
+        "later.restart.test",
+    );
+    run(&private, "keep", keep);
+    let gone = run(&private, "vanish", vanish);
+    let p = ProxyProcess::spawn("", &["--docker", &private.url]).await;
+    for (host, name) in [(keep, "keep"), (vanish, "vanish")] {
+        eventually(LIMIT, host, || async {
+            let (s, body) = status(p.addr, host).await?;
+            (s == 200 && field(&body, "name") == name).then_some(())
+        })
+        .await;
+    }
+
+    let pid = private.cli(&["inspect", "-f", "{{.State.Pid}}", &gone]);
+    private.down();
+    eventually(LIMIT, "the proxy to notice the outage", || async {
+        p.stderr()
+            .iter()
+            .any(|l| l.contains("docker unavailable"))
+            .then_some(())
+    })
+    .await;
+    // The engine is down: the last known routes keep serving.
+    for host in [keep, vanish] {
+        assert_eq!(
+            status(p.addr, host).await.map(|s| s.0),
+            Some(200),
+            "{host} during the outage"
+        );
+    }
+    // A container ends while nobody watches.
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    private.up();
+    // Resynced: the vanished container's host is gone, the other still serves,
+    // and events flow again.
+    eventually(LIMIT, "vanish to be dropped on resync", || async {
+        (status(p.addr, vanish).await?.0 == 503).then_some(())
+    })
+    .await;
+    assert_eq!(status(p.addr, keep).await.map(|s| s.0), Some(200));
+    run(&private, "later", later);
+    eventually(LIMIT, "a container started after the restart", || async {
+        let (s, body) = status(p.addr, later).await?;
+        (s == 200 && field(&body, "name") == "later").then_some(())
+    })
+    .await;
+    let log = p.stderr();
+    assert!(log.iter().any(|l| l.contains("docker synced")), "{log:?}");
+}
