@@ -3,8 +3,11 @@
 #   scripts/test.sh
 # 1. installs what the suite needs (Debian packages via apt, Rust nightly +
 #    cargo-fuzz for the fuzz targets);
-# 2. cargo test (unit + black-box tests over real sockets; the benches are
-#    compiled by clippy --all-targets and run in step 4);
+# 2. a Docker engine (the running one, else dockerd started here and stopped
+#    at exit) and the echo backend image (scripts/docker-engine.sh);
+#    DOCKER_TESTS=0 skips both, and no engine is a skip off CI, a failure on it;
+#    cargo test (unit + black-box tests over real sockets and containers; the
+#    benches are compiled by clippy --all-targets and run in step 4);
 # 3. fuzz targets, briefly           (FUZZ_SECONDS, default 30; 0 skips)
 # 4. criterion benches, short        (BENCH=0 skips)
 # 5. the end-to-end load harness vs nginx, short (LOAD_SECONDS, default 5; 0 skips)
@@ -15,6 +18,7 @@ cd "$(dirname "$0")/.."
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
 BENCH=${BENCH:-1}
 LOAD_SECONDS=${LOAD_SECONDS:-5}
+DOCKER_TESTS=${DOCKER_TESTS:-1}
 ci=${CI:-false}
 
 log() { printf '\n==> %s\n' "$*" >&2; }
@@ -45,7 +49,37 @@ passed=0
 failed=0
 status=0
 out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+# shellcheck source=scripts/docker-engine.sh
+. scripts/docker-engine.sh
+# engine_down sweeps test containers, and stops dockerd if engine_up started it.
+trap 'engine_down; rm -f "$out"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [ "$DOCKER_TESTS" = 0 ]; then
+    log "SKIPPING Docker tests: DOCKER_TESTS=0"
+    export BRANCHGATE_TEST_DOCKER=0
+else
+    log "Docker engine and echo image"
+    if ! engine_up; then # fails only under CI=true
+        failed=$((failed + 1))
+        status=1
+    elif [ "$BRANCHGATE_TEST_DOCKER" = 1 ]; then
+        if ! build_echo_image; then
+            log "FAILED: echo image"
+            failed=$((failed + 1))
+            status=1
+        fi
+        # The Dockerfile's runtime stage around a host-built static binary;
+        # tests/docker_image.rs runs it. Prints the image size.
+        log "branchgate image (scripts/docker-image.sh)"
+        if ! bash scripts/docker-image.sh; then
+            log "FAILED: branchgate image"
+            failed=$((failed + 1))
+            status=1
+        fi
+    fi
+fi
 
 log "cargo test"
 set +e

@@ -24,14 +24,10 @@ async fn status(addr: SocketAddr, host: &str) -> Option<(u16, Vec<u8>)> {
 async fn a_dockerd_restart_keeps_routes_and_resyncs() {
     let Some(_) = engine() else { return };
     let mut private = PrivateEngine::start();
-    let net = unique("restart");
-    private.cli(&["network", "create", &net]);
     let run = |private: &PrivateEngine, hint: &str, host: &str| {
         private.cli(&[
             "run",
             "-d",
-            "--network",
-            &net,
             "--name",
             &unique(hint),
             "-e",

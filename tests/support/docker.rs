@@ -168,7 +168,11 @@ pub struct TestNetwork {
 impl TestNetwork {
     /// `docker network create`.
     pub fn create(hint: &str) -> Self {
-        let name = unique(hint);
+        Self::named(unique(hint))
+    }
+
+    /// `docker network create NAME`.
+    pub fn named(name: String) -> Self {
         docker(&["network", "create", "--label", LABEL, &name]);
         TestNetwork { name }
     }
@@ -198,6 +202,9 @@ pub fn field(body: &[u8], key: &str) -> String {
 /// so its containers outlive a daemon restart. Stopped and cleaned up on drop.
 pub struct PrivateEngine {
     dir: tempfile::TempDir,
+    /// Its own default bridge: `--bridge=none` would make dockerd delete the
+    /// shared engine's `docker0`.
+    bridge: String,
     child: Option<std::process::Child>,
     /// `unix://.../docker.sock`.
     pub url: String,
@@ -211,8 +218,15 @@ impl PrivateEngine {
             .tempdir_in("/tmp")
             .unwrap();
         let url = format!("unix://{}/docker.sock", dir.path().display());
+        let bridge = format!("bgt{}", std::process::id() % 1_000_000);
+        let made = Command::new("ip")
+            .args(["link", "add", &bridge, "type", "bridge"])
+            .status()
+            .expect("ip (iproute2) runs");
+        assert!(made.success(), "cannot create bridge {bridge}");
         let mut e = PrivateEngine {
             dir,
+            bridge,
             child: None,
             url,
         };
@@ -256,7 +270,12 @@ impl PrivateEngine {
             .arg(d.join("docker.pid"))
             .args(["-H", &self.url, "--storage-driver", "vfs", "--live-restore"])
             // The engine other tests use owns iptables and docker0.
-            .args(["--iptables=false", "--ip-masq=false", "--bridge=none"])
+            .args([
+                "--iptables=false",
+                "--ip-masq=false",
+                "--bridge",
+                &self.bridge,
+            ])
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -317,5 +336,8 @@ impl Drop for PrivateEngine {
         for m in points {
             let _ = Command::new("umount").args(["-l", m]).status();
         }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }
