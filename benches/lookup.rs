@@ -9,6 +9,13 @@
 //!
 //! `rebuild/*` measures building a table from provider specs.
 //!
+//! `docker_publish/*` measures the Docker provider's side of a publish with
+//! 1 000 running routed containers, from engine JSON to the stored table:
+//! `full_sync` parses 1 000 inspect answers (as engine 20.10 sends them),
+//! reads their settings, picks addresses, and publishes; `one_event` is what a
+//! single container start costs at that size (one inspect read, then the whole
+//! table rebuilt and swapped, as every publish does).
+//!
 //! Run: `cargo bench --bench lookup`.
 
 use std::hint::black_box;
@@ -153,5 +160,64 @@ fn rebuild(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup, rebuild);
+fn inspect_json(i: usize) -> String {
+    format!(
+        r#"{{"Id":"{i:064x}","Name":"/web-{i}","State":{{"Status":"running","Running":true,"Paused":false,"Restarting":false,"Pid":{pid}}},
+        "Config":{{"Env":["PATH=/usr/bin","VIRTUAL_HOST=web-{i}.foo.bar,*.web-{i}.foo.bar","VIRTUAL_PORT=8080","LETSENCRYPT_HOST=web-{i}.foo.bar"],
+        "Labels":{{"com.docker.compose.project":"beta","com.docker.compose.service":"web-{i}"}},"ExposedPorts":{{"8080/tcp":{{}}}}}},
+        "HostConfig":{{"NetworkMode":"beta_default"}},
+        "NetworkSettings":{{"Networks":{{"beta_default":{{"NetworkID":"{net:064x}","IPAddress":"10.{a}.{b}.{c}","IPPrefixLen":8}}}}}}}}"#,
+        pid = 1000 + i,
+        net = 7,
+        a = (i >> 16) & 255,
+        b = (i >> 8) & 255,
+        c = i & 255,
+    )
+}
+
+fn docker_publish(c: &mut Criterion) {
+    use branchgate::providers::docker::observe::{Reach, observe};
+    use branchgate::providers::docker::route_for;
+    use branchgate::routes::{Desired, ProviderId, Publisher};
+    use std::sync::Arc;
+
+    const N: usize = 1_000;
+    let bodies: Vec<String> = (0..N).map(inspect_json).collect();
+    let reach = Reach::default();
+    let read = |body: &str| {
+        let mut o = observe(serde_json::from_str(body).unwrap()).expect("running");
+        route_for(&reach, &mut o).0.expect("routed")
+    };
+    let table = Arc::new(arc_swap::ArcSwap::from_pointee(RouteTable::default()));
+    let mut publisher = Publisher::new(table.clone(), Arc::new(registry()), BuildOptions::default());
+    let publish = |publisher: &mut Publisher, specs: Vec<RouteSpec>| {
+        let mut desired = Desired::new();
+        desired.insert(ProviderId::Docker, Arc::new(specs));
+        publisher.publish(&desired);
+    };
+
+    let mut group = c.benchmark_group("docker_publish");
+    group.sample_size(20);
+    group.bench_function("full_sync_1000", |b| {
+        b.iter(|| {
+            let mut specs: Vec<RouteSpec> = bodies.iter().map(|j| read(j)).collect();
+            specs.sort_by(|a, b| a.source.cmp(&b.source));
+            publish(&mut publisher, specs);
+            table.load().host_count()
+        })
+    });
+    let others: Vec<RouteSpec> = bodies[1..].iter().map(|j| read(j)).collect();
+    group.bench_function("one_event_at_1000", |b| {
+        b.iter(|| {
+            let mut specs = others.clone();
+            specs.push(read(&bodies[0]));
+            specs.sort_by(|a, b| a.source.cmp(&b.source));
+            publish(&mut publisher, specs);
+            table.load().host_count()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, lookup, rebuild, docker_publish);
 criterion_main!(benches);

@@ -11,6 +11,7 @@
 # 3. fuzz targets, briefly           (FUZZ_SECONDS, default 30; 0 skips)
 # 4. criterion benches, short        (BENCH=0 skips)
 # 5. the end-to-end load harness vs nginx, short (LOAD_SECONDS, default 5; 0 skips)
+# 6. start-to-routable latency over 50 real containers (with BENCH and Docker)
 # and prints one closing line: "summary: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -117,6 +118,10 @@ if [ "$BENCH" != 0 ]; then
 fi
 if [ "$LOAD_SECONDS" != 0 ]; then
     step "load harness (${LOAD_SECONDS}s per run)" env DURATION="$LOAD_SECONDS" bash benches/load.sh
+fi
+if [ "$BENCH" != 0 ] && [ "${BRANCHGATE_TEST_DOCKER:-0}" = 1 ]; then
+    step "start-to-routable over 50 containers" \
+        bash -c 'cargo build --release --bin branchgate && N=50 cargo bench --bench docker_routable'
 fi
 
 echo "summary: ${passed} passed, ${failed} failed"

@@ -95,7 +95,7 @@ struct Entry {
     observed: Observed,
     route: Option<RouteSpec>,
     /// The last problem logged for it, so a resync or an unrelated event does not repeat it.
-    note: Option<String>,
+    note: Option<Note>,
 }
 
 /// The provider's state: every running container by id.
@@ -292,33 +292,13 @@ impl Watcher {
     }
 
     /// Reads one container's route, logging a problem once per change of it.
-    fn entry(&self, mut observed: Observed, last_note: Option<String>) -> Entry {
-        let reach = self.reach.pick(&observed);
-        observed.container.ip = reach.as_ref().ok().copied();
+    fn entry(&self, mut observed: Observed, last_note: Option<Note>) -> Entry {
+        let (route, note) = route_for(&self.reach, &mut observed);
         let name = &observed.container.name;
-        let (route, note) = match container_route(&observed.container) {
-            Err(e) => (None, Some(format!("skipped: {e}"))),
-            Ok(None) => (None, None),
-            Ok(Some(mut r)) => {
-                let note = match (reach, observed.out_of_service()) {
-                    (Err(why), _) => Some(format!(
-                        "container {name} is unreachable: {why}; its hosts answer 503"
-                    )),
-                    (Ok(_), Some(why)) => {
-                        r.spec.upstreams.clear();
-                        Some(format!("container {name} is out of its pool: {why}"))
-                    }
-                    (Ok(_), None) => r.warnings.first().cloned(),
-                };
-                (Some(r.spec), note)
-            }
-        };
         if note != last_note {
             match &note {
-                Some(n) if route.is_none() || n.contains("unreachable") => {
-                    warn!(container = %name, "{n}")
-                }
-                Some(n) => info!(container = %name, "{n}"),
+                Some(n) if n.warn => warn!(container = %name, "{}", n.text),
+                Some(n) => info!(container = %name, "{}", n.text),
                 None if last_note.is_some() => {
                     info!(container = %name, "container routes normally again")
                 }
@@ -344,6 +324,51 @@ impl Watcher {
         self.tx.send_modify(|d| {
             d.insert(ProviderId::Docker, Arc::new(specs));
         });
+    }
+}
+
+/// A container's route (when it asks for one) and the problem to report, if
+/// any: bad settings skip it; unreachable, unhealthy or paused ones keep their
+/// hosts with no upstream (503) rather than vanishing into a 404 or another
+/// route. Sets the container's chosen address.
+pub fn route_for(reach: &Reach, observed: &mut Observed) -> (Option<RouteSpec>, Option<Note>) {
+    let picked = reach.pick(observed);
+    observed.container.ip = picked.as_ref().ok().copied();
+    let name = &observed.container.name;
+    match container_route(&observed.container) {
+        Err(e) => (None, Some(Note::warn(format!("skipped: {e}")))),
+        Ok(None) => (None, None),
+        Ok(Some(mut r)) => {
+            let note = match (picked, observed.out_of_service()) {
+                (Err(why), _) => Some(Note::warn(format!(
+                    "container {name} is unreachable: {why}; its hosts answer 503"
+                ))),
+                (Ok(_), Some(why)) => {
+                    r.spec.upstreams.clear();
+                    Some(Note::info(format!("container {name} is out of its pool: {why}")))
+                }
+                (Ok(_), None) => r.warnings.first().cloned().map(Note::warn),
+            };
+            (Some(r.spec), note)
+        }
+    }
+}
+
+/// Something to tell the operator about one container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// The message.
+    pub text: String,
+    /// A warning (the container is not served as configured) rather than information.
+    pub warn: bool,
+}
+
+impl Note {
+    fn warn(text: String) -> Self {
+        Note { text, warn: true }
+    }
+    fn info(text: String) -> Self {
+        Note { text, warn: false }
     }
 }
 
