@@ -13,8 +13,11 @@
 //! N=100 cargo bench --bench docker_routable
 //! ```
 //! Env: `N` (default 50), `BG_BIN` (default `target/release/branchgate`).
+//! Prints its results on stdout (the point of a bench binary).
 //! Needs the echo image (`scripts/docker-engine.sh` builds it); without an
 //! engine it fails under `CI=true` and skips loudly otherwise.
+
+#![allow(clippy::print_stdout)]
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -187,10 +190,8 @@ async fn measure(addr: SocketAddr, containers: &[(String, String)]) -> Vec<Durat
 async fn wait(addr: SocketAddr, host: &str, done: impl Fn(u16) -> bool) -> SystemTime {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some(s) = status(addr, host) {
-            if done(s) {
-                return SystemTime::now();
-            }
+        if status(addr, host).is_some_and(&done) {
+            return SystemTime::now();
         }
         assert!(Instant::now() < deadline, "{host} never became routable");
         tokio::time::sleep(Duration::from_micros(500)).await;

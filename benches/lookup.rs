@@ -189,7 +189,8 @@ fn docker_publish(c: &mut Criterion) {
         route_for(&reach, &mut o).0.expect("routed")
     };
     let table = Arc::new(arc_swap::ArcSwap::from_pointee(RouteTable::default()));
-    let mut publisher = Publisher::new(table.clone(), Arc::new(registry()), BuildOptions::default());
+    let mut publisher =
+        Publisher::new(table.clone(), Arc::new(registry()), BuildOptions::default());
     let publish = |publisher: &mut Publisher, specs: Vec<RouteSpec>| {
         let mut desired = Desired::new();
         desired.insert(ProviderId::Docker, Arc::new(specs));

@@ -345,7 +345,9 @@ pub fn route_for(reach: &Reach, observed: &mut Observed) -> (Option<RouteSpec>, 
                 ))),
                 (Ok(_), Some(why)) => {
                     r.spec.upstreams.clear();
-                    Some(Note::info(format!("container {name} is out of its pool: {why}")))
+                    Some(Note::info(format!(
+                        "container {name} is out of its pool: {why}"
+                    )))
                 }
                 (Ok(_), None) => r.warnings.first().cloned().map(Note::warn),
             };
