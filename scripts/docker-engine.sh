@@ -55,6 +55,21 @@ engine_up() {
     if ! command -v dockerd >/dev/null 2>&1 || ! command -v docker >/dev/null 2>&1; then
         _de_install || { _de_unavailable "docker/dockerd missing and not installable here (needs root on Debian: apt-get install docker.io)"; return; }
     fi
+    # A system dockerd that is only slow to answer: wait for it rather than
+    # start a second daemon on the same data root and socket.
+    if [ -f /var/run/docker.pid ] && kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+        _de_log "dockerd $(cat /var/run/docker.pid) is running but not answering yet; waiting for it"
+        local wait_until=$((SECONDS + 60))
+        until _de_answers; do
+            if [ "$SECONDS" -ge "$wait_until" ]; then
+                _de_unavailable "the running dockerd did not answer within 60 s"
+                return
+            fi
+            sleep 0.5
+        done
+        export BRANCHGATE_TEST_DOCKER=1
+        return 0
+    fi
     _de_dockerd_dir=$(mktemp -d "${TMPDIR:-/tmp}/branchgate-dockerd.XXXXXX")
     _de_log "starting dockerd (log: $_de_dockerd_dir/dockerd.log)"
     # vfs works on any filesystem (overlayfs does not nest inside a container).

@@ -282,7 +282,15 @@ async fn network_disconnect_and_reconnect() {
     // --network: only addresses on that network count.
     let net = TestNetwork::create("only");
     let q = ProxyProcess::spawn("", &["--docker", &engine.url, "--network", &net.name]).await;
-    until_status(&q, &h, "/", 503).await;
+    let why = format!("it is not attached to --network {}", net.name);
+    eventually(LIMIT, "the --network warning", || async {
+        q.stderr()
+            .iter()
+            .any(|l| l.contains(&c.name) && l.contains(&why))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(get(q.addr, &h, "/").await.status, 503);
     docker::docker(&["network", "connect", &net.name, &c.id]);
     let body = until_status(&q, &h, "/", 200).await;
     assert_eq!(field(&body, "name"), c.name);
@@ -318,14 +326,14 @@ async fn unhealthy_containers_stay_out_of_the_pool_until_healthy() {
         (state() == "unhealthy").then_some(())
     })
     .await;
+    eventually(LIMIT, "the out-of-pool note", || async {
+        let log = p.stderr();
+        log.iter()
+            .any(|l| l.contains(&c.name) && l.contains("out of its pool"))
+            .then_some(())
+    })
+    .await;
     assert_eq!(get(p.addr, &h, "/").await.status, 503);
-    assert!(
-        p.stderr()
-            .iter()
-            .any(|l| l.contains(&c.name) && l.contains("out of its pool")),
-        "{:?}",
-        p.stderr()
-    );
 
     // Flip the health flag directly on the container: healthy, in the pool.
     let ip = c.ip_on("bridge");

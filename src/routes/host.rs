@@ -14,7 +14,7 @@ use regex::{Regex, RegexBuilder};
 pub const MAX_HOST_LEN: usize = 255;
 
 /// One host pattern, in the forms nginx-proxy's `VIRTUAL_HOST` accepts.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HostPattern {
     /// `app.foo.bar`, `127.0.0.1`, `[::1]`: matched as a whole.
     Exact(Box<str>),
@@ -26,7 +26,8 @@ pub enum HostPattern {
     Regex(Box<HostRegex>),
 }
 
-/// A compiled host regex together with its source, which orders regexes stably.
+/// A compiled host regex together with its source, which orders regexes stably
+/// and is what makes two of them equal.
 #[derive(Clone, Debug)]
 pub struct HostRegex {
     /// The pattern as written, without the leading `~`.
@@ -34,6 +35,14 @@ pub struct HostRegex {
     /// The compiled, case-insensitive expression.
     pub regex: Regex,
 }
+
+impl PartialEq for HostRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for HostRegex {}
 
 /// Why a host pattern was rejected.
 #[derive(Debug, thiserror::Error)]

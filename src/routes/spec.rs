@@ -62,7 +62,7 @@ impl FromStr for Role {
 }
 
 /// One route as a provider describes it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteSpec {
     /// Where it came from, for logs and conflict resolution (`routes.toml:12`,
     /// a container name). Specs are ordered by this key when they disagree.

@@ -24,9 +24,10 @@ use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
-use futures_util::{FutureExt as _, StreamExt as _, stream};
-use tokio::sync::watch;
+use futures_util::{StreamExt as _, stream};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
 use crate::logging::chain;
@@ -136,13 +137,18 @@ impl Watcher {
         let mut failing = false;
         loop {
             let mut synced = false;
+            let started = tokio::time::Instant::now();
             let result = tokio::select! {
                 () = token.cancelled() => return,
                 r = self.session(&mut synced) => r,
             };
             if synced {
-                backoff = MIN_BACKOFF;
                 failing = false;
+                // A session that syncs and then fails at once (an engine or a
+                // socket proxy refusing /events) must not retry at full speed.
+                if started.elapsed() >= MAX_BACKOFF {
+                    backoff = MIN_BACKOFF;
+                }
             }
             let error = match result {
                 Ok(()) => SessionError::StreamEnded,
@@ -191,6 +197,9 @@ impl Watcher {
             .and_then(unix_seconds)
             // A second early: replays are harmless, a gap is not.
             .map(|s| (s - 1).to_string());
+        if since.is_none() {
+            warn!("the engine did not report its time; events during the first list may be missed");
+        }
         let filters = HashMap::from([
             (
                 "type".to_owned(),
@@ -205,11 +214,23 @@ impl Watcher {
                     .collect(),
             ),
         ]);
+        // bollard sends the request on the first poll: a task polls it now, so
+        // the subscription is open before the list (and `since` replays the
+        // moment in between); events wait in the channel during the sync.
         let mut events = docker.events(Some(EventsOptions {
             since,
             until: None,
             filters: Some(filters),
         }));
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+        let _pump = AbortOnDropHandle::new(tokio::spawn(async move {
+            while let Some(ev) = events.next().await {
+                if events_tx.send(ev).is_err() {
+                    return;
+                }
+            }
+        }));
+        tokio::task::yield_now().await;
 
         self.refresh_own(&docker).await?;
         let listed = docker
@@ -237,52 +258,74 @@ impl Watcher {
         *synced = true;
 
         loop {
-            let first = events.next().await.ok_or(SessionError::StreamEnded)?;
+            let first = events_rx.recv().await.ok_or(SessionError::StreamEnded)?;
             let mut changed = BTreeSet::new();
             note_event(&first.map_err(api("event stream"))?, &mut changed);
             // Take whatever else already arrived: one batch, one publish.
-            while let Some(next) = events.next().now_or_never() {
-                let ev = next.ok_or(SessionError::StreamEnded)?;
+            while let Ok(ev) = events_rx.try_recv() {
                 note_event(&ev.map_err(api("event stream"))?, &mut changed);
             }
             if changed.is_empty() {
                 continue;
             }
+            let mut dirty = false;
             if self.own_id.as_ref().is_some_and(|id| changed.contains(id)) {
                 // branchgate's own networks changed: every address may change.
                 self.refresh_own(&docker).await?;
                 let ids: Vec<String> = self.entries.keys().cloned().collect();
                 for id in ids {
-                    let old = self.entries.remove(&id).expect("listed key");
-                    let entry = self.entry(old.observed, old.note);
-                    self.entries.insert(id, entry);
+                    let observed = self.entries.get(&id).map(|e| e.observed.clone());
+                    dirty |= self.replace(id, observed);
                 }
             }
             for (id, observed) in inspect_all(&docker, changed).await? {
-                let prev = self.entries.remove(&id);
-                match (observed, prev) {
-                    (Some(observed), prev) => {
-                        let entry = self.entry(observed, prev.and_then(|e| e.note));
-                        self.entries.insert(id, entry);
-                    }
-                    (None, Some(prev)) => {
-                        debug!(container = %prev.observed.container.name, "container no longer running");
-                    }
-                    (None, None) => {}
-                }
+                dirty |= self.replace(id, observed);
             }
-            self.send();
+            // Unrelated events (another project's containers, health checks
+            // that change nothing here) publish nothing.
+            if dirty {
+                self.send();
+            }
         }
+    }
+
+    /// Puts a container's new state in place; whether its route changed.
+    fn replace(&mut self, id: String, observed: Option<Observed>) -> bool {
+        let (before, note) = match self.entries.remove(&id) {
+            Some(e) => (e.route, e.note),
+            None => (None, None),
+        };
+        let Some(observed) = observed else {
+            if before.is_some() {
+                debug!(container = %short(&id), "container no longer routed");
+            }
+            return before.is_some();
+        };
+        let entry = self.entry(observed, note);
+        let changed = entry.route != before;
+        self.entries.insert(id, entry);
+        changed
     }
 
     async fn refresh_own(&mut self, docker: &Docker) -> Result<(), SessionError> {
         let Some(id) = &self.own_id else {
             return Ok(());
         };
-        let resp = docker
-            .inspect_container(id, None)
-            .await
-            .map_err(api("inspect own container"))?;
+        let resp = match docker.inspect_container(id, None).await {
+            Ok(resp) => resp,
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                // A container, but not one of this engine's (a CI job, a
+                // remote engine): the host's rules apply.
+                warn!(container = %short(id), "branchgate's own container is not on this engine; \
+                       routing as if on the host (use --network to choose)");
+                self.own_id = None;
+                self.reach.own = None;
+                return Ok(());
+            }
+            Err(e) => return Err(api("inspect own container")(e)),
+        };
         self.reach.own = observe(resp).map(|o| OwnContainer {
             id: id.clone(),
             networks: o.networks,
