@@ -194,7 +194,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
-fn parse_docker_url(s: &str) -> Result<String, String> {
+/// Checks a Docker engine address (`--docker`, `DOCKER_HOST`).
+pub fn parse_docker_url(s: &str) -> Result<String, String> {
     const SCHEMES: [&str; 4] = ["unix://", "tcp://", "http://", "https://"];
     match SCHEMES.iter().find(|p| s.starts_with(**p)) {
         Some(p) if s.len() > p.len() => Ok(s.to_owned()),

@@ -54,6 +54,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     let listeners = bind_listeners(config.http, workers)
         .with_context(|| format!("--http {}: cannot listen", config.http))?;
 
+    if let Some(url) = config.docker_url() {
+        // --docker is checked by the flag parser; DOCKER_HOST only here.
+        config::parse_docker_url(&url).map_err(|e| anyhow::anyhow!("DOCKER_HOST={url:?}: {e}"))?;
+    }
     let mut desired = Desired::new();
     let mut file = None;
     if let Some(path) = &config.routes {

@@ -205,12 +205,14 @@ async fn a_1gib_upload_and_download_stream_without_raising_rss() {
 async fn bad_flags_exit_with_one_line_naming_the_flag() {
     let bin = env!("CARGO_BIN_EXE_branchgate");
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 5] = [
+    let cases: [Case; 7] = [
         (&["--http", "nope"], &[], "--http"),
         (&["--connect-timeout", "5x"], &[], "--connect-timeout"),
         (&["--access-log", "loud"], &[], "--access-log"),
         (&[], &[("BRANCHGATE_HTTP", "1.2.3.4")], "--http"),
         (&["--workers", "9999"], &[], "--workers"),
+        (&["--docker", "/var/run/docker.sock"], &[], "--docker"),
+        (&[], &[("BRANCHGATE_NO_DOCKER", "maybe")], "--no-docker"),
     ];
     for (args, envs, flag) in cases {
         let out = std::process::Command::new(bin)
@@ -243,6 +245,18 @@ async fn bad_flags_exit_with_one_line_naming_the_flag() {
         "{err}"
     );
     assert!(err.contains("--routes: "), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+
+    // DOCKER_HOST is the default engine address, so it is checked as one.
+    let out = std::process::Command::new(bin)
+        .args(["--http", "127.0.0.1:0"])
+        .env("DOCKER_HOST", "ftp://engine")
+        .env_remove("BRANCHGATE_DOCKER")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DOCKER_HOST=\"ftp://engine\""), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
 }
 

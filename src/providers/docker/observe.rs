@@ -109,7 +109,10 @@ pub fn observe(resp: ContainerInspectResponse) -> Option<Observed> {
         .unwrap_or_default()
         .into_iter()
         .map(|(name, ep)| Attachment {
-            ip: ep.ip_address.as_deref().and_then(|ip| ip.parse().ok()),
+            // IPv4 when the network has it, else its IPv6 address.
+            ip: [&ep.ip_address, &ep.global_ipv6_address]
+                .into_iter()
+                .find_map(|ip| ip.as_deref().and_then(|ip| ip.parse().ok())),
             id: ep.network_id.unwrap_or_default(),
             name,
         })
@@ -369,6 +372,18 @@ mod tests {
 
         let none = observe(inspect(&[])).unwrap();
         assert!(Reach::default().pick(&none).is_err());
+
+        let mut r = inspect(&[("v6only", "n6", "")]);
+        let nets = r
+            .network_settings
+            .as_mut()
+            .unwrap()
+            .networks
+            .as_mut()
+            .unwrap();
+        nets.get_mut("v6only").unwrap().global_ipv6_address = Some("fd00::2".into());
+        let o = observe(r).unwrap();
+        assert_eq!(Reach::default().pick(&o).unwrap().to_string(), "fd00::2");
     }
 
     #[test]
