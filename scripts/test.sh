@@ -124,5 +124,8 @@ if [ "$BENCH" != 0 ] && [ "${BRANCHGATE_TEST_DOCKER:-0}" = 1 ]; then
         bash -c 'cargo build --release --bin branchgate && N=50 cargo bench --bench docker_routable'
 fi
 
+# Clean up before the closing line so it stays the last thing printed (the
+# EXIT trap repeats this harmlessly, and covers an interrupted run).
+[ "$DOCKER_TESTS" = 0 ] || engine_down
 echo "summary: ${passed} passed, ${failed} failed"
 exit "$status"
