@@ -91,6 +91,20 @@ pub struct Config {
     #[arg(long, env = "BRANCHGATE_GRACE_PERIOD", value_name = "DURATION", default_value = "8s", value_parser = parse_duration)]
     pub grace_period: Duration,
 
+    /// Turn on branch environments under this domain: `<fe>.<be>.DOMAIN`, `<fe>.DOMAIN`, and the
+    /// environment matrix at `DOMAIN`.
+    #[arg(long, env = "BRANCHGATE_BRANCH_DOMAIN", value_name = "DOMAIN", value_parser = parse_branch_domain)]
+    pub branch_domain: Option<String>,
+
+    /// Path prefix that goes to the backend branch (whole segments; repeat for several).
+    #[arg(long = "api-prefix", env = "BRANCHGATE_API_PREFIX", value_name = "PATH",
+          default_value = "/api", value_delimiter = ',', value_parser = parse_api_prefix)]
+    pub api_prefixes: Vec<String>,
+
+    /// Backend branch for `<fe>.DOMAIN` API paths.
+    #[arg(long, env = "BRANCHGATE_DEFAULT_BRANCH", value_name = "NAME", default_value = "main")]
+    pub default_branch: String,
+
     /// Worker threads, each with its own runtime and SO_REUSEPORT listener (0 = one per CPU).
     #[arg(long, env = "BRANCHGATE_WORKERS", value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=256))]
@@ -194,6 +208,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
 }
 
+fn parse_branch_domain(s: &str) -> Result<String, String> {
+    let mut buf = [0; crate::routes::MAX_HOST_LEN];
+    match crate::routes::normalize_host(s, &mut buf) {
+        Some(h) if h.contains('.') && !h.starts_with('[') => Ok(h.to_owned()),
+        _ => Err("expected a domain name such as foo.bar".into()),
+    }
+}
+
+fn parse_api_prefix(s: &str) -> Result<String, String> {
+    crate::routes::spec::check_path(s)?;
+    let p = s.trim_end_matches('/');
+    if p.is_empty() {
+        return Err("the API prefix cannot be `/` (every path would be API)".into());
+    }
+    Ok(p.to_owned())
+}
+
 /// Checks a Docker engine address (`--docker`, `DOCKER_HOST`).
 pub fn parse_docker_url(s: &str) -> Result<String, String> {
     const SCHEMES: [&str; 4] = ["unix://", "tcp://", "http://", "https://"];
@@ -242,6 +273,16 @@ mod tests {
 
         let c = Config::try_parse_from(["bg", "--docker", "tcp://10.0.0.1:2376"]).unwrap();
         assert_eq!(c.docker_url().as_deref(), Some("tcp://10.0.0.1:2376"));
+        let c = Config::try_parse_from(["bg", "--branch-domain", "Foo.Bar."]).unwrap();
+        assert_eq!(c.branch_domain.as_deref(), Some("foo.bar"));
+        assert_eq!(c.api_prefixes, ["/api"]);
+        let c = Config::try_parse_from(["bg", "--api-prefix", "/api/", "--api-prefix", "/graphql"])
+            .unwrap();
+        assert_eq!(c.api_prefixes, ["/api", "/graphql"]);
+        for bad in [["--api-prefix", "/"], ["--api-prefix", "api"], ["--branch-domain", "localhost"]] {
+            let e = Config::try_parse_from(["bg", bad[0], bad[1]]).unwrap_err().to_string();
+            assert!(e.contains(bad[0]), "{e}");
+        }
         let c = Config::try_parse_from(["bg", "--no-docker"]).unwrap();
         assert_eq!(c.docker_url(), None);
         let e = Config::try_parse_from(["bg", "--docker", "/var/run/docker.sock"])

@@ -86,6 +86,14 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     ));
     let opts = BuildOptions {
         default_host: config.default_host.clone(),
+        branches: config
+            .branch_domain
+            .as_ref()
+            .map(|domain| routes::BranchSettings {
+                domain: domain.clone(),
+                api_prefixes: config.api_prefixes.clone(),
+                default_branch: config.default_branch.clone(),
+            }),
     };
     let mut publisher = Publisher::new(table.clone(), registry, opts);
     publisher.publish(&desired);

@@ -264,7 +264,10 @@ fuzz_target!(|input: Input| {
         },
         1,
     );
-    let opts = BuildOptions { default_host };
+    let opts = BuildOptions {
+        default_host,
+        ..BuildOptions::default()
+    };
     let (table, _warnings) = build(&specs, &opts, &registry, 1);
     assert_eq!(
         table.host_count(),
@@ -307,6 +310,10 @@ fuzz_target!(|input: Input| {
             }
             Lookup::NoPath => ModelLookup::NoPath,
             Lookup::NoHost => ModelLookup::NoHost,
+            // This target builds no branch index.
+            Lookup::Matrix | Lookup::MissingBranch { .. } => {
+                unreachable!("branch lookup without --branch-domain")
+            }
         };
         assert_eq!(
             got,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use http_body::Body as _;
 use tokio::sync::Notify;
 
-use http::header::HOST;
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use super::Shared;
 use super::body::{ProxyBody, RequestBody};
 use super::error::{ProxyError, error_response};
+use super::pages::{self, Page};
 use super::headers::{ConnInfo, join_cookies, prepare_request, prepare_response};
 use super::upstream::Lease;
 use crate::logging::AccessRecord;
@@ -43,7 +44,25 @@ pub async fn handle(
         .access_log
         .then(|| AccessRecord::new(&req, conn.peer.ip()));
     match forward(shared, conn, req).await {
-        Ok((resp, lease)) => {
+        Ok(Outcome::Page(page)) => {
+            let record = record.map(|mut r| {
+                r.status = page.status.as_u16();
+                r
+            });
+            let mut resp = Response::new(ProxyBody::full(page.body, record));
+            *resp.status_mut() = page.status;
+            let kind = if page.json {
+                "application/json"
+            } else {
+                "text/html; charset=utf-8"
+            };
+            resp.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+            resp.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(resp)
+        }
+        Ok(Outcome::Upstream(resp, lease)) => {
             let (parts, body) = resp.into_parts();
             if let Some(r) = &mut record {
                 r.status = parts.status.as_u16();
@@ -64,6 +83,10 @@ pub async fn handle(
             Ok(error_response(&err, record))
         }
     }
+}
+
+fn wants_json<B>(req: &Request<B>) -> bool {
+    pages::wants_json(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()))
 }
 
 /// True when a path segment is `.` or `..`, also percent-encoded (`%2e`).
@@ -99,11 +122,19 @@ fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Uri> {
     Uri::try_from(out).ok()
 }
 
+/// What a request came to.
+enum Outcome {
+    /// The upstream's response (and the connection lease to recycle).
+    Upstream(Response<Incoming>, Option<Lease>),
+    /// A page branchgate answers itself (the branch matrix, a missing branch).
+    Page(Page),
+}
+
 async fn forward(
     shared: &Shared,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
-) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+) -> Result<Outcome, ProxyError> {
     // HTTP/2 and absolute-form requests carry the host in the URI, and it wins over `Host`.
     let host_value = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost)?,
@@ -135,6 +166,15 @@ async fn forward(
             ),
             Lookup::NoPath => return Err(ProxyError::NoPath),
             Lookup::NoHost => return Err(ProxyError::NoHost),
+            Lookup::Matrix => {
+                let index = table.branches().expect("branch lookups need an index");
+                return Ok(Outcome::Page(pages::matrix(index, wants_json(&req))));
+            }
+            Lookup::MissingBranch { role, slug } => {
+                let index = table.branches().expect("branch lookups need an index");
+                let page = pages::missing(index, role, slug, wants_json(&req));
+                return Ok(Outcome::Page(page));
+            }
         }
     };
     if pool.upstreams().is_empty() {
@@ -207,7 +247,10 @@ async fn forward(
             };
             match answer {
                 None => return Err(ProxyError::ResponseTimeout(timeout)),
-                Some(Ok(resp)) => return Ok(respond(resp, lease, client_upgrade)),
+                Some(Ok(resp)) => {
+                    let (resp, lease) = respond(resp, lease, client_upgrade);
+                    return Ok(Outcome::Upstream(resp, lease));
+                }
                 Some(Err(mut e)) => match e.take_message() {
                     Some(request) => {
                         req = Some(request);

@@ -6,6 +6,7 @@ pub mod body;
 pub mod error;
 pub mod handler;
 pub mod headers;
+pub mod pages;
 pub mod server;
 mod tls_client;
 pub mod upstream;

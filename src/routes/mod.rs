@@ -4,11 +4,13 @@
 //! [`table`] builds and queries the snapshot, and [`publish`] is the single
 //! writer that rebuilds and swaps it.
 
+pub mod branch;
 pub mod host;
 pub mod publish;
 pub mod spec;
 pub mod table;
 
+pub use branch::{BranchIndex, BranchLookup, BranchSettings, slug};
 pub use host::{HostPattern, MAX_HOST_LEN, normalize_host};
 pub use publish::{Desired, ProviderId, Publisher};
 pub use spec::{Proto, Role, RouteSpec};

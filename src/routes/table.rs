@@ -13,8 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use super::branch::{BranchIndex, BranchLookup, BranchSettings, build_index};
 use super::host::{HostPattern, HostRegex, MAX_HOST_LEN, normalize_host};
-use super::spec::{Proto, RouteSpec};
+use super::spec::{Proto, Role, RouteSpec};
 use crate::proxy::upstream::{Pool, UpstreamRegistry};
 
 /// Which rule matched a host; reported in logs and tests.
@@ -30,6 +31,8 @@ pub enum HostMatch {
     Regex,
     /// Nothing matched; `--default-host` did.
     Default,
+    /// A branch environment member (`<fe>.<be>.DOMAIN`).
+    Branch,
 }
 
 /// One path rule under a host.
@@ -72,6 +75,15 @@ pub enum Lookup<'a> {
     NoPath,
     /// No host rule matches and there is no default host.
     NoHost,
+    /// The branch domain itself: the environment matrix.
+    Matrix,
+    /// A branch host whose branch of this role is not deployed.
+    MissingBranch {
+        /// The role the path asked for.
+        role: Role,
+        /// The branch slug asked for.
+        slug: &'a str,
+    },
 }
 
 /// An immutable snapshot of all routes.
@@ -83,6 +95,7 @@ pub struct RouteTable {
     prefix: HashMap<Box<str>, Arc<HostRoutes>>,
     regex: Vec<(Box<HostRegex>, Arc<HostRoutes>)>,
     default: Option<Arc<HostRoutes>>,
+    branches: Option<BranchIndex>,
 }
 
 impl RouteTable {
@@ -128,8 +141,26 @@ impl RouteTable {
             .map(|(_, r)| (r, HostMatch::Regex))
     }
 
-    /// Resolves a normalised host and a request path to a route.
-    pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
+    /// The branch index, when `--branch-domain` is set.
+    pub fn branches(&self) -> Option<&BranchIndex> {
+        self.branches.as_ref()
+    }
+
+    /// Resolves a normalised host and a request path to a route. Exact hosts
+    /// win over branch hosts, which win over wildcards and regexes.
+    pub fn lookup<'a>(&'a self, host: &'a str, path: &str) -> Lookup<'a> {
+        if let Some(b) = &self.branches
+            && !self.exact.contains_key(host)
+        {
+            match b.lookup(host, path) {
+                BranchLookup::NotBranch => {}
+                BranchLookup::Matrix => return Lookup::Matrix,
+                BranchLookup::Member(route) => return Lookup::Found(route, HostMatch::Branch),
+                BranchLookup::Missing { role, slug } => {
+                    return Lookup::MissingBranch { role, slug };
+                }
+            }
+        }
         let (routes, how) = match self.find_host(host) {
             Some(found) => found,
             None => match &self.default {
@@ -165,6 +196,8 @@ impl RouteTable {
 pub struct BuildOptions {
     /// `--default-host`: serves hosts that match nothing.
     pub default_host: Option<String>,
+    /// `--branch-domain` and friends: branch environments on.
+    pub branches: Option<BranchSettings>,
 }
 
 /// Something a build wants an operator to see; the build still succeeds.
@@ -186,12 +219,17 @@ struct PathAcc<'s> {
 /// hand specs in a documented, deterministic order) and a warning names the
 /// others; their upstreams still join the pool.
 pub fn build<'s>(
-    specs: impl IntoIterator<Item = &'s RouteSpec>,
+    specs: impl IntoIterator<Item = &'s RouteSpec> + Clone,
     opts: &BuildOptions,
     registry: &UpstreamRegistry,
     generation: u64,
 ) -> (RouteTable, Vec<BuildWarning>) {
     let mut warnings = Vec::new();
+    let mut used = BTreeSet::new();
+    let branches = opts
+        .branches
+        .as_ref()
+        .map(|b| build_index(specs.clone(), b, registry, &mut used, &mut warnings));
     // pattern text -> (pattern, path -> accumulated members)
     let mut hosts: BTreeMap<String, (&'s HostPattern, BTreeMap<&'s str, PathAcc<'s>>)> =
         BTreeMap::new();
@@ -221,9 +259,9 @@ pub fn build<'s>(
 
     let mut table = RouteTable {
         generation,
+        branches,
         ..RouteTable::default()
     };
-    let mut used = BTreeSet::new();
     for (text, (pattern, paths)) in hosts {
         let mut paths: Vec<PathRoute> = paths
             .into_iter()
