@@ -102,7 +102,12 @@ pub struct Config {
     pub api_prefixes: Vec<String>,
 
     /// Backend branch for `<fe>.DOMAIN` API paths.
-    #[arg(long, env = "BRANCHGATE_DEFAULT_BRANCH", value_name = "NAME", default_value = "main")]
+    #[arg(
+        long,
+        env = "BRANCHGATE_DEFAULT_BRANCH",
+        value_name = "NAME",
+        default_value = "main"
+    )]
     pub default_branch: String,
 
     /// Worker threads, each with its own runtime and SO_REUSEPORT listener (0 = one per CPU).
@@ -279,8 +284,14 @@ mod tests {
         let c = Config::try_parse_from(["bg", "--api-prefix", "/api/", "--api-prefix", "/graphql"])
             .unwrap();
         assert_eq!(c.api_prefixes, ["/api", "/graphql"]);
-        for bad in [["--api-prefix", "/"], ["--api-prefix", "api"], ["--branch-domain", "localhost"]] {
-            let e = Config::try_parse_from(["bg", bad[0], bad[1]]).unwrap_err().to_string();
+        for bad in [
+            ["--api-prefix", "/"],
+            ["--api-prefix", "api"],
+            ["--branch-domain", "localhost"],
+        ] {
+            let e = Config::try_parse_from(["bg", bad[0], bad[1]])
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(bad[0]), "{e}");
         }
         let c = Config::try_parse_from(["bg", "--no-docker"]).unwrap();

@@ -94,11 +94,21 @@ pub fn matrix(b: &BranchIndex, json: bool) -> Page {
     if !fes.is_empty() && !bes.is_empty() {
         h.push_str("<table>\n<tr><th>frontend \\ backend</th>");
         for (slug, branch) in &bes {
-            let _ = write!(h, "<th>{}<br><small>{}</small></th>", esc(slug), esc(branch));
+            let _ = write!(
+                h,
+                "<th>{}<br><small>{}</small></th>",
+                esc(slug),
+                esc(branch)
+            );
         }
         h.push_str("</tr>\n");
         for (fe, fe_branch) in &fes {
-            let _ = write!(h, "<tr><th>{}<br><small>{}</small></th>", esc(fe), esc(fe_branch));
+            let _ = write!(
+                h,
+                "<tr><th>{}<br><small>{}</small></th>",
+                esc(fe),
+                esc(fe_branch)
+            );
             for (be, _) in &bes {
                 let url = link(fe, Some(be), domain);
                 let _ = write!(h, "<td><a href=\"{u}\">{u}</a></td>", u = esc(&url));
@@ -183,7 +193,11 @@ pub fn missing(b: &BranchIndex, role: Role, slug: &str, json: bool) -> Page {
         }
         h.push_str("</ul>\n");
     }
-    let _ = writeln!(h, "<p><a href=\"//{}/\">All environments</a></p>", esc(domain));
+    let _ = writeln!(
+        h,
+        "<p><a href=\"//{}/\">All environments</a></p>",
+        esc(domain)
+    );
     conflicts(&mut h, b, domain);
     Page {
         status: StatusCode::NOT_FOUND,

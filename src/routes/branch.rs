@@ -62,7 +62,9 @@ pub fn slug(name: &str) -> String {
 
 /// FNV-1a, 32 bits: small, stable across releases and platforms.
 fn fnv1a(s: &str) -> u32 {
-    s.bytes().fold(0x811c_9dc5, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    s.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// The deployed members of one role, by slug.
@@ -165,7 +167,11 @@ impl BranchIndex {
             return BranchLookup::NotBranch;
         }
         let (role, members, slug) = if self.is_api(path) {
-            (Role::Backend, &self.backends, be.unwrap_or(&self.default_slug))
+            (
+                Role::Backend,
+                &self.backends,
+                be.unwrap_or(&self.default_slug),
+            )
         } else {
             (Role::Frontend, &self.frontends, fe)
         };
@@ -279,7 +285,10 @@ mod tests {
         let dashy = format!("{}/{}", "a".repeat(53), "b".repeat(20));
         assert!(!slug(&dashy).contains("--"), "{}", slug(&dashy));
         for s in [a, b, slug("x"), slug("日本語")] {
-            assert!(s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
+            assert!(
+                s.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+            );
             assert!(!s.starts_with('-') && !s.ends_with('-'));
         }
     }

@@ -7,7 +7,7 @@
 //! - `/reset`: drops the connection without answering
 //! - `/early`: answers at once while the upload is still being read
 //! - `/hop`: a response carrying hop-by-hop headers
-//! - `/ws`: a WebSocket echo
+//! - `/ws` (or any path ending in `/ws`): a WebSocket echo
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -217,7 +217,7 @@ async fn handle(
             h.insert("x-resp-kept", "1".parse().unwrap());
             Ok(resp)
         }
-        "/ws" => {
+        p if p == "/ws" || p.ends_with("/ws") => {
             let key = req.headers().get("sec-websocket-key").cloned();
             let Some(key) = key else {
                 let mut r = Response::new(full("not a websocket request"));
