@@ -249,9 +249,16 @@ async fn containers_on_one_host_form_a_pool() {
     }
     // One stops: the other takes every request.
     a.stop();
+    // Round-robin hands b every other request while a is still listed, so
+    // wait for a run of answers from b alone.
     eventually(LIMIT, "only b left", || async {
-        let r = get(p.addr, &h, "/").await;
-        (r.status == 200 && field(&r.body, "name") == b.name).then_some(())
+        for _ in 0..4 {
+            let r = get(p.addr, &h, "/").await;
+            if r.status != 200 || field(&r.body, "name") != b.name {
+                return None;
+            }
+        }
+        Some(())
     })
     .await;
     for _ in 0..4 {
@@ -401,4 +408,87 @@ async fn a_bad_container_is_skipped_and_named_while_good_ones_route() {
         })
         .await;
     }
+}
+
+#[tokio::test]
+async fn branch_labelled_containers_form_environments() {
+    let Some(engine) = engine() else { return };
+    let domain = format!("{}.test", docker::unique("env"));
+    let p = ProxyProcess::spawn("", &["--docker", &engine.url, "--branch-domain", &domain]).await;
+    let label = |branch: &str, role: &str| {
+        vec![
+            "--label".to_owned(),
+            format!("branchgate.branch={branch}"),
+            "--label".to_owned(),
+            format!("branchgate.role={role}"),
+        ]
+    };
+    let run = |hint: &str, branch: &str, role: &str, extra: &[&str]| {
+        let mut flags = label(branch, role);
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        engine.run(hint, &flags)
+    };
+    let fe_login = run("fe-login", "feature/Login", "frontend", &[]);
+    let fe_main = run("fe-main", "main", "frontend", &[]);
+    // Two replicas of one backend branch: one pool. One listens on 8080 (branchgate.port).
+    let be_main_a = run("be-main-a", "main", "backend", &[]);
+    let be_main_b = run(
+        "be-main-b",
+        "main",
+        "backend",
+        &["-e", "ECHO_PORTS=8080", "--label", "branchgate.port=8080"],
+    );
+    let be_pay = run("be-pay", "payments", "backend", &[]);
+
+    let name_at = |host: String, path: &'static str| {
+        let p = &p;
+        async move { field(&until_status(p, &host, path, 200).await, "name") }
+    };
+    assert_eq!(
+        name_at(format!("feature-login.payments.{domain}"), "/").await,
+        fe_login.name
+    );
+    assert_eq!(
+        name_at(format!("feature-login.payments.{domain}"), "/api/x").await,
+        be_pay.name
+    );
+    assert_eq!(
+        name_at(format!("main.payments.{domain}"), "/").await,
+        fe_main.name
+    );
+    // <fe>.DOMAIN: API to the default branch (main), whose two replicas share the load.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        seen.insert(name_at(format!("feature-login.{domain}"), "/api/x").await);
+    }
+    let want: std::collections::BTreeSet<String> =
+        [be_main_a.name.clone(), be_main_b.name.clone()].into();
+    assert_eq!(seen, want);
+    // The matrix lists every pair.
+    let matrix = String::from_utf8_lossy(&get(p.addr, &domain, "/").await.body).into_owned();
+    for pair in [
+        "feature-login.main",
+        "feature-login.payments",
+        "main.main",
+        "main.payments",
+    ] {
+        assert!(
+            matrix.contains(&format!("//{pair}.{domain}/")),
+            "{pair}: {matrix}"
+        );
+    }
+
+    // A branch container stops: its combinations 404, the others keep working.
+    be_pay.stop();
+    let gone = until_status(&p, &format!("main.payments.{domain}"), "/api/x", 404).await;
+    assert!(String::from_utf8_lossy(&gone).contains("payments"));
+    assert_eq!(
+        name_at(format!("main.payments.{domain}"), "/").await,
+        fe_main.name
+    );
+    let name = name_at(format!("main.main.{domain}"), "/api/x").await;
+    assert!(name == be_main_a.name || name == be_main_b.name, "{name}");
+    drop(fe_login);
+    until_status(&p, &format!("feature-login.main.{domain}"), "/", 404).await;
 }
