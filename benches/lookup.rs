@@ -50,6 +50,7 @@ fn spec(i: usize, host: String) -> RouteSpec {
         upstreams: vec![SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], port))],
         branch: None,
         role: None,
+        cors: false,
     }
 }
 

@@ -110,6 +110,12 @@ pub struct Config {
     )]
     pub default_branch: String,
 
+    /// Also allow this origin (`https://app.example.com`) on `branchgate.cors` routes, besides the
+    /// branch domain and its subdomains (repeat for several).
+    #[arg(long = "cors-origin", env = "BRANCHGATE_CORS_ORIGIN", value_name = "ORIGIN",
+          value_delimiter = ',', value_parser = parse_origin)]
+    pub cors_origins: Vec<String>,
+
     /// Worker threads, each with its own runtime and SO_REUSEPORT listener (0 = one per CPU).
     #[arg(long, env = "BRANCHGATE_WORKERS", value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=256))]
@@ -219,6 +225,18 @@ fn parse_branch_domain(s: &str) -> Result<String, String> {
         Some(h) if h.contains('.') && !h.starts_with('[') => Ok(h.to_owned()),
         _ => Err("expected a domain name such as foo.bar".into()),
     }
+}
+
+fn parse_origin(s: &str) -> Result<String, String> {
+    let lower = s.trim().trim_end_matches('/').to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or("an origin is http:// or https:// and a host, e.g. https://app.example.com")?;
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err("an origin is a scheme and a host[:port], with no path".into());
+    }
+    Ok(lower)
 }
 
 fn parse_api_prefix(s: &str) -> Result<String, String> {

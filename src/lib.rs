@@ -104,6 +104,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             access_log: config.access_log != config::AccessLogFormat::Off,
             response_timeout: config.response_timeout,
             client_header_timeout: config.client_header_timeout,
+            cors: proxy::cors::CorsPolicy {
+                domain: config.branch_domain.clone(),
+                origins: config.cors_origins.clone(),
+            },
         },
     });
     Ok(Bound {
@@ -130,6 +134,7 @@ fn demo_spec(addr: SocketAddr) -> RouteSpec {
         upstreams: vec![addr],
         branch: None,
         role: None,
+        cors: false,
     }
 }
 

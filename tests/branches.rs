@@ -271,3 +271,96 @@ async fn without_a_branch_domain_branch_members_route_nothing() {
         .await;
     assert_eq!(get(p.addr, "main.foo.test", "/").await.status, 503);
 }
+
+#[tokio::test]
+async fn cors_routes_grant_only_the_branch_domain_and_listed_origins() {
+    let api = Backend::spawn("api").await;
+    let plain = Backend::spawn("plain").await;
+    let p = Proxy::builder()
+        .route("api.elsewhere.test", &[api.addr], "cors = true\n")
+        .route("plain.elsewhere.test", &[plain.addr], "")
+        .toml(
+            &member("main", "backend", &[api.addr]).replace("upstreams", "cors = true\nupstreams"),
+        )
+        .arg("--branch-domain")
+        .arg("foo.test")
+        .arg("--cors-origin")
+        .arg("https://app.example.com")
+        .spawn()
+        .await;
+    let a = p.addr;
+    let origin_of = |r: &support::Reply| {
+        r.headers
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+
+    for origin in [
+        "https://fe.be.foo.test",
+        "http://foo.test",
+        "https://app.example.com",
+    ] {
+        let r = get_with(a, "api.elsewhere.test", "/x", &[("origin", origin)]).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(origin_of(&r).as_deref(), Some(origin), "{origin}");
+        assert_eq!(r.headers["access-control-allow-credentials"], "true");
+        assert!(r.headers.get_all("vary").iter().any(|v| v == "Origin"));
+    }
+    for origin in ["https://evil.test", "https://foo.test.evil.test", "null"] {
+        let r = get_with(a, "api.elsewhere.test", "/x", &[("origin", origin)]).await;
+        assert_eq!(r.status, 200, "the request itself is served");
+        assert_eq!(origin_of(&r), None, "{origin}");
+        assert!(r.headers.get("access-control-allow-credentials").is_none());
+    }
+
+    // Preflights are answered by the proxy.
+    let preflight = |origin: &'static str| {
+        let req = hyper::Request::options("/x")
+            .header("host", "api.elsewhere.test")
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .header("access-control-request-headers", "content-type, x-token")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        async move {
+            support::client::Conn::open(a)
+                .await
+                .send(req)
+                .await
+                .unwrap()
+        }
+    };
+    let r = preflight("https://fe.foo.test").await;
+    assert_eq!(r.status, 204);
+    assert_eq!(origin_of(&r).as_deref(), Some("https://fe.foo.test"));
+    assert_eq!(r.headers["access-control-allow-methods"], "PUT");
+    assert_eq!(
+        r.headers["access-control-allow-headers"],
+        "content-type, x-token"
+    );
+    assert_eq!(r.headers["access-control-allow-credentials"], "true");
+    assert_eq!(r.backend(), "", "the upstream never sees a preflight");
+    let r = preflight("https://evil.test").await;
+    assert_eq!(r.status, 403);
+    assert_eq!(origin_of(&r), None);
+
+    // A branch backend marked cors is granted the same way at <fe>.<be>.DOMAIN.
+    let r = get_with(
+        a,
+        "x.main.foo.test",
+        "/api/x",
+        &[("origin", "https://y.foo.test")],
+    )
+    .await;
+    assert_eq!(origin_of(&r).as_deref(), Some("https://y.foo.test"));
+    // Routes not marked cors are left alone.
+    let r = get_with(
+        a,
+        "plain.elsewhere.test",
+        "/x",
+        &[("origin", "https://fe.foo.test")],
+    )
+    .await;
+    assert_eq!(origin_of(&r), None);
+    assert!(r.headers.get("vary").is_none());
+}

@@ -249,6 +249,7 @@ fuzz_target!(|input: Input| {
             upstreams: vec![([127, 0, 0, 1], 9000 + i as u16).into()],
             branch: None,
             role: None,
+            cors: false,
         });
     }
     let default_host = input.default_host.as_ref().map(|h| h.text(&input.routes));

@@ -75,6 +75,7 @@ struct RawRoute {
     upstreams: Vec<String>,
     branch: Option<String>,
     role: Option<String>,
+    cors: Option<bool>,
 }
 
 fn line_of(text: &str, span: Range<usize>) -> usize {
@@ -148,6 +149,7 @@ fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
         upstreams,
         branch: raw.branch,
         role,
+        cors: raw.cors.unwrap_or(false),
     })
 }
 

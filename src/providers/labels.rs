@@ -137,6 +137,10 @@ const ROLE: Setting = Setting {
     label: "branchgate.role",
     env: &[],
 };
+const CORS: Setting = Setting {
+    label: "branchgate.cors",
+    env: &[],
+};
 
 impl Container {
     fn env_var(&self, key: &str) -> Option<&str> {
@@ -261,6 +265,15 @@ pub fn container_route(c: &Container) -> Result<Option<ContainerRoute>, LabelErr
         None => Vec::new(),
     };
 
+    let cors = match c.get(&CORS) {
+        Some(kv) => match kv.1.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" | "" => false,
+            _ => return Err(c.error(kv, "must be true or false")),
+        },
+        None => false,
+    };
+
     let mut warnings = Vec::new();
     let upstreams = match c.ip {
         Some(ip) => vec![SocketAddr::new(ip, port)],
@@ -283,6 +296,7 @@ pub fn container_route(c: &Container) -> Result<Option<ContainerRoute>, LabelErr
             upstreams,
             branch: role_branch,
             role,
+            cors,
         },
         tls: TlsSettings {
             https_method,
@@ -390,6 +404,17 @@ mod tests {
         assert_eq!(r.tls.acme_hosts, ["env.foo.bar"]);
         assert_eq!(r.tls.acme_email.as_deref(), Some("ops@foo.bar"));
         assert_eq!(r.spec.source, "web-1");
+    }
+
+    #[test]
+    fn cors_label() {
+        let c = container(&["VIRTUAL_HOST=a.b"], &[("branchgate.cors", "TRUE")]);
+        assert!(route(&c).spec.cors);
+        let c = container(&["VIRTUAL_HOST=a.b"], &[]);
+        assert!(!route(&c).spec.cors);
+        let c = container(&["VIRTUAL_HOST=a.b"], &[("branchgate.cors", "maybe")]);
+        let e = container_route(&c).unwrap_err();
+        assert_eq!((e.key.as_str(), e.value.as_str()), ("branchgate.cors", "maybe"));
     }
 
     #[test]

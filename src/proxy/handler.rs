@@ -8,15 +8,18 @@ use std::sync::Arc;
 use http_body::Body as _;
 use tokio::sync::Notify;
 
-use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST};
+use http::header::{
+    ACCEPT, ACCESS_CONTROL_REQUEST_METHOD, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN,
+};
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::{debug, warn};
 
 use super::Shared;
 use super::body::{ProxyBody, RequestBody};
+use super::cors;
 use super::error::{ProxyError, error_response};
 use super::headers::{ConnInfo, join_cookies, prepare_request, prepare_response};
 use super::pages::{self, Page};
@@ -49,6 +52,7 @@ pub async fn handle(
                 r.status = page.status.as_u16();
                 r
             });
+            let empty = page.body.is_empty();
             let mut resp = Response::new(ProxyBody::full(page.body, record));
             *resp.status_mut() = page.status;
             let kind = if page.json {
@@ -56,10 +60,13 @@ pub async fn handle(
             } else {
                 "text/html; charset=utf-8"
             };
-            resp.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+            if !empty {
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+            }
             resp.headers_mut()
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp.headers_mut().extend(page.headers);
             Ok(resp)
         }
         Ok(Outcome::Upstream(resp, lease)) => {
@@ -154,7 +161,7 @@ async fn forward(
     if has_dot_segment(req.uri().path()) {
         return Err(ProxyError::DotSegments);
     }
-    let (pool, new_uri) = {
+    let (pool, new_uri, cors) = {
         let table = shared.table.load();
         match table.lookup(host, req.uri().path()) {
             Lookup::Found(route, _) => (
@@ -163,6 +170,7 @@ async fn forward(
                     .dest
                     .as_deref()
                     .and_then(|d| rewrite(req.uri().path_and_query(), &route.prefix, d)),
+                route.cors,
             ),
             Lookup::NoPath => return Err(ProxyError::NoPath),
             Lookup::NoHost => return Err(ProxyError::NoHost),
@@ -177,6 +185,24 @@ async fn forward(
             }
         }
     };
+    // CORS routes: (origin, allowed) when the request has an Origin.
+    let cors = cors
+        .then(|| req.headers().get(ORIGIN).cloned())
+        .flatten()
+        .map(|o| {
+            let allowed = o.to_str().is_ok_and(|s| shared.settings.cors.allows(s));
+            (o, allowed)
+        });
+    if let Some((origin, allowed)) = &cors
+        && req.method() == Method::OPTIONS
+        && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return Ok(Outcome::Page(cors::preflight(
+            req.headers(),
+            origin,
+            *allowed,
+        )));
+    }
     if pool.upstreams().is_empty() {
         return Err(ProxyError::NoUpstream);
     }
@@ -248,7 +274,10 @@ async fn forward(
             match answer {
                 None => return Err(ProxyError::ResponseTimeout(timeout)),
                 Some(Ok(resp)) => {
-                    let (resp, lease) = respond(resp, lease, client_upgrade);
+                    let (mut resp, lease) = respond(resp, lease, client_upgrade);
+                    if let Some((origin, allowed)) = &cors {
+                        cors::decorate(resp.headers_mut(), Some(origin), *allowed);
+                    }
                     return Ok(Outcome::Upstream(resp, lease));
                 }
                 Some(Err(mut e)) => match e.take_message() {

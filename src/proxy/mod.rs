@@ -3,6 +3,7 @@
 //! upstream connection ([`upstream`]).
 
 pub mod body;
+pub mod cors;
 pub mod error;
 pub mod handler;
 pub mod headers;
@@ -30,6 +31,8 @@ pub struct ProxySettings {
     /// How long a client may take to send request headers (and may stay idle
     /// between keep-alive requests).
     pub client_header_timeout: Duration,
+    /// Origins that `branchgate.cors` routes allow.
+    pub cors: cors::CorsPolicy,
 }
 
 /// State every connection shares.

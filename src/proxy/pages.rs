@@ -18,6 +18,8 @@ pub struct Page {
     pub json: bool,
     /// The body.
     pub body: String,
+    /// Extra response headers.
+    pub headers: http::HeaderMap,
 }
 
 /// True when `Accept` asks for JSON over HTML.
@@ -80,6 +82,7 @@ pub fn matrix(b: &BranchIndex, json: bool) -> Page {
             status: StatusCode::OK,
             json: true,
             body: body.to_string(),
+            headers: http::HeaderMap::new(),
         };
     }
     let mut h = String::new();
@@ -122,6 +125,7 @@ pub fn matrix(b: &BranchIndex, json: bool) -> Page {
         status: StatusCode::OK,
         json: false,
         body: html_page(&format!("Environments on {domain}"), &h),
+        headers: http::HeaderMap::new(),
     }
 }
 
@@ -159,6 +163,7 @@ pub fn missing(b: &BranchIndex, role: Role, slug: &str, json: bool) -> Page {
             status: StatusCode::NOT_FOUND,
             json: true,
             body: body.to_string(),
+            headers: http::HeaderMap::new(),
         };
     }
     let mut h = format!(
@@ -203,5 +208,6 @@ pub fn missing(b: &BranchIndex, role: Role, slug: &str, json: bool) -> Page {
         status: StatusCode::NOT_FOUND,
         json: false,
         body: html_page(&format!("{role} branch {slug} is not deployed"), &h),
+        headers: http::HeaderMap::new(),
     }
 }

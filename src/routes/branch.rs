@@ -248,6 +248,7 @@ pub fn build_index<'s>(
             prefix: "/".into(),
             dest: None,
             pool: Arc::new(registry.pool(ups.iter().copied(), first.proto)),
+            cors: first.cors,
         };
         members.by_slug.insert(
             slug.into(),

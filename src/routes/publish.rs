@@ -114,6 +114,7 @@ mod tests {
             upstreams: vec!["127.0.0.1:1".parse().unwrap()],
             branch: None,
             role: None,
+            cors: false,
         }
     }
 

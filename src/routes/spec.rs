@@ -90,6 +90,8 @@ pub struct RouteSpec {
     pub branch: Option<String>,
     /// Role in its branch environment (`branchgate.role`).
     pub role: Option<Role>,
+    /// Answer CORS for allowed origins (`branchgate.cors`).
+    pub cors: bool,
 }
 
 /// Validates a `VIRTUAL_PATH`-style prefix.

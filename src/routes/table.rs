@@ -44,6 +44,8 @@ pub struct PathRoute {
     pub dest: Option<Box<str>>,
     /// Where requests go.
     pub pool: Arc<Pool>,
+    /// The proxy answers CORS for this route (`branchgate.cors`).
+    pub cors: bool,
 }
 
 /// Every path rule of one host pattern, longest prefix first.
@@ -243,12 +245,14 @@ pub fn build<'s>(
                 upstreams: BTreeSet::new(),
             });
             if !std::ptr::eq(acc.first, spec)
-                && (acc.first.dest != spec.dest || acc.first.proto != spec.proto)
+                && (acc.first.dest != spec.dest
+                    || acc.first.proto != spec.proto
+                    || acc.first.cors != spec.cors)
             {
                 warnings.push(BuildWarning {
                     source: spec.source.clone(),
                     message: format!(
-                        "{pattern}{}: dest/proto differ from {}, whose settings are used",
+                        "{pattern}{}: dest/proto/cors differ from {}, whose settings are used",
                         spec.path, acc.first.source
                     ),
                 });
@@ -272,6 +276,7 @@ pub fn build<'s>(
                     prefix: prefix.into(),
                     dest: acc.first.dest.as_deref().map(Into::into),
                     pool: Arc::new(registry.pool(acc.upstreams.iter().copied(), proto)),
+                    cors: acc.first.cors,
                 }
             })
             .collect();
@@ -334,6 +339,7 @@ mod tests {
             upstreams: vec![],
             branch: None,
             role: None,
+            cors: false,
         };
         let registry = UpstreamRegistry::new(
             ClientSettings {
