@@ -414,7 +414,10 @@ mod tests {
         assert!(!route(&c).spec.cors);
         let c = container(&["VIRTUAL_HOST=a.b"], &[("branchgate.cors", "maybe")]);
         let e = container_route(&c).unwrap_err();
-        assert_eq!((e.key.as_str(), e.value.as_str()), ("branchgate.cors", "maybe"));
+        assert_eq!(
+            (e.key.as_str(), e.value.as_str()),
+            ("branchgate.cors", "maybe")
+        );
     }
 
     #[test]
