@@ -7,6 +7,10 @@
 //! as the table grows; regexes are scanned in order, as nginx does, so their
 //! cost grows with their count (the mix keeps ten of them, a realistic load).
 //!
+//! `lookup_branch/*` is the same per-request work for branch hosts
+//! (`<fe>.<be>.foo.bar`, frontend and API paths) with 10 × 10 and 100 × 100
+//! deployed branches beside 1 000 exact routes.
+//!
 //! `rebuild/*` measures building a table from provider specs.
 //!
 //! `docker_publish/*` measures the Docker provider's side of a publish with
@@ -144,6 +148,50 @@ fn lookup(c: &mut Criterion) {
     group.finish();
 }
 
+/// `<fe>.<be>.foo.bar` lookups with N frontend × N backend branches (and
+/// 1 000 ordinary exact routes beside them): must stay flat as N grows.
+fn branches(c: &mut Criterion) {
+    use branchgate::routes::{BranchSettings, Role};
+    let registry = registry();
+    let mut group = c.benchmark_group("lookup_branch");
+    for n in [10usize, 100] {
+        let mut specs: Vec<RouteSpec> = (0..1_000)
+            .map(|i| spec(i, Kind::Exact.pattern(i)))
+            .collect();
+        for i in 0..n {
+            for (role, name) in [(Role::Frontend, "feature"), (Role::Backend, "api")] {
+                let mut s = spec(specs.len(), "unused.example".into());
+                s.hosts.clear();
+                s.branch = Some(format!("{name}/Branch_{i}"));
+                s.role = Some(role);
+                specs.push(s);
+            }
+        }
+        let opts = BuildOptions {
+            branches: Some(BranchSettings {
+                domain: "foo.bar".into(),
+                api_prefixes: vec!["/api".into()],
+                default_branch: "api/Branch_0".into(),
+            }),
+            ..BuildOptions::default()
+        };
+        let t = build(&specs, &opts, &registry, 1).0;
+        let mid = n / 2;
+        let host = format!("Feature-Branch-{mid}.API-Branch-{mid}.foo.bar");
+        for (label, path) in [("frontend", "/index.html"), ("api", "/api/users/7")] {
+            let id = BenchmarkId::new(format!("{label}/{n}x{n}"), n * n);
+            group.bench_with_input(id, &host, |b, host| {
+                b.iter(|| {
+                    let mut buf = [0u8; MAX_HOST_LEN];
+                    let h = normalize_host(black_box(host), &mut buf).unwrap();
+                    matches!(t.lookup(h, black_box(path)), Lookup::Found(..))
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 fn rebuild(c: &mut Criterion) {
     let registry = registry();
     let mut group = c.benchmark_group("rebuild");
@@ -221,5 +269,5 @@ fn docker_publish(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, lookup, rebuild, docker_publish);
+criterion_group!(benches, lookup, branches, rebuild, docker_publish);
 criterion_main!(benches);
