@@ -60,17 +60,41 @@ fn html_page(title: &str, body: &str) -> String {
     )
 }
 
-fn link(fe: &str, be: Option<&str>, domain: &str) -> String {
-    // Scheme-relative: the same scheme the page was fetched over.
-    match be {
-        Some(be) => format!("//{fe}.{be}.{domain}/"),
-        None => format!("//{fe}.{domain}/"),
+/// Scheme-relative links (the scheme the page was fetched over) that keep
+/// the port the request named, if any.
+struct Links<'a> {
+    domain: &'a str,
+    port: Option<&'a str>,
+}
+
+impl Links<'_> {
+    fn to(&self, labels: &[&str]) -> String {
+        let mut out = String::from("//");
+        for l in labels {
+            out.push_str(l);
+            out.push('.');
+        }
+        out.push_str(self.domain);
+        if let Some(p) = self.port {
+            out.push(':');
+            out.push_str(p);
+        }
+        out.push('/');
+        out
     }
 }
 
+/// The port of a `Host` value (`a.b:8080` → `8080`), if it names one.
+pub fn host_port(host: &str) -> Option<&str> {
+    let (_, port) = host.rsplit_once(':')?;
+    (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.ends_with(']'))
+        .then_some(port)
+}
+
 /// `DOMAIN`: every deployed frontend × backend as a link, with branch names.
-pub fn matrix(b: &BranchIndex, json: bool) -> Page {
+pub fn matrix(b: &BranchIndex, port: Option<&str>, json: bool) -> Page {
     let domain = b.domain();
+    let links = Links { domain, port };
     let (fes, bes) = (b.frontends.list(), b.backends.list());
     if json {
         let body = serde_json::json!({
@@ -113,7 +137,7 @@ pub fn matrix(b: &BranchIndex, json: bool) -> Page {
                 esc(fe_branch)
             );
             for (be, _) in &bes {
-                let url = link(fe, Some(be), domain);
+                let url = links.to(&[fe, be]);
                 let _ = write!(h, "<td><a href=\"{u}\">{u}</a></td>", u = esc(&url));
             }
             h.push_str("</tr>\n");
@@ -147,8 +171,9 @@ fn conflicts(h: &mut String, b: &BranchIndex, domain: &str) {
 }
 
 /// A named branch of `role` is not deployed: 404 naming it, linking what is.
-pub fn missing(b: &BranchIndex, role: Role, slug: &str, json: bool) -> Page {
+pub fn missing(b: &BranchIndex, role: Role, slug: &str, port: Option<&str>, json: bool) -> Page {
     let domain = b.domain();
+    let links = Links { domain, port };
     let conflict = b.members(role).conflicts().get(slug);
     if json {
         let body = serde_json::json!({
@@ -185,8 +210,8 @@ pub fn missing(b: &BranchIndex, role: Role, slug: &str, json: bool) -> Page {
             // A frontend alone; a backend behind the default frontend would
             // guess, so backends link to the matrix.
             let url = match role {
-                Role::Frontend => link(s, None, domain),
-                Role::Backend => format!("//{domain}/"),
+                Role::Frontend => links.to(&[s]),
+                Role::Backend => links.to(&[]),
             };
             let _ = writeln!(
                 h,
@@ -200,8 +225,8 @@ pub fn missing(b: &BranchIndex, role: Role, slug: &str, json: bool) -> Page {
     }
     let _ = writeln!(
         h,
-        "<p><a href=\"//{}/\">All environments</a></p>",
-        esc(domain)
+        "<p><a href=\"{}\">All environments</a></p>",
+        esc(&links.to(&[]))
     );
     conflicts(&mut h, b, domain);
     Page {
