@@ -41,6 +41,8 @@ need_pkg() { # need_pkg COMMAND PACKAGE...
 }
 
 log "checking tools"
+# Headless Chromium for tests/browser.rs (skipped loudly without it, off CI).
+need_pkg chromium chromium || true
 if [ "$LOAD_SECONDS" != 0 ]; then
     need_pkg nginx nginx-light
     need_pkg wrk wrk

@@ -199,7 +199,10 @@ async fn the_domain_itself_is_the_environment_matrix() {
     }
     // Links keep the port the page was asked on.
     let html = String::from_utf8_lossy(&get(a, "foo.test:8080", "/").await.body).into_owned();
-    assert!(html.contains("href=\"//main.main.foo.test:8080/\""), "{html}");
+    assert!(
+        html.contains("href=\"//main.main.foo.test:8080/\""),
+        "{html}"
+    );
     let r = get_with(a, "foo.test", "/", &[("accept", "application/json")]).await;
     let v = r.json();
     assert_eq!(v["domain"], "foo.test");

@@ -138,7 +138,8 @@ pub fn matrix(b: &BranchIndex, port: Option<&str>, json: bool) -> Page {
             );
             for (be, _) in &bes {
                 let url = links.to(&[fe, be]);
-                let _ = write!(h, "<td><a href=\"{u}\">{u}</a></td>", u = esc(&url));
+                let text = url.trim_start_matches('/').trim_end_matches('/');
+                let _ = write!(h, "<td><a href=\"{}\">{}</a></td>", esc(&url), esc(text));
             }
             h.push_str("</tr>\n");
         }
