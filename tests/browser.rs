@@ -91,6 +91,31 @@ fn browse(bin: &str, url: &str, extra: &[String]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The DOM after the page's scripts ran (off the async threads: Chromium takes seconds).
+async fn dump_dom(bin: &'static str, url: &str) -> String {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || browse(bin, &url, &["--dump-dom".into()]))
+        .await
+        .unwrap()
+}
+
+/// Saves a screenshot of `url` and checks it is an image of some size.
+async fn screenshot(bin: &'static str, url: &str, path: &std::path::Path) {
+    let args = [
+        format!("--screenshot={}", path.display()),
+        "--window-size=900,500".into(),
+    ];
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || browse(bin, &url, &args))
+        .await
+        .unwrap();
+    assert!(
+        std::fs::metadata(path).unwrap().len() > 1000,
+        "{}",
+        path.display()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_browser_uses_the_same_origin_api_and_the_matrix_links() {
     let Some(bin) = chromium() else {
@@ -115,59 +140,18 @@ async fn a_browser_uses_the_same_origin_api_and_the_matrix_links() {
 
     // The page's script reached the backend branch over its own origin.
     let url = format!("http://feature-login.payments.foo.test:{port}/");
-    let dom = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || browse(bin, &url, &["--dump-dom".into()])
-    })
-    .await
-    .unwrap();
+    let dom = dump_dom(bin, &url).await;
     assert!(dom.contains("frontend login"), "{dom}");
     assert!(
         dom.contains("api answered: be-payments /api/hello"),
         "{dom}"
     );
-    let shot = dir.join("branch-environment.png");
-    tokio::task::spawn_blocking({
-        let shot = shot.clone();
-        move || {
-            browse(
-                bin,
-                &url,
-                &[
-                    format!("--screenshot={}", shot.display()),
-                    "--window-size=900,500".into(),
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
-    assert!(std::fs::metadata(&shot).unwrap().len() > 1000);
+    screenshot(bin, &url, &dir.join("branch-environment.png")).await;
 
     // The matrix page, then every link on it.
     let matrix_url = format!("http://foo.test:{port}/");
-    let matrix = tokio::task::spawn_blocking({
-        let u = matrix_url.clone();
-        move || browse(bin, &u, &["--dump-dom".into()])
-    })
-    .await
-    .unwrap();
-    let shot = dir.join("environment-matrix.png");
-    tokio::task::spawn_blocking({
-        let shot = shot.clone();
-        move || {
-            browse(
-                bin,
-                &matrix_url,
-                &[
-                    format!("--screenshot={}", shot.display()),
-                    "--window-size=900,500".into(),
-                ],
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let matrix = dump_dom(bin, &matrix_url).await;
+    screenshot(bin, &matrix_url, &dir.join("environment-matrix.png")).await;
     let links: Vec<String> = matrix
         .split("href=\"")
         .skip(1)
@@ -186,12 +170,7 @@ async fn a_browser_uses_the_same_origin_api_and_the_matrix_links() {
         } else {
             "be-main"
         };
-        let dom = tokio::task::spawn_blocking({
-            let l = link.clone();
-            move || browse(bin, &l, &["--dump-dom".into()])
-        })
-        .await
-        .unwrap();
+        let dom = dump_dom(bin, &link).await;
         assert!(
             dom.contains(&format!("frontend {want_fe}")),
             "{link}: {dom}"

@@ -112,9 +112,14 @@ impl RouteTable {
     }
 
     fn find_entry(&self, host: &str) -> Option<(&Arc<HostRoutes>, HostMatch)> {
-        if let Some(r) = self.exact.get(host) {
-            return Some((r, HostMatch::Exact));
+        match self.exact.get(host) {
+            Some(r) => Some((r, HostMatch::Exact)),
+            None => self.find_pattern(host),
         }
+    }
+
+    /// Wildcards and regexes, in precedence order (after exact hosts).
+    fn find_pattern(&self, host: &str) -> Option<(&Arc<HostRoutes>, HostMatch)> {
         if !self.suffix.is_empty() {
             // Leftmost dot first: the longest suffix wins; at least one label must precede.
             for (i, b) in host.bytes().enumerate() {
@@ -151,19 +156,25 @@ impl RouteTable {
     /// Resolves a normalised host and a request path to a route. Exact hosts
     /// win over branch hosts, which win over wildcards and regexes.
     pub fn lookup<'a>(&'a self, host: &'a str, path: &str) -> Lookup<'a> {
-        if let Some(b) = &self.branches
-            && !self.exact.contains_key(host)
-        {
-            match b.lookup(host, path) {
-                BranchLookup::NotBranch => {}
-                BranchLookup::Matrix => return Lookup::Matrix,
-                BranchLookup::Member(route) => return Lookup::Found(route, HostMatch::Branch),
-                BranchLookup::Missing { role, slug } => {
-                    return Lookup::MissingBranch { role, slug };
+        let found = match self.exact.get(host) {
+            Some(r) => Some((r, HostMatch::Exact)),
+            None => {
+                if let Some(b) = &self.branches {
+                    match b.lookup(host, path) {
+                        BranchLookup::NotBranch => {}
+                        BranchLookup::Matrix => return Lookup::Matrix,
+                        BranchLookup::Member(route) => {
+                            return Lookup::Found(route, HostMatch::Branch);
+                        }
+                        BranchLookup::Missing { role, slug } => {
+                            return Lookup::MissingBranch { role, slug };
+                        }
+                    }
                 }
+                self.find_pattern(host)
             }
-        }
-        let (routes, how) = match self.find_host(host) {
+        };
+        let (routes, how) = match found.map(|(r, how)| (&**r, how)) {
             Some(found) => found,
             None => match &self.default {
                 Some(d) => (&**d, HostMatch::Default),
