@@ -65,8 +65,6 @@ pub struct ContainerRoute {
     pub spec: RouteSpec,
     /// TLS settings.
     pub tls: TlsSettings,
-    /// Problems that did not stop routing (an unreachable container, ...).
-    pub warnings: Vec<String>,
 }
 
 /// A container whose configuration cannot be routed.
@@ -274,17 +272,11 @@ pub fn container_route(c: &Container) -> Result<Option<ContainerRoute>, LabelErr
         None => false,
     };
 
-    let mut warnings = Vec::new();
-    let upstreams = match c.ip {
-        Some(ip) => vec![SocketAddr::new(ip, port)],
-        None => {
-            warnings.push(format!(
-                "container {} has no address on a network branchgate reaches; its hosts answer 503",
-                c.name
-            ));
-            Vec::new()
-        }
-    };
+    // No address: the route keeps its hosts with no upstream (503); the
+    // Docker provider reports why (see `docker::route_for`).
+    let upstreams =
+        c.ip.map(|ip| vec![SocketAddr::new(ip, port)])
+            .unwrap_or_default();
     let role_branch = branch.map(|kv| kv.1).filter(|b| !b.is_empty());
     Ok(Some(ContainerRoute {
         spec: RouteSpec {
@@ -305,7 +297,6 @@ pub fn container_route(c: &Container) -> Result<Option<ContainerRoute>, LabelErr
             acme_hosts,
             acme_email: c.get(&ACME_EMAIL).map(|kv| kv.1).filter(|v| !v.is_empty()),
         },
-        warnings,
     }))
 }
 
@@ -503,12 +494,11 @@ mod tests {
     }
 
     #[test]
-    fn a_container_without_a_reachable_address_routes_nowhere_and_says_so() {
+    fn a_container_without_a_reachable_address_routes_nowhere() {
         let mut c = container(&["VIRTUAL_HOST=a.foo.bar"], &[]);
         c.ip = None;
         let r = route(&c);
         assert!(r.spec.upstreams.is_empty());
-        assert_eq!(r.warnings.len(), 1);
-        assert!(r.warnings[0].contains("web-1"));
+        assert_eq!(r.spec.hosts.len(), 1);
     }
 }

@@ -392,7 +392,7 @@ pub fn route_for(reach: &Reach, observed: &mut Observed) -> (Option<RouteSpec>, 
                         "container {name} is out of its pool: {why}"
                     )))
                 }
-                (Ok(_), None) => r.warnings.first().cloned().map(Note::warn),
+                (Ok(_), None) => None,
             };
             (Some(r.spec), note)
         }
@@ -504,6 +504,43 @@ fn unix_seconds(s: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use bollard::models::EventActor;
+
+    #[test]
+    fn unreachable_and_out_of_service_containers_keep_their_hosts_and_say_why() {
+        use observe::{Health, Observed};
+        let mut o = Observed {
+            container: crate::providers::labels::Container {
+                name: "web-1".into(),
+                env: vec!["VIRTUAL_HOST=a.foo.bar".into()],
+                ..Default::default()
+            },
+            networks: Vec::new(),
+            host_network: false,
+            health: Health::None,
+            paused: false,
+        };
+        let (route, note) = route_for(&Reach::default(), &mut o);
+        let route = route.expect("hosts kept");
+        assert!(route.upstreams.is_empty());
+        let note = note.expect("a note");
+        assert!(note.warn && note.text.contains("web-1") && note.text.contains("unreachable"));
+
+        o.networks.push(observe::Attachment {
+            name: "bridge".into(),
+            id: "n".into(),
+            ip: Some("172.17.0.9".parse().unwrap()),
+        });
+        o.health = Health::Unhealthy;
+        let (route, note) = route_for(&Reach::default(), &mut o);
+        assert!(route.unwrap().upstreams.is_empty());
+        let note = note.unwrap();
+        assert!(!note.warn && note.text.contains("out of its pool: unhealthy"));
+
+        o.health = Health::Healthy;
+        let (route, note) = route_for(&Reach::default(), &mut o);
+        assert_eq!(route.unwrap().upstreams[0].to_string(), "172.17.0.9:80");
+        assert_eq!(note, None);
+    }
 
     #[test]
     fn engine_times_parse() {
