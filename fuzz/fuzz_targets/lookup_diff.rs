@@ -312,7 +312,7 @@ fuzz_target!(|input: Input| {
             Lookup::NoPath => ModelLookup::NoPath,
             Lookup::NoHost => ModelLookup::NoHost,
             // This target builds no branch index.
-            Lookup::Matrix | Lookup::MissingBranch { .. } => {
+            Lookup::Matrix(_) | Lookup::MissingBranch { .. } => {
                 unreachable!("branch lookup without --branch-domain")
             }
         };

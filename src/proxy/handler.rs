@@ -174,13 +174,11 @@ async fn forward(
             ),
             Lookup::NoPath => return Err(ProxyError::NoPath),
             Lookup::NoHost => return Err(ProxyError::NoHost),
-            Lookup::Matrix => {
-                let index = table.branches().expect("branch lookups need an index");
+            Lookup::Matrix(index) => {
                 let port = host_value.to_str().ok().and_then(pages::host_port);
                 return Ok(Outcome::Page(pages::matrix(index, port, wants_json(&req))));
             }
-            Lookup::MissingBranch { role, slug } => {
-                let index = table.branches().expect("branch lookups need an index");
+            Lookup::MissingBranch { index, role, slug } => {
                 let port = host_value.to_str().ok().and_then(pages::host_port);
                 let page = pages::missing(index, role, slug, port, wants_json(&req));
                 return Ok(Outcome::Page(page));

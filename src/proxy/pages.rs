@@ -117,8 +117,7 @@ pub fn matrix(b: &BranchIndex, port: Option<&str>, json: bool) -> Page {
             fes.len(),
             bes.len()
         );
-    }
-    if !fes.is_empty() && !bes.is_empty() {
+    } else {
         h.push_str("<table>\n<tr><th>frontend \\ backend</th>");
         for (slug, branch) in &bes {
             let _ = write!(

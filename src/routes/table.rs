@@ -77,10 +77,12 @@ pub enum Lookup<'a> {
     NoPath,
     /// No host rule matches and there is no default host.
     NoHost,
-    /// The branch domain itself: the environment matrix.
-    Matrix,
+    /// The branch domain itself: the environment matrix of this index.
+    Matrix(&'a BranchIndex),
     /// A branch host whose branch of this role is not deployed.
     MissingBranch {
+        /// The index, for the page that lists what is deployed.
+        index: &'a BranchIndex,
         /// The role the path asked for.
         role: Role,
         /// The branch slug asked for.
@@ -148,11 +150,6 @@ impl RouteTable {
             .map(|(_, r)| (r, HostMatch::Regex))
     }
 
-    /// The branch index, when `--branch-domain` is set.
-    pub fn branches(&self) -> Option<&BranchIndex> {
-        self.branches.as_ref()
-    }
-
     /// Resolves a normalised host and a request path to a route. Exact hosts
     /// win over branch hosts, which win over wildcards and regexes.
     pub fn lookup<'a>(&'a self, host: &'a str, path: &str) -> Lookup<'a> {
@@ -162,12 +159,16 @@ impl RouteTable {
                 if let Some(b) = &self.branches {
                     match b.lookup(host, path) {
                         BranchLookup::NotBranch => {}
-                        BranchLookup::Matrix => return Lookup::Matrix,
+                        BranchLookup::Matrix => return Lookup::Matrix(b),
                         BranchLookup::Member(route) => {
                             return Lookup::Found(route, HostMatch::Branch);
                         }
                         BranchLookup::Missing { role, slug } => {
-                            return Lookup::MissingBranch { role, slug };
+                            return Lookup::MissingBranch {
+                                index: b,
+                                role,
+                                slug,
+                            };
                         }
                     }
                 }

@@ -15,6 +15,17 @@ pub use proxy::{Proxy, ProxyProcess};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// A test that needs something this machine lacks: fails under `CI=true`
+/// (where scripts/test.sh provides it), otherwise says so loudly so the caller
+/// can return.
+pub fn skip_unless_ci(test: &str, why: &str) {
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "{test} needs this under CI=true: {why}"
+    );
+    eprintln!("\n!!!!!! SKIPPING {test}: {why} !!!!!!\n");
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
 where
