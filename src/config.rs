@@ -79,9 +79,34 @@ pub struct Config {
     #[arg(long, env = "BRANCHGATE_RESPONSE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub response_timeout: Duration,
 
-    /// How long a client may take to send request headers, and stay idle between keep-alive requests.
+    /// How long a connection may wait for a complete request head, counted from accept or from the
+    /// end of the previous response (so also the idle keep-alive timeout).
     #[arg(long, env = "BRANCHGATE_CLIENT_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub client_header_timeout: Duration,
+
+    /// How long a client may pause between two reads of its request body (nginx's
+    /// `client_body_timeout`); a stalled upload is answered 408 and both connections close.
+    #[arg(long, env = "BRANCHGATE_CLIENT_BODY_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub client_body_timeout: Duration,
+
+    /// How long an upstream may pause between two reads of its response body (nginx's
+    /// `proxy_read_timeout`); a stalled response is cut and both connections close.
+    #[arg(long, env = "BRANCHGATE_UPSTREAM_READ_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_read_timeout: Duration,
+
+    /// Client connections held open at once by the whole process. At the cap, the connections
+    /// idle longest are closed to make room; only when none is idle are new ones refused.
+    /// Default: half of RLIMIT_NOFILE less 64, leaving a descriptor per client for its upstream.
+    #[arg(long, env = "BRANCHGATE_MAX_CONNECTIONS", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Forward request headers whose names contain `_` (nginx's `underscores_in_headers`).
+    /// Off by default: `X_Forwarded_For` reads as `X-Forwarded-For` to some servers.
+    #[arg(long, env = "BRANCHGATE_ALLOW_UNDERSCORE_HEADERS", value_name = "BOOL",
+          num_args = 0..=1, default_value_t = false, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub allow_underscore_headers: bool,
 
     /// How long an idle upstream keep-alive connection is kept for reuse.
     #[arg(long, env = "BRANCHGATE_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]

@@ -104,11 +104,15 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             access_log: config.access_log != config::AccessLogFormat::Off,
             response_timeout: config.response_timeout,
             client_header_timeout: config.client_header_timeout,
+            client_body_timeout: config.client_body_timeout,
+            upstream_read_timeout: config.upstream_read_timeout,
+            allow_underscore_headers: config.allow_underscore_headers,
             cors: proxy::cors::CorsPolicy {
                 domain: config.branch_domain.clone(),
                 origins: config.cors_origins.clone(),
             },
         },
+        conns: proxy::conns::Conns::new(connection_cap(&config)),
     });
     Ok(Bound {
         config,
@@ -119,6 +123,29 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         file,
         demo,
     })
+}
+
+/// `--max-connections`, or the default derived from the descriptor limit
+/// (raised to its hard limit first).
+fn connection_cap(config: &Config) -> usize {
+    let nofile = proxy::conns::raise_nofile_limit();
+    let fits = proxy::conns::default_cap(nofile);
+    let cap = match config.max_connections {
+        Some(n) => {
+            let n = n as usize;
+            if n > fits {
+                tracing::warn!(
+                    max_connections = n,
+                    nofile,
+                    "--max-connections leaves fewer than one descriptor per client for its upstream under RLIMIT_NOFILE"
+                );
+            }
+            n
+        }
+        None => fits,
+    };
+    info!(max_connections = cap, nofile, "client connection cap");
+    cap
 }
 
 fn demo_spec(addr: SocketAddr) -> RouteSpec {

@@ -1,26 +1,89 @@
-//! The response body type: an upstream body streamed through frame by frame,
-//! or a small body the proxy made itself. When an upstream body ends, its
-//! connection goes back to the pool and the access-log line is written.
+//! The body types: the response body (an upstream body streamed through frame
+//! by frame, or a small body the proxy made itself) and the request body on
+//! its way upstream. Both cut a peer that stops sending for longer than its
+//! read timeout. When a response body ends, its upstream connection goes back
+//! to the pool, the access-log line is written, and the client connection
+//! counts as idle again.
 
+use std::future::Future as _;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
+use tracing::warn;
 
+use super::handler::Busy;
 use super::upstream::Lease;
 use crate::logging::AccessRecord;
+
+/// A deadline between two reads (nginx's `client_body_timeout`,
+/// `proxy_read_timeout`): armed when a read has to wait, cleared when it
+/// yields something. Time the consumer spends not asking (backpressure from
+/// the other side) never counts. Allocates its timer on the first wait only.
+struct ReadTimer {
+    limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl ReadTimer {
+    fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
+    /// The read returned `Pending`: true once the peer has been silent for the limit.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.limit;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+
+    /// The read produced a frame or ended.
+    fn progressed(&mut self) {
+        self.waiting = false;
+    }
+}
+
+/// Why a response body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The upstream connection failed mid-body.
+    #[error("upstream response body failed")]
+    Upstream(#[source] hyper::Error),
+    /// The upstream sent nothing for `--upstream-read-timeout`.
+    #[error("upstream sent no response body data for {0:?}")]
+    Stalled(Duration),
+}
 
 /// Body of every response the proxy sends.
 pub struct ProxyBody {
     kind: Kind,
     done: Option<Box<Done>>,
     lease: Option<Lease>,
+    /// Dropped with the body: the client connection is idle again.
+    _busy: Option<Busy>,
 }
 
 enum Kind {
-    Upstream(Incoming),
+    Upstream(Incoming, ReadTimer),
     Full(Option<Bytes>),
 }
 
@@ -31,22 +94,31 @@ struct Done {
 }
 
 impl ProxyBody {
-    /// Streams an upstream body; `lease` is recycled when it ends.
-    pub fn upstream(body: Incoming, lease: Option<Lease>, record: Option<AccessRecord>) -> Self {
+    /// Streams an upstream body, cut after `read_timeout` without data;
+    /// `lease` is recycled when it ends.
+    pub fn upstream(
+        body: Incoming,
+        read_timeout: Duration,
+        lease: Option<Lease>,
+        record: Option<AccessRecord>,
+        busy: Busy,
+    ) -> Self {
         Self {
-            kind: Kind::Upstream(body),
+            kind: Kind::Upstream(body, ReadTimer::new(read_timeout)),
             done: record.map(|record| Box::new(Done { record, bytes: 0 })),
             lease,
+            _busy: Some(busy),
         }
     }
 
     /// A body made by the proxy.
-    pub fn full(bytes: impl Into<Bytes>, record: Option<AccessRecord>) -> Self {
+    pub fn full(bytes: impl Into<Bytes>, record: Option<AccessRecord>, busy: Option<Busy>) -> Self {
         let bytes = bytes.into();
         Self {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             done: record.map(|record| Box::new(Done { record, bytes: 0 })),
             lease: None,
+            _busy: busy,
         }
     }
 
@@ -64,15 +136,27 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         let this = &mut *self;
         let frame = match &mut this.kind {
-            Kind::Upstream(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Kind::Upstream(body, timer) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    timer.progressed();
+                    frame.map(|f| f.map_err(ResponseBodyError::Upstream))
+                }
+                Poll::Pending if timer.expired(cx) => {
+                    let upstream = this.lease.as_ref().map(|l| l.upstream().addr);
+                    warn!(upstream = ?upstream, timeout = ?timer.limit,
+                          "upstream stopped sending the response body; closing both connections");
+                    Some(Err(ResponseBodyError::Stalled(timer.limit)))
+                }
+                Poll::Pending => return Poll::Pending,
+            },
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
         };
         match &frame {
@@ -89,14 +173,14 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body, _) => body.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body, _) => body.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -111,18 +195,48 @@ impl Drop for ProxyBody {
     }
 }
 
+/// Why a request body could not be sent upstream: always the client's doing.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestBodyError {
+    /// The client sent nothing for `--client-body-timeout`.
+    #[error("client sent no request body data for {0:?}")]
+    Stalled(Duration),
+    /// The body's framing was malformed, or the client went away mid-body.
+    #[error("reading the request body failed")]
+    Client(#[source] hyper::Error),
+    /// An HTTP/1.1 chunked body ended with a trailer section. hyper's trailer
+    /// parser takes a bare LF as part of a line, so a trailer ended by one
+    /// swallows the next pipelined request; trailers never reach an upstream
+    /// through branchgate anyway (`Trailer` is hop-by-hop), so none is read.
+    #[error("HTTP/1.1 request trailers are refused")]
+    Trailers,
+}
+
 /// A request body on its way upstream. When it has been sent in full it
 /// signals `sent`, which starts the response timeout: time spent uploading
 /// never counts against the upstream.
 pub struct RequestBody {
     inner: Incoming,
-    sent: Option<std::sync::Arc<tokio::sync::Notify>>,
+    sent: Option<Arc<Notify>>,
+    timer: ReadTimer,
+    http1: bool,
 }
 
 impl RequestBody {
-    /// Wraps `inner`; `sent` is signalled once it has ended.
-    pub fn new(inner: Incoming, sent: Option<std::sync::Arc<tokio::sync::Notify>>) -> Self {
-        Self { inner, sent }
+    /// Wraps `inner` from an HTTP/1 (`http1`) or HTTP/2 client, cut after
+    /// `read_timeout` without data; `sent` is signalled once it has ended.
+    pub fn new(
+        inner: Incoming,
+        read_timeout: Duration,
+        http1: bool,
+        sent: Option<Arc<Notify>>,
+    ) -> Self {
+        Self {
+            inner,
+            sent,
+            timer: ReadTimer::new(read_timeout),
+            http1,
+        }
     }
 
     fn signal_if_done(&mut self, done: bool) {
@@ -135,14 +249,28 @@ impl RequestBody {
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = RequestBodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = &mut *self;
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending if this.timer.expired(cx) => {
+                return Poll::Ready(Some(Err(RequestBodyError::Stalled(this.timer.limit))));
+            }
+            Poll::Pending => return Poll::Pending,
+        };
+        this.timer.progressed();
+        let frame = match frame {
+            Some(Ok(f)) if this.http1 && f.is_trailers() => Some(Err(RequestBodyError::Trailers)),
+            other => other.map(|f| f.map_err(RequestBodyError::Client)),
+        };
+        if matches!(frame, Some(Err(_))) {
+            return Poll::Ready(frame);
+        }
         // hyper stops polling once the body says it is at its end, so look
         // at that too, not only at the final `None`.
         let done = frame.is_none() || this.inner.is_end_stream();

@@ -6,6 +6,7 @@ use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
 use super::body::ProxyBody;
+use super::handler::Busy;
 use super::upstream::ConnectError;
 use crate::logging::AccessRecord;
 
@@ -15,10 +16,28 @@ pub enum ProxyError {
     /// No `Host` header (or `:authority`), or one that is not a host name.
     #[error("request has no valid host")]
     BadHost,
-    /// The path has `.` or `..` segments (plain or percent-encoded), which an
-    /// upstream would resolve outside the prefix that was routed.
+    /// More than one `Host` header (RFC 9112 3.2).
+    #[error("request has more than one Host header")]
+    DuplicateHost,
+    /// An absolute-form request target whose scheme is not http or https.
+    #[error("request target has a scheme other than http or https")]
+    BadScheme,
+    /// The request target is longer than the limit.
+    #[error("request target is longer than {} bytes", super::handler::MAX_REQUEST_TARGET)]
+    UriTooLong,
+    /// The path has `.` or `..` segments (plain, percent-encoded, behind `\`
+    /// or `;`), which an upstream would resolve outside the prefix that was routed.
     #[error("request path has dot segments")]
     DotSegments,
+    /// The client stopped sending its request body.
+    #[error("client sent no request body data for {0:?}")]
+    ClientBodyTimeout(Duration),
+    /// The request body was malformed (chunked framing, trailers) or cut short.
+    #[error("request body is malformed")]
+    ClientBody(#[source] hyper::Error),
+    /// The upstream switched protocols though the request asked for no upgrade.
+    #[error("upstream answered 101 to a request that asked for no upgrade")]
+    UnexpectedUpgrade,
     /// No route matches the host and there is no default host.
     #[error("no route for this host")]
     NoHost,
@@ -43,7 +62,14 @@ impl ProxyError {
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadHost | Self::DotSegments => StatusCode::BAD_REQUEST,
+            Self::BadHost
+            | Self::DuplicateHost
+            | Self::BadScheme
+            | Self::DotSegments
+            | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::UriTooLong => StatusCode::URI_TOO_LONG,
+            Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::UnexpectedUpgrade => StatusCode::BAD_GATEWAY,
             Self::NoHost | Self::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoPath => StatusCode::NOT_FOUND,
             Self::Connect(ConnectError::Timeout(_)) | Self::ResponseTimeout(_) => {
@@ -55,10 +81,53 @@ impl ProxyError {
             | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
     }
+
+    /// Whether the upstream is at fault (logged as a warning).
+    pub fn is_upstream(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::ResponseTimeout(_) | Self::Upstream(_) => true,
+            Self::UnexpectedUpgrade => true,
+            Self::BadHost
+            | Self::DuplicateHost
+            | Self::BadScheme
+            | Self::UriTooLong
+            | Self::DotSegments
+            | Self::ClientBodyTimeout(_)
+            | Self::ClientBody(_)
+            | Self::NoHost
+            | Self::NoPath
+            | Self::NoUpstream => false,
+        }
+    }
+
+    /// Whether the request leaves the client connection in doubt, so the
+    /// answer closes it: the next bytes may not be where a request starts.
+    pub fn closes(&self) -> bool {
+        match self {
+            Self::BadHost
+            | Self::DuplicateHost
+            | Self::BadScheme
+            | Self::UriTooLong
+            | Self::ClientBodyTimeout(_)
+            | Self::ClientBody(_) => true,
+            Self::DotSegments
+            | Self::NoHost
+            | Self::NoPath
+            | Self::NoUpstream
+            | Self::Connect(_)
+            | Self::ResponseTimeout(_)
+            | Self::Upstream(_)
+            | Self::UnexpectedUpgrade => false,
+        }
+    }
 }
 
 /// Builds the response for an error: a small HTML page, as nginx answers.
-pub fn error_response(err: &ProxyError, record: Option<AccessRecord>) -> Response<ProxyBody> {
+pub fn error_response(
+    err: &ProxyError,
+    record: Option<AccessRecord>,
+    busy: Option<Busy>,
+) -> Response<ProxyBody> {
     let status = err.status();
     let reason = status.canonical_reason().unwrap_or("Error");
     let code = status.as_u16();
@@ -69,7 +138,7 @@ pub fn error_response(err: &ProxyError, record: Option<AccessRecord>) -> Respons
         r.status = code;
         r
     });
-    let mut resp = Response::new(ProxyBody::full(body, record));
+    let mut resp = Response::new(ProxyBody::full(body, record, busy));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(
@@ -77,8 +146,7 @@ pub fn error_response(err: &ProxyError, record: Option<AccessRecord>) -> Respons
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if matches!(err, ProxyError::BadHost) {
-        // A malformed request leaves the connection in doubt: close it.
+    if err.closes() {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp

@@ -11,21 +11,29 @@ use tokio::sync::Notify;
 use http::header::{
     ACCEPT, ACCESS_CONTROL_REQUEST_METHOD, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN,
 };
-use http::uri::PathAndQuery;
+use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::body::{ProxyBody, RequestBody};
+use super::body::{ProxyBody, RequestBody, RequestBodyError};
+use super::conns::Slot;
 use super::cors;
 use super::error::{ProxyError, error_response};
-use super::headers::{ConnInfo, join_cookies, prepare_request, prepare_response};
+use super::headers::{
+    ConnInfo, canonical_content_length, join_cookies, prepare_request, prepare_response,
+};
 use super::pages::{self, Page};
+use super::path::has_dot_segment;
 use super::upstream::Lease;
 use crate::logging::AccessRecord;
 use crate::routes::{Lookup, MAX_HOST_LEN, normalize_host};
+
+/// The longest request target (path and query) accepted, as nginx's default
+/// `large_client_header_buffers 4 8k` allows: a longer one answers 414.
+pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
 
 /// What every request on one client connection shares: one `Arc` clone per request.
 #[derive(Debug)]
@@ -34,6 +42,25 @@ pub struct Connection {
     pub shared: Arc<Shared>,
     /// This connection's client and listener.
     pub info: ConnInfo,
+    /// Its place under the connection cap, and whether it is idle.
+    pub slot: Slot,
+}
+
+/// One request being served. Its connection is not idle until this is
+/// dropped: with the response body, or earlier if the request is abandoned.
+pub struct Busy(Arc<Connection>);
+
+impl Busy {
+    fn new(conn: Arc<Connection>) -> Self {
+        conn.slot.begin();
+        Self(conn)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.slot.end();
+    }
 }
 
 /// Serves one request. Never fails: errors become responses.
@@ -41,19 +68,23 @@ pub async fn handle(
     connection: Arc<Connection>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let Connection { shared, info: conn } = &*connection;
+    let busy = Busy::new(connection);
+    let connection = &busy.0;
+    let (shared, conn) = (&connection.shared, &connection.info);
     let mut record = shared
         .settings
         .access_log
         .then(|| AccessRecord::new(&req, conn.peer.ip()));
-    match forward(shared, conn, req).await {
+    let read_timeout = shared.settings.upstream_read_timeout;
+    let outcome = forward(connection, req).await;
+    match outcome {
         Ok(Outcome::Page(page)) => {
             let record = record.map(|mut r| {
                 r.status = page.status.as_u16();
                 r
             });
             let empty = page.body.is_empty();
-            let mut resp = Response::new(ProxyBody::full(page.body, record));
+            let mut resp = Response::new(ProxyBody::full(page.body, record, Some(busy)));
             *resp.status_mut() = page.status;
             let kind = if page.json {
                 "application/json"
@@ -75,37 +106,25 @@ pub async fn handle(
                 r.status = parts.status.as_u16();
                 r.upstream = lease.as_ref().map(|l| l.upstream().addr);
             }
-            Ok(Response::from_parts(
-                parts,
-                ProxyBody::upstream(body, lease, record),
-            ))
+            let body = ProxyBody::upstream(body, read_timeout, lease, record, busy);
+            Ok(Response::from_parts(parts, body))
         }
         Err(err) => {
-            match err.status() {
-                StatusCode::BAD_GATEWAY | StatusCode::GATEWAY_TIMEOUT => {
-                    warn!(error = %crate::logging::chain(&err), client = %conn.peer, "upstream error")
-                }
-                _ => debug!(error = %err, client = %conn.peer, "request refused"),
+            let peer = connection.info.peer;
+            if err.is_upstream() {
+                warn!(error = %crate::logging::chain(&err), client = %peer, "upstream error");
+            } else if err.closes() {
+                info!(error = %crate::logging::chain(&err), client = %peer, "client error");
+            } else {
+                debug!(error = %err, client = %peer, "request refused");
             }
-            Ok(error_response(&err, record))
+            Ok(error_response(&err, record, Some(busy)))
         }
     }
 }
 
 fn wants_json<B>(req: &Request<B>) -> bool {
     pages::wants_json(req.headers().get(ACCEPT).and_then(|v| v.to_str().ok()))
-}
-
-/// True when a path segment is `.` or `..`, also percent-encoded (`%2e`).
-fn has_dot_segment(path: &str) -> bool {
-    if !path.bytes().any(|b| b == b'.' || b == b'%') {
-        return false;
-    }
-    path.split('/').any(|seg| {
-        [".", "..", "%2e", "%2e%2e", ".%2e", "%2e."]
-            .iter()
-            .any(|d| seg.eq_ignore_ascii_case(d))
-    })
 }
 
 fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Uri> {
@@ -138,18 +157,33 @@ enum Outcome {
 }
 
 async fn forward(
-    shared: &Shared,
-    conn: &ConnInfo,
+    connection: &Arc<Connection>,
     mut req: Request<Incoming>,
 ) -> Result<Outcome, ProxyError> {
+    let (shared, conn) = (&*connection.shared, &connection.info);
+    if req
+        .uri()
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str().len() > MAX_REQUEST_TARGET)
+    {
+        return Err(ProxyError::UriTooLong);
+    }
+    if let Some(scheme) = req.uri().scheme()
+        && *scheme != Scheme::HTTP
+        && *scheme != Scheme::HTTPS
+    {
+        return Err(ProxyError::BadScheme);
+    }
+    // Two `Host` lines leave the host in doubt (RFC 9112 3.2): refuse rather than pick.
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let host_header = hosts.next().cloned();
+    if hosts.next().is_some() {
+        return Err(ProxyError::DuplicateHost);
+    }
     // HTTP/2 and absolute-form requests carry the host in the URI, and it wins over `Host`.
     let host_value = match req.uri().authority() {
         Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost)?,
-        None => req
-            .headers()
-            .get(HOST)
-            .cloned()
-            .ok_or(ProxyError::BadHost)?,
+        None => host_header.ok_or(ProxyError::BadHost)?,
     };
     let mut buf = [0; MAX_HOST_LEN];
     let host = host_value
@@ -224,23 +258,28 @@ async fn forward(
     if req.version() == Version::HTTP_2 {
         join_cookies(req.headers_mut());
     }
-    let trust = shared.settings.trust_downstream_proxy;
+    let settings = &shared.settings;
+    let http1 = req.version() <= Version::HTTP_11;
     let upgradable = req.version() == Version::HTTP_11;
     let upgrade = prepare_request(
         req.headers_mut(),
         conn,
         &host_value,
         original_uri,
-        trust,
+        settings.trust_downstream_proxy,
+        settings.allow_underscore_headers,
         upgradable,
     );
+    let exact = req.body().size_hint().exact();
+    canonical_content_length(req.headers_mut(), exact);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     *req.version_mut() = Version::HTTP_11;
 
-    let timeout = shared.settings.response_timeout;
+    let timeout = settings.response_timeout;
     // With a body to upload, the response timeout starts once it is sent.
     let body_sent = (!req.body().is_end_stream()).then(|| Arc::new(Notify::new()));
-    let mut req = Some(req.map(|b| RequestBody::new(b, body_sent.clone())));
+    let body_timeout = settings.client_body_timeout;
+    let mut req = Some(req.map(|b| RequestBody::new(b, body_timeout, http1, body_sent.clone())));
     let mut last_err = ProxyError::NoUpstream;
     for upstream in pool.candidates() {
         // A pooled connection the upstream just closed fails before our request
@@ -274,7 +313,7 @@ async fn forward(
             match answer {
                 None => return Err(ProxyError::ResponseTimeout(timeout)),
                 Some(Ok(resp)) => {
-                    let (mut resp, lease) = respond(resp, lease, client_upgrade);
+                    let (mut resp, lease) = respond(resp, lease, client_upgrade, connection)?;
                     if let Some((origin, allowed)) = &cors {
                         cors::decorate(resp.headers_mut(), Some(origin), *allowed);
                     }
@@ -285,7 +324,7 @@ async fn forward(
                         req = Some(request);
                         last_err = ProxyError::Upstream(e.into_error());
                     }
-                    None => return Err(ProxyError::Upstream(e.into_error())),
+                    None => return Err(send_error(e.into_error())),
                 },
             }
         }
@@ -293,21 +332,43 @@ async fn forward(
     Err(last_err)
 }
 
+/// Tells a failed send apart: the client's request body (stalled, malformed)
+/// or the upstream.
+fn send_error(e: hyper::Error) -> ProxyError {
+    let body = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<RequestBodyError>());
+    match body {
+        Some(RequestBodyError::Stalled(limit)) => ProxyError::ClientBodyTimeout(*limit),
+        Some(RequestBodyError::Client(_) | RequestBodyError::Trailers) => ProxyError::ClientBody(e),
+        None => ProxyError::Upstream(e),
+    }
+}
+
 fn respond(
     mut resp: Response<Incoming>,
     lease: Lease,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> (Response<Incoming>, Option<Lease>) {
+    connection: &Arc<Connection>,
+) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    prepare_response(resp.headers_mut(), switching);
-    if !switching {
-        return (resp, Some(lease));
-    }
+    let Some(client_upgrade) = client_upgrade.filter(|_| switching) else {
+        if switching {
+            // Nobody asked to switch: the upstream connection is in an unknown
+            // protocol now. Dropping the lease discards it.
+            return Err(ProxyError::UnexpectedUpgrade);
+        }
+        prepare_response(resp.headers_mut(), false);
+        return Ok((resp, Some(lease)));
+    };
+    prepare_response(resp.headers_mut(), true);
     // The connection now belongs to the tunnel; it never returns to the pool.
     let server_upgrade = hyper::upgrade::on(&mut resp);
-    if let Some(client_upgrade) = client_upgrade {
+    {
         let addr = lease.upstream().addr;
+        // The tunnel keeps the client connection's slot under the cap, and is never idle.
+        let connection = connection.clone();
+        connection.slot.begin();
         tokio::spawn(async move {
+            let _connection = connection;
             match tokio::try_join!(client_upgrade, server_upgrade) {
                 Ok((client, server)) => {
                     let mut client = TokioIo::new(client);
@@ -322,7 +383,7 @@ fn respond(
             }
         });
     }
-    (resp, None)
+    Ok((resp, None))
 }
 
 #[cfg(test)]
@@ -332,16 +393,6 @@ mod tests {
     fn rw(path: &str, prefix: &str, dest: &str) -> String {
         let pq = PathAndQuery::try_from(path).unwrap();
         rewrite(Some(&pq), prefix, dest).unwrap().to_string()
-    }
-
-    #[test]
-    fn dot_segments_are_found_plain_or_encoded() {
-        for p in ["/a/../b", "/..", "/a/.", "/%2e%2E/x", "/a/.%2e/b", "/./a"] {
-            assert!(has_dot_segment(p), "{p}");
-        }
-        for p in ["/", "/a.b/c", "/..a/b", "/a/b.", "/%2f", "/.well-known/x"] {
-            assert!(!has_dot_segment(p), "{p}");
-        }
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{CONNECTION, COOKIE, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, COOKIE, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Forwarded-For`.
@@ -24,6 +26,13 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 /// The httpoxy header (CVE-2016-5385); never forwarded.
 static PROXY: HeaderName = HeaderName::from_static("proxy");
+static X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
+static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
+static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+static X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
+static TRUE_CLIENT_IP: HeaderName = HeaderName::from_static("true-client-ip");
+static X_CLIENT_IP: HeaderName = HeaderName::from_static("x-client-ip");
+static CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
 
 /// Per-connection values, computed once at accept so requests only clone them.
 #[derive(Debug)]
@@ -76,25 +85,49 @@ static DROPPED: [&HeaderName; 8] = [
     &UPGRADE,
     &PROXY,
 ];
-const CONNECTION_BIT: u8 = 1;
-const UPGRADE_BIT: u8 = 1 << 6;
-const PROXY_BIT: u8 = 1 << 7;
+/// Request headers that tell an upstream where a request came from or which
+/// path it "really" had, as frameworks read them (Rails, Symfony, Spring, IIS
+/// URL rewrite, CDNs). Only a trusted downstream proxy may set them; from
+/// anyone else they are dropped. Bit order follows [`DROPPED`].
+static UNTRUSTED: [&HeaderName; 8] = [
+    &FORWARDED,
+    &X_FORWARDED_SCHEME,
+    &X_FORWARDED_PREFIX,
+    &X_ORIGINAL_URL,
+    &X_REWRITE_URL,
+    &TRUE_CLIENT_IP,
+    &X_CLIENT_IP,
+    &CF_CONNECTING_IP,
+];
+const CONNECTION_BIT: u32 = 1;
+const TRANSFER_ENCODING_BIT: u32 = 1 << 5;
+const UPGRADE_BIT: u32 = 1 << 6;
+const PROXY_BIT: u32 = 1 << 7;
+const HOP_BY_HOP: u32 = 0xff & !PROXY_BIT;
+const UNTRUSTED_BITS: u32 = 0xff << 8;
+/// Some header name holds a `_`.
+const UNDERSCORE_BIT: u32 = 1 << 16;
 
 /// One pass over the header names, without hashing: a bit per [`DROPPED`]
-/// name present. Most messages carry none, and then nothing else is done.
-fn scan(headers: &HeaderMap) -> u8 {
+/// and [`UNTRUSTED`] name present, and [`UNDERSCORE_BIT`]. Most messages
+/// carry none, and then nothing else is done.
+fn scan(headers: &HeaderMap) -> u32 {
     let mut found = 0;
     for name in headers.keys() {
         if let Some(i) = DROPPED.iter().position(|d| *d == name) {
             found |= 1 << i;
+        } else if let Some(i) = UNTRUSTED.iter().position(|d| *d == name) {
+            found |= 1 << (8 + i);
+        } else if name.as_str().as_bytes().contains(&b'_') {
+            found |= UNDERSCORE_BIT;
         }
     }
     found
 }
 
-/// Removes the [`DROPPED`] headers flagged in `found`, and the headers that
-/// `Connection` names.
-fn remove_found(headers: &mut HeaderMap, found: u8) {
+/// Removes the headers flagged in `found`, and the headers that `Connection`
+/// names.
+fn remove_found(headers: &mut HeaderMap, found: u32) {
     if found & CONNECTION_BIT != 0 {
         // The usual tokens name nothing further to remove.
         let named: Vec<HeaderName> = headers
@@ -114,9 +147,19 @@ fn remove_found(headers: &mut HeaderMap, found: u8) {
             headers.remove(name);
         }
     }
-    for (i, name) in DROPPED.iter().enumerate() {
+    for (i, name) in DROPPED.iter().chain(&UNTRUSTED).enumerate() {
         if found & (1 << i) != 0 {
             headers.remove(*name);
+        }
+    }
+    if found & UNDERSCORE_BIT != 0 {
+        let named: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(name);
         }
     }
 }
@@ -124,7 +167,7 @@ fn remove_found(headers: &mut HeaderMap, found: u8) {
 /// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set plus every
 /// header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let found = scan(headers) & !PROXY_BIT;
+    let found = scan(headers) & HOP_BY_HOP;
     if found != 0 {
         remove_found(headers, found);
     }
@@ -137,17 +180,27 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 ///
 /// With `trust` (`--trust-downstream-proxy`), incoming `X-Forwarded-*` are
 /// kept and the client IP is appended to `X-Forwarded-For`; without it they
-/// are overwritten, so a client cannot spoof them.
+/// are overwritten, and the other [`UNTRUSTED`] forwarding headers dropped,
+/// so a client cannot spoof them. Header names with `_` are dropped unless
+/// `underscores` (nginx's `underscores_in_headers`): servers that read `_` as
+/// `-` would take `X_Forwarded_For` for the real one.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     conn: &ConnInfo,
     host: &HeaderValue,
     original_uri: HeaderValue,
     trust: bool,
+    underscores: bool,
     upgradable: bool,
 ) -> bool {
     // Each map operation hashes a name: this path does one per header it sets.
-    let found = scan(headers);
+    let mut found = scan(headers);
+    if trust {
+        found &= !UNTRUSTED_BITS;
+    }
+    if underscores {
+        found &= !UNDERSCORE_BIT;
+    }
     let both = CONNECTION_BIT | UPGRADE_BIT;
     let upgrade = (upgradable && found & both == both && connection_has(headers, "upgrade"))
         .then(|| headers.get(UPGRADE).cloned())
@@ -168,10 +221,6 @@ pub fn prepare_request(
     headers.insert(&X_REAL_IP, conn.client_ip.clone());
     headers.insert(&X_ORIGINAL_URI, original_uri);
     if !trust {
-        // RFC 7239's `Forwarded` says the same as X-Forwarded-*: a client must not set it either.
-        if headers.contains_key(FORWARDED) {
-            headers.remove(FORWARDED);
-        }
         headers.insert(&X_FORWARDED_FOR, conn.client_ip.clone());
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
         headers.insert(&X_FORWARDED_HOST, host.clone());
@@ -211,6 +260,22 @@ pub fn prepare_request(
     is_upgrade
 }
 
+/// Writes `Content-Length` in canonical form when it is not (`007`, `5, 5`):
+/// hyper reads such values leniently, an upstream may not. `exact` is the
+/// length hyper framed the body by.
+pub fn canonical_content_length(headers: &mut HeaderMap, exact: Option<u64>) {
+    let Some(value) = headers.get(CONTENT_LENGTH) else {
+        return;
+    };
+    let v = value.as_bytes();
+    let canonical = !v.is_empty()
+        && v.iter().all(u8::is_ascii_digit)
+        && (v[0] != b'0' || v.len() == 1);
+    if !canonical && let Some(n) = exact {
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
+}
+
 /// Joins the `cookie` fields an HTTP/2 client may split (RFC 9113 8.2.3) into
 /// the single `Cookie` header an HTTP/1.1 upstream expects.
 pub fn join_cookies(headers: &mut HeaderMap) {
@@ -230,13 +295,23 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 
 /// Rewrites an upstream response's headers for the client. A `101` keeps its
 /// `Upgrade` and `Connection: upgrade`.
+///
+/// A response framed by both `Transfer-Encoding` and `Content-Length` loses
+/// the `Content-Length` (RFC 9112 6.3): the body was read as chunked, and
+/// forwarding the length would cut it or leave the client waiting.
 pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     let upgrade = if switching {
         headers.remove(UPGRADE)
     } else {
         None
     };
-    strip_hop_by_hop(headers);
+    let found = scan(headers) & HOP_BY_HOP;
+    if found & TRANSFER_ENCODING_BIT != 0 {
+        headers.remove(CONTENT_LENGTH);
+    }
+    if found != 0 {
+        remove_found(headers, found);
+    }
     if let Some(protocol) = upgrade {
         headers.insert(UPGRADE, protocol);
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -283,6 +358,7 @@ mod tests {
             &host,
             HeaderValue::from_static("/x?y"),
             false,
+            false,
             true,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
@@ -315,6 +391,7 @@ mod tests {
             &host,
             HeaderValue::from_static("/"),
             false,
+            false,
             true
         ));
         assert_eq!(h[UPGRADE], "websocket");
@@ -326,6 +403,7 @@ mod tests {
             &conn(),
             &host,
             HeaderValue::from_static("/"),
+            false,
             false,
             false
         ));
@@ -346,6 +424,7 @@ mod tests {
             &host,
             HeaderValue::from_static("/"),
             true,
+            false,
             true,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "9.9.9.9, 1.2.3.4, 10.0.0.7");

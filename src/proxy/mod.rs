@@ -3,11 +3,13 @@
 //! upstream connection ([`upstream`]).
 
 pub mod body;
+pub mod conns;
 pub mod cors;
 pub mod error;
 pub mod handler;
 pub mod headers;
 pub mod pages;
+pub mod path;
 pub mod server;
 mod tls_client;
 pub mod upstream;
@@ -28,9 +30,15 @@ pub struct ProxySettings {
     pub access_log: bool,
     /// How long to wait for an upstream's response headers.
     pub response_timeout: Duration,
-    /// How long a client may take to send request headers (and may stay idle
-    /// between keep-alive requests).
+    /// How long a connection may wait for a complete request head, from
+    /// accept or the end of the previous response.
     pub client_header_timeout: Duration,
+    /// Longest pause between two reads of a request body.
+    pub client_body_timeout: Duration,
+    /// Longest pause between two reads of an upstream response body.
+    pub upstream_read_timeout: Duration,
+    /// Forward request headers whose names contain `_`.
+    pub allow_underscore_headers: bool,
     /// Origins that `branchgate.cors` routes allow.
     pub cors: cors::CorsPolicy,
 }
@@ -42,4 +50,6 @@ pub struct Shared {
     pub table: Arc<ArcSwap<RouteTable>>,
     /// Handler settings.
     pub settings: ProxySettings,
+    /// Every open client connection, under the cap.
+    pub conns: Arc<conns::Conns>,
 }

@@ -1,5 +1,6 @@
 //! Listeners: the accept loop and per-connection serving, HTTP/1.1 and h2c on
-//! one port, with a graceful drain on shutdown.
+//! one port, under the connection cap ([`super::conns`]), with a graceful
+//! drain on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,18 +8,19 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use super::conns::{End, drive};
 use super::handler::{Connection, handle};
 use super::headers::ConnInfo;
 
 /// Accepts connections on `listener` until `shutdown` fires, then stops
 /// accepting, asks every connection to finish its in-flight requests, and
-/// returns when they have, or when `grace` is over.
+/// returns when they have, or when `grace` is over (closing the rest).
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -32,16 +34,18 @@ pub async fn serve(
             return;
         }
     };
+    let header_timeout = shared.settings.client_header_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.settings.client_header_timeout);
+        .header_read_timeout(header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30));
-    let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
+    let abort = CancellationToken::new();
 
     loop {
         let accepted = tokio::select! {
@@ -59,30 +63,49 @@ pub async fn serve(
                 continue;
             }
         };
+        // At the cap with every connection busy: close the new one at once.
+        let Some(slot) = shared.conns.admit() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Connection {
             shared: shared.clone(),
             info: ConnInfo::new(peer, local, "http"),
+            slot,
         });
-        let service = service_fn(move |req| handle(conn.clone(), req));
+        let service = {
+            let conn = conn.clone();
+            service_fn(move |req| handle(conn.clone(), req))
+        };
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                debug!(client = %peer, error = %error, "connection ended with an error");
+        let (drain, abort) = (shutdown.clone(), abort.clone());
+        tracker.spawn(async move {
+            let (end, res) = drive(connection, &conn.slot, header_timeout, &drain, &abort).await;
+            match (end, res) {
+                (End::IdleTimeout, _) => {
+                    debug!(client = %peer, timeout = ?header_timeout, "idle connection closed");
+                }
+                (_, Err(error)) => {
+                    debug!(client = %peer, error = %error, "connection ended with an error");
+                }
+                _ => {}
             }
         });
     }
 
     drop(listener);
-    let open = graceful.count();
+    tracker.close();
+    let open = tracker.len();
     if open > 0 {
         info!(%local, open, "draining connections");
     }
     tokio::select! {
-        () = graceful.shutdown() => debug!(%local, "all connections finished"),
-        () = tokio::time::sleep(grace) => warn!(%local, "grace period over; closing the remaining connections"),
+        () = tracker.wait() => debug!(%local, "all connections finished"),
+        () = tokio::time::sleep(grace) => {
+            warn!(%local, "grace period over; closing the remaining connections");
+            abort.cancel();
+        }
     }
 }

@@ -166,8 +166,9 @@ fn check_name(name: &str) -> Result<(), HostPatternError> {
 }
 
 /// Normalises a request's `Host` (or `:authority`) into `buf`: the `:port`
-/// suffix and trailing dots are dropped and ASCII is lowercased. Returns
-/// `None` for a host that cannot be routed (empty, too long, or malformed).
+/// suffix and one trailing dot are dropped and ASCII is lowercased. Returns
+/// `None` for a host that cannot be routed (empty, too long, a port above
+/// 65535, more than one trailing dot, or other malformed input).
 pub fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<&'b str> {
     let bytes = raw.as_bytes();
     let host = if bytes.first() == Some(&b'[') {
@@ -185,10 +186,10 @@ pub fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<
             None => raw,
         }
     };
-    // All trailing dots, as `HostPattern::parse` does: dropping only one would
-    // leave `a..` as `a.`, which is neither canonical nor a fixed point.
-    let host = host.trim_end_matches('.');
-    if host.is_empty() || host.len() > MAX_HOST_LEN {
+    // One trailing dot is the root of a fully qualified name; two are no
+    // name at all (nginx answers 400 too).
+    let host = host.strip_suffix('.').unwrap_or(host);
+    if host.is_empty() || host.len() > MAX_HOST_LEN || host.ends_with('.') {
         return None;
     }
     // Only what a DNS name or an IP literal is made of: a `#`, `?`, `@` or `%`
@@ -210,7 +211,7 @@ pub fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<
 }
 
 fn valid_port(p: &str) -> bool {
-    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+    !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
 }
 
 #[cfg(test)]
@@ -227,7 +228,12 @@ mod tests {
         assert_eq!(norm("App.Foo.Bar:8080").as_deref(), Some("app.foo.bar"));
         assert_eq!(norm("app.foo.bar.").as_deref(), Some("app.foo.bar"));
         assert_eq!(norm("app.foo.bar.:80").as_deref(), Some("app.foo.bar"));
-        assert_eq!(norm("app.foo.bar..").as_deref(), Some("app.foo.bar"));
+        assert_eq!(norm("app.foo.bar..").as_deref(), None);
+        assert_eq!(norm("app.foo.bar..:80").as_deref(), None);
+        assert_eq!(norm("app.foo.bar:65535").as_deref(), Some("app.foo.bar"));
+        assert_eq!(norm("app.foo.bar:65536").as_deref(), None);
+        assert_eq!(norm("app.foo.bar:99999").as_deref(), None);
+        assert_eq!(norm("[::1]:70000").as_deref(), None);
         assert_eq!(norm("..").as_deref(), None);
         assert_eq!(norm("127.0.0.1:80").as_deref(), Some("127.0.0.1"));
         assert_eq!(norm("[::1]:8080").as_deref(), Some("[::1]"));
