@@ -7,6 +7,7 @@ pub mod backend;
 pub mod client;
 pub mod docker;
 pub mod proxy;
+pub mod raw;
 
 pub use backend::Backend;
 pub use client::{Reply, get, get_with, raw};

@@ -153,10 +153,30 @@ pub struct ProxyProcess {
 impl ProxyProcess {
     /// Starts the binary with `routes` as its routes file and extra flags.
     pub async fn spawn(routes_toml: &str, args: &[&str]) -> Self {
+        let cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_branchgate"));
+        Self::spawn_command(cmd, routes_toml, args).await
+    }
+
+    /// Like [`ProxyProcess::spawn`], under `ulimit -n NOFILE` with `hard`
+    /// (soft and hard limit) or `-S` (soft only, so the proxy may raise it).
+    pub async fn spawn_with_nofile(routes_toml: &str, args: &[&str], nofile: u64, hard: bool) -> Self {
+        let mut cmd = tokio::process::Command::new("sh");
+        let flag = if hard { "-n" } else { "-Sn" };
+        cmd.arg("-c")
+            .arg(format!("ulimit {flag} {nofile} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_branchgate"));
+        Self::spawn_command(cmd, routes_toml, args).await
+    }
+
+    async fn spawn_command(
+        mut cmd: tokio::process::Command,
+        routes_toml: &str,
+        args: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let routes = dir.path().join("routes.toml");
         std::fs::write(&routes, routes_toml).unwrap();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_branchgate"))
+        let mut child = cmd
             .args(["--http", "127.0.0.1:0", "--log-format", "json"])
             .args(if args.contains(&"--workers") {
                 &[][..]
