@@ -1,0 +1,427 @@
+//! What a proxy on the public internet meets, over raw sockets against the
+//! real binary, with an upstream that records the exact bytes it receives:
+//! idle and stalled connections, the connection cap, stalled bodies both
+//! ways, spoofable headers, encoded traversal, request and response framing.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use support::proxy::route_toml;
+use support::raw::{RawBackend, exchange, read_until_closed};
+use support::{Backend, ProxyProcess, eventually};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn get(path: &str, extra: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: s.foo.bar\r\n{extra}\r\n").into_bytes()
+}
+
+/// Log lines (JSON) whose message is `message`.
+fn logged(p: &ProxyProcess, message: &str) -> Vec<serde_json::Value> {
+    p.stderr()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == message)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_connection_that_never_sends_a_byte_is_closed_at_the_header_timeout() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--client-header-timeout", "600ms", "--access-log", "off"],
+    )
+    .await;
+
+    // Not a byte: closed once the timeout has passed since accept.
+    let start = Instant::now();
+    let mut silent = TcpStream::connect(p.addr).await.unwrap();
+    let ex = read_until_closed(&mut silent, WAIT).await;
+    let took = start.elapsed();
+    assert!(ex.closed, "a zero-byte connection stayed open for {WAIT:?}");
+    assert!(took >= Duration::from_millis(550), "closed early: {took:?}");
+    assert!(ex.text.is_empty(), "nothing is answered: {:?}", ex.text);
+
+    // A byte every 200 ms: the timeout still counts from accept, not from each byte.
+    let start = Instant::now();
+    let mut slow = TcpStream::connect(p.addr).await.unwrap();
+    let trickle = async {
+        for b in b"GET / HTTP/1.1\r\nHost: s.foo.bar\r\n" {
+            if slow.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let _ = tokio::time::timeout(WAIT, trickle).await;
+    let ex = read_until_closed(&mut slow, WAIT).await;
+    assert!(ex.closed);
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "a trickling client held its connection for {:?}",
+        start.elapsed()
+    );
+
+    // Between keep-alive requests: counted from the end of the previous response.
+    let mut kept = TcpStream::connect(p.addr).await.unwrap();
+    kept.write_all(&get("/one", "")).await.unwrap();
+    let start = Instant::now();
+    let ex = read_until_closed(&mut kept, WAIT).await;
+    assert_eq!(ex.statuses(), [200]);
+    assert!(ex.closed, "the idle keep-alive connection was closed");
+    assert!(start.elapsed() >= Duration::from_millis(550));
+}
+
+#[tokio::test]
+async fn the_descriptor_limit_is_raised_to_its_hard_limit() {
+    let hard: u64 = std::fs::read_to_string("/proc/self/limits")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4)?.parse().ok())
+        .expect("a numeric hard limit");
+    let p = ProxyProcess::spawn_with_nofile("", &["--access-log", "off"], 256, false).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", p.pid)).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let soft: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(soft, hard, "soft limit raised to the hard one: {line}");
+    let cap = &logged(&p, "client connection cap")[0]["fields"];
+    assert_eq!(cap["nofile"], hard);
+    assert_eq!(cap["max_connections"], (hard - 64) / 2);
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_idle_sockets_make_room_and_requests_keep_being_answered() {
+    let b = Backend::spawn("b").await;
+    // soft = hard = 256: the default cap is (256 - 64) / 2 = 96.
+    let p = ProxyProcess::spawn_with_nofile(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--access-log", "off"],
+        256,
+        true,
+    )
+    .await;
+    assert_eq!(
+        logged(&p, "client connection cap")[0]["fields"]["max_connections"],
+        96
+    );
+
+    let start = Instant::now();
+    let mut idle = Vec::new();
+    let mut answered = 0;
+    for i in 0..300 {
+        idle.push(TcpStream::connect(p.addr).await.unwrap());
+        if i % 15 == 0 {
+            // A normal client, on a new connection, while hundreds of idle ones are open.
+            let r = support::get(p.addr, "s.foo.bar", "/").await;
+            assert_eq!(r.status, 200, "request {i} while at the cap");
+            answered += 1;
+        }
+    }
+    for _ in 0..20 {
+        assert_eq!(support::get(p.addr, "s.foo.bar", "/").await.status, 200);
+        answered += 1;
+    }
+    eprintln!(
+        "{answered} requests answered beside 300 idle sockets in {:?}",
+        start.elapsed()
+    );
+    // The oldest idle sockets were closed to make room; the newest are open.
+    let first = read_until_closed(&mut idle[0], Duration::from_millis(500)).await;
+    assert!(first.closed, "the oldest idle connection was closed");
+    let stderr = p.stderr().join("\n");
+    assert!(
+        !stderr.contains("Too many open files"),
+        "the descriptor limit was reached:\n{stderr}"
+    );
+    let warnings = logged(
+        &p,
+        "client connection limit reached (--max-connections): idle connections are closed to make room, new ones refused when none is idle",
+    );
+    let most = start.elapsed().as_secs() / 5 + 1;
+    assert!(
+        !warnings.is_empty() && warnings.len() as u64 <= most,
+        "{} cap warnings in {:?}",
+        warnings.len(),
+        start.elapsed()
+    );
+    assert!(warnings[0]["fields"]["evicted_idle"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn when_every_connection_is_busy_new_ones_are_refused() {
+    let b = Backend::spawn("b").await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--max-connections", "3", "--access-log", "off"],
+    )
+    .await;
+    let busy: Vec<_> = (0..3)
+        .map(|_| {
+            let addr = p.addr;
+            tokio::spawn(async move { support::get(addr, "s.foo.bar", "/slow/1500").await })
+        })
+        .collect();
+    eventually(WAIT, "three requests in flight", || async {
+        (b.connections() >= 3).then_some(())
+    })
+    .await;
+    let refused = exchange(p.addr, &get("/", ""), WAIT).await;
+    assert!(refused.closed && refused.text.is_empty(), "{refused:?}");
+    for r in busy {
+        assert_eq!(r.await.unwrap().status, 200, "busy ones finish");
+    }
+    // Idle again: there is room.
+    eventually(WAIT, "room once the requests ended", || async {
+        let ex = exchange(p.addr, &get("/", "Connection: close\r\n"), WAIT).await;
+        (ex.statuses() == [200]).then_some(())
+    })
+    .await;
+    let refused = logged(
+        &p,
+        "client connection limit reached (--max-connections): idle connections are closed to make room, new ones refused when none is idle",
+    );
+    assert_eq!(refused[0]["fields"]["refused"], 1);
+}
+
+#[tokio::test]
+async fn a_stalled_upload_is_answered_408_and_both_connections_close() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--client-body-timeout", "500ms", "--access-log", "off"],
+    )
+    .await;
+    let start = Instant::now();
+    let mut req = b"POST /upload HTTP/1.1\r\nHost: s.foo.bar\r\nContent-Length: 100\r\n\r\n".to_vec();
+    req.extend_from_slice(&[b'a'; 10]);
+    let ex = exchange(p.addr, &req, WAIT).await;
+    assert_eq!(ex.statuses(), [408], "{}", ex.text);
+    assert!(ex.text.contains("connection: close"), "{}", ex.text);
+    assert!(ex.closed, "the client connection closed");
+    assert!(start.elapsed() >= Duration::from_millis(450));
+    eventually(WAIT, "the upstream connection to close", || async {
+        let conns = b.conns();
+        (conns.len() == 1 && conns[0].closed).then_some(())
+    })
+    .await;
+    let conn = &b.conns()[0];
+    assert!(conn.requests.is_empty(), "no complete request went upstream");
+    assert!(conn.bytes.ends_with(&[b'a'; 10]), "the 10 bytes were passed on");
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_body_is_cut_and_both_connections_close() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--upstream-read-timeout", "500ms", "--access-log", "off"],
+    )
+    .await;
+    let start = Instant::now();
+    let ex = exchange(p.addr, &get("/stall-body", ""), WAIT).await;
+    assert!(ex.closed, "the client connection was cut");
+    assert!(start.elapsed() >= Duration::from_millis(450));
+    assert!(ex.text.starts_with("HTTP/1.1 200"), "{}", ex.text);
+    assert!(ex.text.ends_with(&"x".repeat(10)), "10 of 100 bytes: {}", ex.text);
+    eventually(WAIT, "the upstream connection to close", || async {
+        b.conns()[0].closed.then_some(())
+    })
+    .await;
+    let cut = logged(
+        &p,
+        "upstream stopped sending the response body; closing both connections",
+    );
+    assert_eq!(cut.len(), 1);
+}
+
+#[tokio::test]
+async fn underscore_and_untrusted_forwarding_headers_never_reach_the_upstream() {
+    let b = RawBackend::spawn().await;
+    let routes = route_toml("s.foo.bar", &[b.addr], "");
+    let spoof = "X_Forwarded_For: 6.6.6.6\r\nx_real_ip: 6.6.6.6\r\nTransfer_Encoding: chunked\r\n\
+                 X-Forwarded-Scheme: https\r\nX-Forwarded-Prefix: /admin\r\nX-Original-URL: /admin\r\n\
+                 X-Rewrite-URL: /admin\r\nTrue-Client-IP: 6.6.6.6\r\nX-Client-IP: 6.6.6.6\r\n\
+                 CF-Connecting-IP: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\nX-Kept: yes\r\n";
+    let underscored = ["x_forwarded_for", "x_real_ip", "transfer_encoding"];
+    let untrusted = [
+        "x-forwarded-scheme",
+        "x-forwarded-prefix",
+        "x-original-url",
+        "x-rewrite-url",
+        "true-client-ip",
+        "x-client-ip",
+        "cf-connecting-ip",
+        "forwarded",
+    ];
+    for (flags, keep_underscores, keep_untrusted) in [
+        (&["--access-log", "off"][..], false, false),
+        (&["--allow-underscore-headers"][..], true, false),
+        (&["--trust-downstream-proxy"][..], false, true),
+    ] {
+        let p = ProxyProcess::spawn(&routes, flags).await;
+        let ex = exchange(p.addr, &get("/h", &format!("{spoof}Connection: close\r\n")), WAIT).await;
+        assert_eq!(ex.statuses(), [200], "{flags:?}: {}", ex.text);
+        let req = b.requests().pop().unwrap();
+        for name in underscored {
+            assert_eq!(
+                !req.header(name).is_empty(),
+                keep_underscores,
+                "{flags:?}: {name} in {:?}",
+                req.headers
+            );
+        }
+        for name in untrusted {
+            assert_eq!(
+                !req.header(name).is_empty(),
+                keep_untrusted,
+                "{flags:?}: {name} in {:?}",
+                req.headers
+            );
+        }
+        assert_eq!(req.header("x-kept"), ["yes"]);
+        if !keep_untrusted {
+            assert_eq!(req.header("x-forwarded-for"), ["127.0.0.1"]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn encoded_traversal_in_every_form_is_refused() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], "path = \"/api/\""),
+        &["--access-log", "off"],
+    )
+    .await;
+    for path in [
+        "/api/../admin",
+        "/api/%2e%2e/admin",
+        "/api/..%2fadmin",
+        "/api/..%2Fadmin",
+        "/api%2F..%2Fadmin",
+        "/api/%2F../admin",
+        "/api/..;/admin",
+        "/api/.;/admin",
+        "/api/%5c..%5cadmin",
+        "/api/%5C..%5Cadmin",
+        "/api/..\\admin",
+        "/api/.%2e/admin",
+    ] {
+        let ex = exchange(p.addr, &get(path, "Connection: close\r\n"), WAIT).await;
+        assert_eq!(ex.statuses(), [400], "{path}: {}", ex.text);
+    }
+    assert!(b.requests().is_empty(), "{:?}", b.requests());
+    let ex = exchange(p.addr, &get("/api/a..b/.well-known", "Connection: close\r\n"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "dots inside a segment are fine");
+}
+
+#[tokio::test]
+async fn request_framing_edges_are_refused_or_made_canonical() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(&route_toml("s.foo.bar", &[b.addr], ""), &[]).await;
+    let refused: [(&str, &[u8], u16); 7] = [
+        (
+            "two Host headers",
+            b"GET /two-hosts HTTP/1.1\r\nHost: s.foo.bar\r\nHost: s.foo.bar\r\n\r\nGET /after HTTP/1.1\r\nHost: s.foo.bar\r\n\r\n",
+            400,
+        ),
+        (
+            "two trailing dots",
+            b"GET /dots HTTP/1.1\r\nHost: s.foo.bar..\r\n\r\n",
+            400,
+        ),
+        (
+            "port above 65535",
+            b"GET /port HTTP/1.1\r\nHost: s.foo.bar:65536\r\n\r\n",
+            400,
+        ),
+        (
+            "absolute-form with another scheme",
+            b"GET ftp://s.foo.bar/scheme HTTP/1.1\r\nHost: s.foo.bar\r\n\r\n",
+            400,
+        ),
+        (
+            "malformed chunked body",
+            b"POST /chunked HTTP/1.1\r\nHost: s.foo.bar\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n\r\n",
+            400,
+        ),
+        (
+            "a trailer ended by a bare LF swallowing a pipelined request",
+            b"POST /first HTTP/1.1\r\nHost: s.foo.bar\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: y\n\nGET /second HTTP/1.1\r\nHost: s.foo.bar\r\n\r\nGET /third HTTP/1.1\r\nHost: s.foo.bar\r\n\r\n",
+            400,
+        ),
+        ("request line over the limit", b"", 414),
+    ];
+    for (name, bytes, status) in refused {
+        let long;
+        let bytes = if bytes.is_empty() {
+            long = get(&format!("/{}", "a".repeat(9 * 1024)), "");
+            &long[..]
+        } else {
+            bytes
+        };
+        let ex = exchange(p.addr, bytes, WAIT).await;
+        assert_eq!(ex.statuses(), [status], "{name}: {}", ex.text);
+        assert!(ex.closed, "{name}: the connection is closed after {status}");
+    }
+    let targets: Vec<String> = b.requests().iter().map(|r| r.target().to_owned()).collect();
+    for never in ["/two-hosts", "/after", "/dots", "/port", "/scheme", "/second", "/third"] {
+        assert!(!targets.iter().any(|t| t.ends_with(never)), "{never} reached the upstream: {targets:?}");
+    }
+    // The malformed body is the client's fault: logged so, never as an upstream error.
+    let stderr = p.stderr().join("\n");
+    assert!(!stderr.contains("upstream error"), "{stderr}");
+    assert!(
+        logged(&p, "client error")
+            .iter()
+            .any(|l| l["fields"]["error"].as_str().unwrap().contains("malformed")),
+        "{stderr}"
+    );
+
+    // Content-Length reaches the upstream in canonical form.
+    let ex = exchange(
+        p.addr,
+        b"POST /zero-length HTTP/1.1\r\nHost: s.foo.bar\r\nContent-Length: 005\r\nConnection: close\r\n\r\nhello",
+        WAIT,
+    )
+    .await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    assert!(ex.text.ends_with("[\"5\"]"), "{}", ex.text);
+}
+
+#[tokio::test]
+async fn upstream_response_framing_is_repaired_or_refused() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(&route_toml("s.foo.bar", &[b.addr], ""), &["--access-log", "off"]).await;
+
+    // Transfer-Encoding and Content-Length: the length goes, the whole body arrives.
+    let ex = exchange(p.addr, &get("/te-cl", "Connection: close\r\n"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    let lower = ex.text.to_ascii_lowercase();
+    assert!(!lower.contains("content-length: 2\r\n"), "{}", ex.text);
+    assert!(ex.text.contains(&"y".repeat(58)), "the whole body: {}", ex.text);
+
+    // A 101 nobody asked for: 502, and that upstream connection is discarded.
+    let ex = exchange(p.addr, &get("/switch", "Connection: close\r\n"), WAIT).await;
+    assert_eq!(ex.statuses(), [502], "{}", ex.text);
+    eventually(WAIT, "the switched upstream connection to close", || async {
+        b.conns()
+            .iter()
+            .find(|c| c.requests.iter().any(|r| r.target() == "/switch"))
+            .is_some_and(|c| c.closed)
+            .then_some(())
+    })
+    .await;
+    // The next request is served on a connection that never switched.
+    let ex = exchange(p.addr, &get("/after", "Connection: close\r\n"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+}
