@@ -411,6 +411,62 @@ mod tests {
     }
 
     #[test]
+    fn underscores_and_untrusted_forwarding_headers_go_unless_allowed() {
+        let fresh = || {
+            let mut h = HeaderMap::new();
+            for name in ["x_forwarded_for", "x_real_ip", "transfer_encoding"] {
+                h.insert(HeaderName::from_static(name), "6.6.6.6".parse().unwrap());
+            }
+            for name in UNTRUSTED {
+                h.insert(name, "6.6.6.6".parse().unwrap());
+            }
+            h.insert("x-kept", "1".parse().unwrap());
+            h
+        };
+        let host = HeaderValue::from_static("a.foo.bar");
+        let uri = || HeaderValue::from_static("/");
+        for (trust, underscores) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut h = fresh();
+            prepare_request(&mut h, &conn(), &host, uri(), trust, underscores, true);
+            assert!(h.contains_key("x-kept"));
+            assert_eq!(h.contains_key("x_forwarded_for"), underscores);
+            assert_eq!(h.contains_key("transfer_encoding"), underscores);
+            for name in UNTRUSTED {
+                assert_eq!(h.contains_key(name), trust, "{name} with trust={trust}");
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_responses_lose_their_content_length() {
+        let mut h = HeaderMap::new();
+        h.insert(TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert(CONTENT_LENGTH, "2".parse().unwrap());
+        prepare_response(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, "2".parse().unwrap());
+        prepare_response(&mut h, false);
+        assert_eq!(h[CONTENT_LENGTH], "2");
+    }
+
+    #[test]
+    fn content_length_is_made_canonical() {
+        for (sent, exact, forwarded) in [
+            ("007", Some(7), "7"),
+            ("5, 5", Some(5), "5"),
+            ("0", Some(0), "0"),
+            ("12", Some(12), "12"),
+            ("00", Some(0), "0"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(CONTENT_LENGTH, sent.parse().unwrap());
+            canonical_content_length(&mut h, exact);
+            assert_eq!(h[CONTENT_LENGTH], forwarded, "{sent}");
+        }
+    }
+
+    #[test]
     fn forwarded_headers_trusted_append() {
         let mut h = HeaderMap::new();
         h.append(&X_FORWARDED_FOR, "9.9.9.9".parse().unwrap());
