@@ -201,7 +201,8 @@ async fn a_stalled_upload_is_answered_408_and_both_connections_close() {
     )
     .await;
     let start = Instant::now();
-    let mut req = b"POST /upload HTTP/1.1\r\nHost: s.foo.bar\r\nContent-Length: 100\r\n\r\n".to_vec();
+    let mut req =
+        b"POST /upload HTTP/1.1\r\nHost: s.foo.bar\r\nContent-Length: 100\r\n\r\n".to_vec();
     req.extend_from_slice(&[b'a'; 10]);
     let ex = exchange(p.addr, &req, WAIT).await;
     assert_eq!(ex.statuses(), [408], "{}", ex.text);
@@ -214,8 +215,14 @@ async fn a_stalled_upload_is_answered_408_and_both_connections_close() {
     })
     .await;
     let conn = &b.conns()[0];
-    assert!(conn.requests.is_empty(), "no complete request went upstream");
-    assert!(conn.bytes.ends_with(&[b'a'; 10]), "the 10 bytes were passed on");
+    assert!(
+        conn.requests.is_empty(),
+        "no complete request went upstream"
+    );
+    assert!(
+        conn.bytes.ends_with(&[b'a'; 10]),
+        "the 10 bytes were passed on"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +238,11 @@ async fn a_stalled_upstream_body_is_cut_and_both_connections_close() {
     assert!(ex.closed, "the client connection was cut");
     assert!(start.elapsed() >= Duration::from_millis(450));
     assert!(ex.text.starts_with("HTTP/1.1 200"), "{}", ex.text);
-    assert!(ex.text.ends_with(&"x".repeat(10)), "10 of 100 bytes: {}", ex.text);
+    assert!(
+        ex.text.ends_with(&"x".repeat(10)),
+        "10 of 100 bytes: {}",
+        ex.text
+    );
     eventually(WAIT, "the upstream connection to close", || async {
         b.conns()[0].closed.then_some(())
     })
@@ -268,7 +279,12 @@ async fn underscore_and_untrusted_forwarding_headers_never_reach_the_upstream() 
         (&["--trust-downstream-proxy"][..], false, true),
     ] {
         let p = ProxyProcess::spawn(&routes, flags).await;
-        let ex = exchange(p.addr, &get("/h", &format!("{spoof}Connection: close\r\n")), WAIT).await;
+        let ex = exchange(
+            p.addr,
+            &get("/h", &format!("{spoof}Connection: close\r\n")),
+            WAIT,
+        )
+        .await;
         assert_eq!(ex.statuses(), [200], "{flags:?}: {}", ex.text);
         let req = b.requests().pop().unwrap();
         for name in underscored {
@@ -320,7 +336,12 @@ async fn encoded_traversal_in_every_form_is_refused() {
         assert_eq!(ex.statuses(), [400], "{path}: {}", ex.text);
     }
     assert!(b.requests().is_empty(), "{:?}", b.requests());
-    let ex = exchange(p.addr, &get("/api/a..b/.well-known", "Connection: close\r\n"), WAIT).await;
+    let ex = exchange(
+        p.addr,
+        &get("/api/a..b/.well-known", "Connection: close\r\n"),
+        WAIT,
+    )
+    .await;
     assert_eq!(ex.statuses(), [200], "dots inside a segment are fine");
 }
 
@@ -374,8 +395,19 @@ async fn request_framing_edges_are_refused_or_made_canonical() {
         assert!(ex.closed, "{name}: the connection is closed after {status}");
     }
     let targets: Vec<String> = b.requests().iter().map(|r| r.target().to_owned()).collect();
-    for never in ["/two-hosts", "/after", "/dots", "/port", "/scheme", "/second", "/third"] {
-        assert!(!targets.iter().any(|t| t.ends_with(never)), "{never} reached the upstream: {targets:?}");
+    for never in [
+        "/two-hosts",
+        "/after",
+        "/dots",
+        "/port",
+        "/scheme",
+        "/second",
+        "/third",
+    ] {
+        assert!(
+            !targets.iter().any(|t| t.ends_with(never)),
+            "{never} reached the upstream: {targets:?}"
+        );
     }
     // The malformed body is the client's fault: logged so, never as an upstream error.
     let stderr = p.stderr().join("\n");
@@ -401,25 +433,37 @@ async fn request_framing_edges_are_refused_or_made_canonical() {
 #[tokio::test]
 async fn upstream_response_framing_is_repaired_or_refused() {
     let b = RawBackend::spawn().await;
-    let p = ProxyProcess::spawn(&route_toml("s.foo.bar", &[b.addr], ""), &["--access-log", "off"]).await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--access-log", "off"],
+    )
+    .await;
 
     // Transfer-Encoding and Content-Length: the length goes, the whole body arrives.
     let ex = exchange(p.addr, &get("/te-cl", "Connection: close\r\n"), WAIT).await;
     assert_eq!(ex.statuses(), [200], "{}", ex.text);
     let lower = ex.text.to_ascii_lowercase();
     assert!(!lower.contains("content-length: 2\r\n"), "{}", ex.text);
-    assert!(ex.text.contains(&"y".repeat(58)), "the whole body: {}", ex.text);
+    assert!(
+        ex.text.contains(&"y".repeat(58)),
+        "the whole body: {}",
+        ex.text
+    );
 
     // A 101 nobody asked for: 502, and that upstream connection is discarded.
     let ex = exchange(p.addr, &get("/switch", "Connection: close\r\n"), WAIT).await;
     assert_eq!(ex.statuses(), [502], "{}", ex.text);
-    eventually(WAIT, "the switched upstream connection to close", || async {
-        b.conns()
-            .iter()
-            .find(|c| c.requests.iter().any(|r| r.target() == "/switch"))
-            .is_some_and(|c| c.closed)
-            .then_some(())
-    })
+    eventually(
+        WAIT,
+        "the switched upstream connection to close",
+        || async {
+            b.conns()
+                .iter()
+                .find(|c| c.requests.iter().any(|r| r.target() == "/switch"))
+                .is_some_and(|c| c.closed)
+                .then_some(())
+        },
+    )
     .await;
     // The next request is served on a connection that never switched.
     let ex = exchange(p.addr, &get("/after", "Connection: close\r\n"), WAIT).await;

@@ -342,7 +342,10 @@ mod tests {
         c.state.idle_since.store(1, Ordering::Relaxed);
         let d = conns.admit().expect("room made by evicting an idle one");
         assert!(c.state.evicted.load(Ordering::Relaxed), "the oldest idle");
-        assert!(b.state.evicted.load(Ordering::Relaxed), "batch takes every idle one");
+        assert!(
+            b.state.evicted.load(Ordering::Relaxed),
+            "batch takes every idle one"
+        );
         assert!(!a.state.evicted.load(Ordering::Relaxed));
         assert_eq!(conns.open(), 4);
         drop((b, c));

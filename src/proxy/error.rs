@@ -23,7 +23,10 @@ pub enum ProxyError {
     #[error("request target has a scheme other than http or https")]
     BadScheme,
     /// The request target is longer than the limit.
-    #[error("request target is longer than {} bytes", super::handler::MAX_REQUEST_TARGET)]
+    #[error(
+        "request target is longer than {} bytes",
+        super::handler::MAX_REQUEST_TARGET
+    )]
     UriTooLong,
     /// The path has `.` or `..` segments (plain, percent-encoded, behind `\`
     /// or `;`), which an upstream would resolve outside the prefix that was routed.

@@ -268,9 +268,8 @@ pub fn canonical_content_length(headers: &mut HeaderMap, exact: Option<u64>) {
         return;
     };
     let v = value.as_bytes();
-    let canonical = !v.is_empty()
-        && v.iter().all(u8::is_ascii_digit)
-        && (v[0] != b'0' || v.len() == 1);
+    let canonical =
+        !v.is_empty() && v.iter().all(u8::is_ascii_digit) && (v[0] != b'0' || v.len() == 1);
     if !canonical && let Some(n) = exact {
         headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
     }

@@ -159,7 +159,12 @@ impl ProxyProcess {
 
     /// Like [`ProxyProcess::spawn`], under `ulimit -n NOFILE` with `hard`
     /// (soft and hard limit) or `-S` (soft only, so the proxy may raise it).
-    pub async fn spawn_with_nofile(routes_toml: &str, args: &[&str], nofile: u64, hard: bool) -> Self {
+    pub async fn spawn_with_nofile(
+        routes_toml: &str,
+        args: &[&str],
+        nofile: u64,
+        hard: bool,
+    ) -> Self {
         let mut cmd = tokio::process::Command::new("sh");
         let flag = if hard { "-n" } else { "-Sn" };
         cmd.arg("-c")
