@@ -26,6 +26,9 @@ use tracing::{debug, warn};
 /// (nginx's `ngx_drain_connections` frees up to 32 too): one scan of the
 /// connection set makes room for this many accepts.
 const EVICT_BATCH: usize = 32;
+/// How long a connection asked to close at its idle timeout may take to do
+/// so before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// At most one cap warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 /// Descriptors kept back from the client cap for listeners, the Docker socket,
@@ -248,9 +251,11 @@ pub enum End {
     Aborted,
 }
 
-/// Runs `conn` to its end. Closes it when it has been idle for `timeout`;
-/// closes it gracefully (in-flight responses finish) when `drain` fires or
-/// the cap evicts it; drops it when `abort` fires.
+/// Runs `conn` to its end. Closes it gracefully (in-flight responses finish,
+/// HTTP/2 gets a GOAWAY) when it has been idle for `timeout`, when `drain`
+/// fires or when the cap evicts it, and drops it if it is still idle a
+/// moment later (a client stuck halfway through a request head); drops it
+/// at once when `abort` fires.
 pub async fn drive<C>(
     conn: C,
     slot: &Slot,
@@ -281,7 +286,15 @@ where
             () = timer.as_mut() => {
                 // While a request is served its own timeouts apply; look again later.
                 let wait = match slot.idle_for() {
-                    Some(idle) if idle >= timeout => return (End::IdleTimeout, Ok(())),
+                    // Asked to close before and still here (a half-sent head): drop it.
+                    Some(idle) if idle >= timeout && closing => return (End::IdleTimeout, Ok(())),
+                    Some(idle) if idle >= timeout => {
+                        // Politely first: an idle HTTP/1 connection closes at
+                        // once, an HTTP/2 one sends GOAWAY.
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        CLOSE_GRACE
+                    }
                     Some(idle) => timeout - idle,
                     None => timeout,
                 };
