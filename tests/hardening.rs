@@ -431,6 +431,63 @@ async fn request_framing_edges_are_refused_or_made_canonical() {
 }
 
 #[tokio::test]
+async fn an_answer_before_the_whole_body_closes_the_client_connection() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--access-log", "off"],
+    )
+    .await;
+    // The upstream answers on the head alone, while the body is still coming;
+    // then the body ends with a bare-LF trailer and two pipelined requests.
+    // Nothing after the body may be served: hyper would read the rest of the
+    // body itself after the response, and read on.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"POST /early HTTP/1.1\r\nHost: s.foo.bar\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0; 4096];
+    while !String::from_utf8_lossy(&head).ends_with("ok /early") {
+        let n = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut s, &mut buf))
+            .await
+            .expect("the early answer")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before answering: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    // The rest: the proxy must not read it as requests (the socket may be closed already).
+    let _ = s
+        .write_all(b"0\r\nX: y\n\nGET /second HTTP/1.1\r\nHost: s.foo.bar\r\n\r\nGET /third HTTP/1.1\r\nHost: s.foo.bar\r\n\r\n")
+        .await;
+    let ex = read_until_closed(&mut s, WAIT).await;
+    assert!(ex.closed);
+    assert!(
+        ex.statuses().is_empty(),
+        "nothing more is answered: {}",
+        ex.text
+    );
+    let targets: Vec<String> = b.requests().iter().map(|r| r.target().to_owned()).collect();
+    assert_eq!(targets, ["/early"]);
+
+    // A body that was sent in full before the answer keeps the connection.
+    let ex = exchange(
+        p.addr,
+        b"POST /upload HTTP/1.1\r\nHost: s.foo.bar\r\nContent-Length: 5\r\n\r\nhelloGET /next HTTP/1.1\r\nHost: s.foo.bar\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(ex.statuses(), [200, 200], "{}", ex.text);
+}
+
+#[tokio::test]
 async fn upstream_response_framing_is_repaired_or_refused() {
     let b = RawBackend::spawn().await;
     let p = ProxyProcess::spawn(

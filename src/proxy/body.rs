@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 use tracing::warn;
@@ -212,12 +213,38 @@ pub enum RequestBodyError {
     Trailers,
 }
 
+/// Whether a request body has been sent upstream in full, shared between the
+/// body and the handler.
+#[derive(Debug, Default)]
+pub struct Sent {
+    done: AtomicBool,
+    notify: Notify,
+}
+
+impl Sent {
+    /// Waits until the body has been sent in full (forever if it never is).
+    pub async fn wait(&self) {
+        self.notify.notified().await;
+    }
+
+    /// Whether the body has been sent in full.
+    pub fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire)
+    }
+
+    fn mark(&self) {
+        self.done.store(true, Ordering::Release);
+        // notify_one keeps a permit if nobody waits yet.
+        self.notify.notify_one();
+    }
+}
+
 /// A request body on its way upstream. When it has been sent in full it
 /// signals `sent`, which starts the response timeout: time spent uploading
 /// never counts against the upstream.
 pub struct RequestBody {
     inner: Incoming,
-    sent: Option<Arc<Notify>>,
+    sent: Option<Arc<Sent>>,
     timer: ReadTimer,
     http1: bool,
 }
@@ -229,7 +256,7 @@ impl RequestBody {
         inner: Incoming,
         read_timeout: Duration,
         http1: bool,
-        sent: Option<Arc<Notify>>,
+        sent: Option<Arc<Sent>>,
     ) -> Self {
         Self {
             inner,
@@ -241,8 +268,7 @@ impl RequestBody {
 
     fn signal_if_done(&mut self, done: bool) {
         if done && let Some(sent) = self.sent.take() {
-            // notify_one keeps a permit if nobody waits yet.
-            sent.notify_one();
+            sent.mark();
         }
     }
 }

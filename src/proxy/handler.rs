@@ -6,10 +6,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http_body::Body as _;
-use tokio::sync::Notify;
 
 use http::header::{
-    ACCEPT, ACCESS_CONTROL_REQUEST_METHOD, CACHE_CONTROL, CONTENT_TYPE, HOST, ORIGIN,
+    ACCEPT, ACCESS_CONTROL_REQUEST_METHOD, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, ORIGIN,
 };
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -18,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::body::{ProxyBody, RequestBody, RequestBodyError};
+use super::body::{ProxyBody, RequestBody, RequestBodyError, Sent};
 use super::conns::Slot;
 use super::cors;
 use super::error::{ProxyError, error_response};
@@ -277,7 +276,7 @@ async fn forward(
 
     let timeout = settings.response_timeout;
     // With a body to upload, the response timeout starts once it is sent.
-    let body_sent = (!req.body().is_end_stream()).then(|| Arc::new(Notify::new()));
+    let body_sent = (!req.body().is_end_stream()).then(|| Arc::new(Sent::default()));
     let body_timeout = settings.client_body_timeout;
     let mut req = Some(req.map(|b| RequestBody::new(b, body_timeout, http1, body_sent.clone())));
     let mut last_err = ProxyError::NoUpstream;
@@ -302,7 +301,7 @@ async fn forward(
             let sent = lease.sender().try_send_request(request);
             let deadline = async {
                 if let Some(body_sent) = &body_sent {
-                    body_sent.notified().await;
+                    body_sent.wait().await;
                 }
                 tokio::time::sleep(timeout).await;
             };
@@ -314,6 +313,16 @@ async fn forward(
                 None => return Err(ProxyError::ResponseTimeout(timeout)),
                 Some(Ok(resp)) => {
                     let (mut resp, lease) = respond(resp, lease, client_upgrade, connection)?;
+                    if http1 && lease.is_some() && body_sent.as_ref().is_some_and(|s| !s.is_done())
+                    {
+                        // The upstream answered before the whole request body
+                        // went up. hyper would read the rest itself after the
+                        // response and go on with what follows, past any
+                        // framing doubt (see SECURITY.md): close instead, as
+                        // nginx does when it has not read a request body.
+                        resp.headers_mut()
+                            .insert(CONNECTION, HeaderValue::from_static("close"));
+                    }
                     if let Some((origin, allowed)) = &cors {
                         cors::decorate(resp.headers_mut(), Some(origin), *allowed);
                     }

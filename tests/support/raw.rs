@@ -8,6 +8,8 @@
 //! - `/te-cl`: a 58-byte chunked body framed by both `Transfer-Encoding` and `Content-Length: 2`
 //! - `/switch`: `101 Switching Protocols` nobody asked for
 //! - `/zero-length`: echoes the request's `Content-Length` line, as received
+//! - `/early`: answers as soon as the head is in, and parses nothing after it
+//!   (the body and whatever follows stay as leftover)
 //! - anything else: `200`, body `ok <target>`
 
 use std::net::SocketAddr;
@@ -115,6 +117,8 @@ impl RawBackend {
 async fn serve(mut stream: TcpStream, conn: Arc<Mutex<RawConn>>, stop: CancellationToken) {
     let mut pending = Vec::new();
     let mut buf = vec![0; 16 * 1024];
+    // After `/early`, nothing more is parsed.
+    let mut early = false;
     loop {
         let n = tokio::select! {
             () = stop.cancelled() => return,
@@ -126,8 +130,9 @@ async fn serve(mut stream: TcpStream, conn: Arc<Mutex<RawConn>>, stop: Cancellat
         }
         pending.extend_from_slice(&buf[..n]);
         conn.lock().unwrap().bytes.extend_from_slice(&buf[..n]);
-        while let Some((req, used)) = parse(&pending) {
+        while let Some((req, used)) = parse(&pending, early) {
             pending.drain(..used);
+            early |= req.target() == "/early";
             let answer = answer(&req);
             conn.lock().unwrap().requests.push(req);
             if stream.write_all(&answer).await.is_err() {
@@ -184,7 +189,10 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// Parses one complete request from the front of `buf`, strictly: CRLF line
 /// ends, one `Content-Length` or `Transfer-Encoding: chunked`, nothing else.
 /// `None` while incomplete or when malformed (the bytes stay as leftover).
-fn parse(buf: &[u8]) -> Option<(RawRequest, usize)> {
+fn parse(buf: &[u8], early: bool) -> Option<(RawRequest, usize)> {
+    if early {
+        return None;
+    }
     let end = find(buf, b"\r\n\r\n")?;
     let head = std::str::from_utf8(&buf[..end]).ok()?;
     if head.contains('\n') && head.split("\r\n").any(|l| l.contains('\n')) {
@@ -199,6 +207,9 @@ fn parse(buf: &[u8]) -> Option<(RawRequest, usize)> {
         body: Vec::new(),
     };
     let mut at = end + 4;
+    if req.target() == "/early" {
+        return Some((req, at));
+    }
     let te = req.header("transfer-encoding");
     let cl = req.header("content-length");
     if !te.is_empty() {
