@@ -492,3 +492,22 @@ async fn branch_labelled_containers_form_environments() {
     drop(fe_login);
     until_status(&p, &format!("feature-login.main.{domain}"), "/", 404).await;
 }
+
+#[tokio::test]
+async fn at_the_connection_cap_the_watcher_keeps_routing_new_containers() {
+    let Some(engine) = engine() else { return };
+    // soft = hard = 256 descriptors: the cap is 96 client connections.
+    let p = ProxyProcess::spawn_with_nofile("", &["--docker", &engine.url], 256, true).await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(tokio::net::TcpStream::connect(p.addr).await.unwrap());
+    }
+    // The engine connection and the upstream connections still have descriptors.
+    let h = host("at-cap");
+    let _c = engine.run("at-cap", &["-e", &format!("VIRTUAL_HOST={h}")]);
+    let body = until_status(&p, &h, "/", 200).await;
+    assert!(!body.is_empty());
+    let log = p.stderr().join("\n");
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(log.contains("client connection limit reached"), "{log}");
+}
