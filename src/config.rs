@@ -72,26 +72,31 @@ pub struct Config {
     pub trust_downstream_proxy: bool,
 
     /// Upstream TCP (+TLS) connect timeout.
-    #[arg(long, env = "BRANCHGATE_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "BRANCHGATE_CONNECT_TIMEOUT", value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
     pub connect_timeout: Duration,
 
     /// How long to wait for an upstream's response headers.
-    #[arg(long, env = "BRANCHGATE_RESPONSE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "BRANCHGATE_RESPONSE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub response_timeout: Duration,
 
     /// How long a connection may wait for a complete request head, counted from accept or from the
     /// end of the previous response (so also the idle keep-alive timeout).
-    #[arg(long, env = "BRANCHGATE_CLIENT_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "BRANCHGATE_CLIENT_HEADER_TIMEOUT", value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     pub client_header_timeout: Duration,
 
     /// How long a client may pause between two reads of its request body (nginx's
     /// `client_body_timeout`); a stalled upload is answered 408 and both connections close.
-    #[arg(long, env = "BRANCHGATE_CLIENT_BODY_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "BRANCHGATE_CLIENT_BODY_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub client_body_timeout: Duration,
+
+    /// How long a client may take no response bytes while some wait to be sent (nginx's
+    /// `send_timeout`); then the connection is closed.
+    #[arg(long, env = "BRANCHGATE_CLIENT_SEND_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
+    pub client_send_timeout: Duration,
 
     /// How long an upstream may pause between two reads of its response body (nginx's
     /// `proxy_read_timeout`); a stalled response is cut and both connections close.
-    #[arg(long, env = "BRANCHGATE_UPSTREAM_READ_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "BRANCHGATE_UPSTREAM_READ_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub upstream_read_timeout: Duration,
 
     /// Client connections held open at once by the whole process. At the cap, the connections
@@ -109,7 +114,7 @@ pub struct Config {
     pub allow_underscore_headers: bool,
 
     /// How long an idle upstream keep-alive connection is kept for reuse.
-    #[arg(long, env = "BRANCHGATE_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "BRANCHGATE_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = parse_timeout)]
     pub upstream_idle_timeout: Duration,
 
     /// How long shutdown waits for in-flight requests (below docker stop's 10 s).
@@ -220,7 +225,20 @@ impl Config {
     }
 }
 
-/// Parses `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds.
+/// The longest duration a flag takes: anything longer is a typo, and
+/// deadlines far in the future overflow the clock.
+const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses a timeout: a duration above zero (a zero timeout would close
+/// everything at once).
+pub fn parse_timeout(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: a timeout must be above zero")),
+        d => Ok(d),
+    }
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h`, or a bare number of seconds, up to 7 days.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s
@@ -241,7 +259,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             ));
         }
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is out of range"))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d <= MAX_DURATION => Ok(d),
+        _ => Err(format!("{s:?} is out of range (at most 7 days)")),
+    }
 }
 
 fn parse_branch_domain(s: &str) -> Result<String, String> {
@@ -302,6 +323,12 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert!(parse_duration("5x").is_err());
         assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("169h").is_err());
+        assert!(parse_duration("1000000h").is_err());
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_timeout("0s").is_err());
+        assert!(parse_timeout("0ms").is_err());
+        assert_eq!(parse_timeout("1ms").unwrap(), Duration::from_millis(1));
     }
 
     #[test]

@@ -105,6 +105,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             response_timeout: config.response_timeout,
             client_header_timeout: config.client_header_timeout,
             client_body_timeout: config.client_body_timeout,
+            client_send_timeout: config.client_send_timeout,
             upstream_read_timeout: config.upstream_read_timeout,
             allow_underscore_headers: config.allow_underscore_headers,
             cors: proxy::cors::CorsPolicy {

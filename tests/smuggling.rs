@@ -32,7 +32,7 @@ use support::proxy::route_toml;
 use support::raw::{Exchange, RawBackend, RawConn, RawRequest};
 
 /// Longest wait for one row's answers.
-const WAIT: Duration = Duration::from_secs(2);
+const WAIT: Duration = Duration::from_secs(5);
 /// Once something came back: this much silence ends the row (a kept-alive
 /// connection never closes on its own).
 const QUIET: Duration = Duration::from_millis(300);
@@ -586,9 +586,10 @@ fn rows() -> Vec<Row> {
     rows
 }
 
-/// Sends `bytes` on a new connection; reads until the proxy closes it, until
-/// [`QUIET`] passes without more bytes after some came, or until [`WAIT`].
-async fn send(addr: SocketAddr, bytes: &[u8]) -> Exchange {
+/// Sends `bytes` on a new connection; reads until the proxy closes it, or
+/// until [`WAIT`]; when no close is expected, also until [`QUIET`] passes
+/// without more bytes after some came.
+async fn send(addr: SocketAddr, bytes: &[u8], expect_close: bool) -> Exchange {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(bytes).await.unwrap();
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -597,7 +598,7 @@ async fn send(addr: SocketAddr, bytes: &[u8]) -> Exchange {
     let mut closed = false;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let limit = if out.is_empty() {
+        let limit = if out.is_empty() || expect_close {
             left
         } else {
             left.min(QUIET)
@@ -732,7 +733,14 @@ async fn smuggling_payloads_are_refused_or_forwarded_as_one_clean_request() {
     let mut failures = Vec::new();
     for row in &rows {
         let before = marks(&backend);
-        let ex = send(proxy.addr, &row.bytes).await;
+        let expect_close = matches!(
+            row.expect,
+            Outcome::Reject
+                | Outcome::RejectAfter(_)
+                | Outcome::Dropped
+                | Outcome::Forwarded { closed: true, .. }
+        );
+        let ex = send(proxy.addr, &row.bytes, expect_close).await;
         tokio::time::sleep(SETTLE).await;
         let (requests, touched) = since(&backend, &before);
         let (outcome, unsafe_why) = judge(row, &ex, &requests, &touched);

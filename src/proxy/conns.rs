@@ -1,39 +1,58 @@
-//! Client connections: the process-wide cap, idle tracking and the idle
-//! timeout. Sits between the accept loop and hyper: [`Conns::admit`] decides
-//! whether an accepted socket may stay, [`drive`] runs one connection until it
-//! ends, idles out, is evicted to make room, or is drained at shutdown.
+//! Client connections: the process-wide cap, idle tracking, and the idle and
+//! send timeouts. Sits between the accept loop and hyper: [`Conns::admit`]
+//! decides whether an accepted socket may stay, [`Tracked`] watches its
+//! writes, and [`drive`] runs one connection until it ends, idles out, stops
+//! reading its response, is evicted to make room, or is drained at shutdown.
 //!
-//! A connection is *idle* while no request of it is being served: from accept
-//! until its first request head is complete, and from the end of a response
-//! until the next request head is complete. The header timeout counts from
-//! there, so a client that never sends a byte is closed like one that sends
-//! a byte a second (nginx's `client_header_timeout` + `keepalive_timeout`).
-//! At the cap, the connections idle longest are closed first, as nginx reuses
-//! its idle connections; only when none is idle is a new one refused.
+//! A connection is *idle* while no request of it is being served and nothing
+//! waits to be written to it: from accept until its first request head is
+//! complete, and from the end of a response until the next request head is
+//! complete. The header timeout counts from there, so a client that never
+//! sends a byte is closed like one that sends a byte a second (nginx's
+//! `client_header_timeout` + `keepalive_timeout`). At the cap, the
+//! connections idle longest are closed first, as nginx reuses its idle
+//! connections; only when none is idle is a new one refused.
 
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use hyper_util::server::graceful::GracefulConnection;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// Idle connections closed at once when a new one finds the cap reached
 /// (nginx's `ngx_drain_connections` frees up to 32 too): one scan of the
-/// connection set makes room for this many accepts.
+/// connection set makes room for this many accepts. It is also how far over
+/// the cap connections that are still closing may take the count.
 const EVICT_BATCH: usize = 32;
+/// How long a connection picked for eviction that has started a request
+/// since may take to finish it before it is dropped once idle.
+const EVICT_GRACE: Duration = Duration::from_millis(250);
 /// How long a connection asked to close at its idle timeout may take to do
 /// so before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// After a scan found no idle connection, accepts at the cap are refused
+/// without scanning again for this long: a full set of busy connections
+/// must not cost a scan per accept.
+const NO_IDLE_BACKOFF_MS: u64 = 10;
 /// At most one cap warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 /// Descriptors kept back from the client cap for listeners, the Docker socket,
 /// certificate and routes files, logs and the runtime itself.
 pub const RESERVED_FDS: u64 = 64;
+
+/// [`ConnState::life`]: open and not asked to close.
+const LIVE: u8 = 0;
+/// Asked to close to make room, still open.
+const EVICTED: u8 = 1;
+/// Its slot was given back.
+const CLOSED: u8 = 2;
 
 /// Every open client connection of the process, across worker runtimes.
 pub struct Conns {
@@ -45,6 +64,8 @@ pub struct Conns {
     next_id: AtomicU64,
     live: DashMap<u64, Arc<ConnState>>,
     epoch: Instant,
+    /// Until when (ms since `epoch`) a scan for idle connections is skipped.
+    no_idle_until: AtomicU64,
     /// Milliseconds since `epoch` of the last cap warning, plus one.
     warned_at: AtomicU64,
     evicted_since_warn: AtomicU64,
@@ -64,12 +85,59 @@ impl std::fmt::Debug for Conns {
 #[derive(Debug)]
 pub struct ConnState {
     id: u64,
+    epoch: Instant,
     /// Requests whose responses have not ended yet (plus one for a tunnel).
     busy: AtomicU32,
     /// When the connection last became idle, in milliseconds since the epoch.
     idle_since: AtomicU64,
+    /// Since when (ms since the epoch, plus one) a write to the client has
+    /// been waiting for the socket; 0 while writes go through.
+    write_blocked_since: AtomicU64,
+    /// [`LIVE`], [`EVICTED`] or [`CLOSED`].
+    life: AtomicU8,
     evict: Notify,
-    evicted: AtomicBool,
+}
+
+impl ConnState {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn write_blocked(&self) -> bool {
+        self.write_blocked_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Idle: serving nothing, and nothing waits to be written.
+    fn is_idle(&self) -> bool {
+        self.busy.load(Ordering::Acquire) == 0 && !self.write_blocked()
+    }
+
+    /// How long the connection has been idle, or `None` while it is not.
+    fn idle_for(&self) -> Option<Duration> {
+        if !self.is_idle() {
+            return None;
+        }
+        let since = self.idle_since.load(Ordering::Acquire);
+        Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
+    }
+
+    /// How long a write to the client has been waiting, if one is.
+    fn write_blocked_for(&self) -> Option<Duration> {
+        let since = self.write_blocked_since.load(Ordering::Relaxed);
+        (since != 0).then(|| Duration::from_millis((self.now_ms() + 1).saturating_sub(since)))
+    }
+
+    fn track_write<T>(&self, poll: Poll<T>) -> Poll<T> {
+        let blocked = self.write_blocked();
+        match (&poll, blocked) {
+            (Poll::Pending, false) => self
+                .write_blocked_since
+                .store(self.now_ms() + 1, Ordering::Relaxed),
+            (Poll::Ready(_), true) => self.write_blocked_since.store(0, Ordering::Relaxed),
+            _ => {}
+        }
+        poll
+    }
 }
 
 /// A connection's place under the cap; given back when dropped. It lives in
@@ -90,6 +158,7 @@ impl Conns {
             next_id: AtomicU64::new(0),
             live: DashMap::new(),
             epoch: Instant::now(),
+            no_idle_until: AtomicU64::new(0),
             warned_at: AtomicU64::new(0),
             evicted_since_warn: AtomicU64::new(0),
             refused_since_warn: AtomicU64::new(0),
@@ -111,29 +180,31 @@ impl Conns {
     }
 
     /// A slot for a newly accepted connection. At the cap, the connections
-    /// idle longest are asked to close; `None` when none is idle (the caller
-    /// closes the new socket).
+    /// idle longest are asked to close; `None` when none is idle, or when
+    /// too many asked before are still closing (the caller closes the new
+    /// socket).
     pub fn admit(self: &Arc<Self>) -> Option<Slot> {
         let open = self.open.fetch_add(1, Ordering::AcqRel);
-        if open.saturating_sub(self.evicting.load(Ordering::Acquire)) >= self.cap {
-            let evicted = self.evict_idle(EVICT_BATCH);
-            if evicted == 0 {
+        if open >= self.cap {
+            // Each connection over the cap is paid for by one still closing.
+            let paid = open - self.cap < self.evicting.load(Ordering::Acquire);
+            let room = open < self.cap + EVICT_BATCH && (paid || self.evict_idle(EVICT_BATCH));
+            if !room {
                 self.open.fetch_sub(1, Ordering::AcqRel);
                 self.refused_since_warn.fetch_add(1, Ordering::Relaxed);
                 self.warn_at_cap();
                 return None;
             }
-            self.evicted_since_warn
-                .fetch_add(evicted as u64, Ordering::Relaxed);
-            self.warn_at_cap();
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let state = Arc::new(ConnState {
             id,
+            epoch: self.epoch,
             busy: AtomicU32::new(0),
             idle_since: AtomicU64::new(self.now_ms()),
+            write_blocked_since: AtomicU64::new(0),
+            life: AtomicU8::new(LIVE),
             evict: Notify::new(),
-            evicted: AtomicBool::new(false),
         });
         self.live.insert(id, state.clone());
         Some(Slot {
@@ -142,12 +213,16 @@ impl Conns {
         })
     }
 
-    /// Asks up to `n` of the connections idle longest to close; returns how many.
-    fn evict_idle(&self, n: usize) -> usize {
+    /// Asks up to `n` of the connections idle longest to close; true if any was.
+    fn evict_idle(&self, n: usize) -> bool {
+        let now = self.now_ms();
+        if now < self.no_idle_until.load(Ordering::Relaxed) {
+            return false;
+        }
         let mut idle: Vec<(u64, Arc<ConnState>)> = self
             .live
             .iter()
-            .filter(|e| e.busy.load(Ordering::Acquire) == 0 && !e.evicted.load(Ordering::Relaxed))
+            .filter(|e| e.is_idle() && e.life.load(Ordering::Relaxed) == LIVE)
             .map(|e| (e.idle_since.load(Ordering::Relaxed), e.value().clone()))
             .collect();
         if idle.len() > n {
@@ -156,25 +231,38 @@ impl Conns {
         }
         let mut evicted = 0;
         for (_, state) in idle {
-            if state
-                .evicted
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
-            {
-                self.evicting.fetch_add(1, Ordering::AcqRel);
+            // Counted before the switch, so a slot given back right after it
+            // never takes the count below what was added.
+            self.evicting.fetch_add(1, Ordering::AcqRel);
+            let switched = state
+                .life
+                .compare_exchange(LIVE, EVICTED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok();
+            if switched {
                 // notify_one keeps a permit if the driver is not waiting yet.
                 state.evict.notify_one();
                 evicted += 1;
+            } else {
+                // Closed meanwhile: it needs no eviction.
+                self.evicting.fetch_sub(1, Ordering::AcqRel);
             }
         }
-        evicted
+        if evicted == 0 {
+            self.no_idle_until
+                .store(now + NO_IDLE_BACKOFF_MS, Ordering::Relaxed);
+            return false;
+        }
+        self.evicted_since_warn
+            .fetch_add(evicted, Ordering::Relaxed);
+        self.warn_at_cap();
+        true
     }
 
     /// Logs that the cap was reached, at most once per [`WARN_EVERY`].
     fn warn_at_cap(&self) {
         let now = self.now_ms() + 1;
         let last = self.warned_at.load(Ordering::Relaxed);
-        if last != 0 && now - last < WARN_EVERY.as_millis() as u64 {
+        if last != 0 && now.saturating_sub(last) < WARN_EVERY.as_millis() as u64 {
             return;
         }
         if self
@@ -197,12 +285,12 @@ impl Conns {
 
 impl Slot {
     /// This connection's state.
-    pub fn state(&self) -> &ConnState {
+    pub fn state(&self) -> &Arc<ConnState> {
         &self.state
     }
 
-    /// Marks one request as being served; the connection is not idle until
-    /// the returned guard's response has ended.
+    /// Marks one request as being served: the connection is not idle until
+    /// as many [`Slot::end`]s have followed.
     pub fn begin(&self) {
         self.state.busy.fetch_add(1, Ordering::AcqRel);
     }
@@ -213,29 +301,78 @@ impl Slot {
         // start of the idle period, never the previous one.
         self.state
             .idle_since
-            .store(self.conns.now_ms(), Ordering::Release);
+            .store(self.state.now_ms(), Ordering::Release);
         self.state.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// How long the connection has been idle, or `None` while it serves a request.
-    fn idle_for(&self) -> Option<Duration> {
-        if self.state.busy.load(Ordering::Acquire) != 0 {
-            return None;
-        }
-        let since = self.state.idle_since.load(Ordering::Acquire);
-        Some(Duration::from_millis(
-            self.conns.now_ms().saturating_sub(since),
-        ))
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.conns.live.remove(&self.state.id);
-        if self.state.evicted.load(Ordering::Acquire) {
+        if self.state.life.swap(CLOSED, Ordering::AcqRel) == EVICTED {
             self.conns.evicting.fetch_sub(1, Ordering::AcqRel);
         }
         self.conns.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A client socket that records when its writes wait for the socket, so a
+/// connection whose response is still going out is never taken for idle,
+/// and one whose client stopped reading can be timed out.
+#[derive(Debug)]
+pub struct Tracked<T> {
+    inner: T,
+    state: Arc<ConnState>,
+}
+
+impl<T> Tracked<T> {
+    /// Wraps `inner`, reporting to `state`.
+    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
+        Self { inner, state }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.state.track_write(poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.state.track_write(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        // A socket's flush is always ready and says nothing about the peer:
+        // only writes tell (wrap the socket, not a TLS stream above it).
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -243,31 +380,46 @@ impl Drop for Slot {
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
     /// hyper finished the connection (client closed, error, upgrade, or a
-    /// graceful close after drain or eviction).
+    /// graceful close after idling, drain or eviction).
     Done,
-    /// Idle longer than the header timeout.
-    IdleTimeout,
+    /// Asked to close, still idle a moment later: a half-sent request head.
+    Dropped,
+    /// Closed while idle to make room under the cap.
+    Evicted,
+    /// The client read none of its response for the send timeout.
+    SendTimeout,
     /// Still open when the drain's grace period ran out.
     Aborted,
 }
 
+/// The timeouts [`drive`] applies.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// Longest idle period (the header timeout).
+    pub idle: Duration,
+    /// Longest wait for the client to take response bytes.
+    pub send: Duration,
+}
+
 /// Runs `conn` to its end. Closes it gracefully (in-flight responses finish,
-/// HTTP/2 gets a GOAWAY) when it has been idle for `timeout`, when `drain`
-/// fires or when the cap evicts it, and drops it if it is still idle a
-/// moment later (a client stuck halfway through a request head); drops it
-/// at once when `abort` fires.
+/// HTTP/2 gets a GOAWAY) when it has been idle for the idle timeout, when
+/// `drain` fires or when the cap evicts it, and drops it if it is still idle
+/// a moment later (a client stuck halfway through a request head). Drops it
+/// when the client has taken no response bytes for the send timeout, and at
+/// once when `abort` fires.
 pub async fn drive<C>(
     conn: C,
     slot: &Slot,
-    timeout: Duration,
+    timeouts: Timeouts,
     drain: &CancellationToken,
     abort: &CancellationToken,
 ) -> (End, Result<(), C::Error>)
 where
     C: GracefulConnection,
 {
+    let state = &slot.state;
     let mut conn = pin!(conn);
-    let mut timer = pin!(tokio::time::sleep(timeout));
+    let mut timer = pin!(tokio::time::sleep(timeouts.idle.min(timeouts.send)));
     let mut closing = false;
     loop {
         tokio::select! {
@@ -278,26 +430,45 @@ where
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = slot.state.evict.notified(), if !closing => {
-                debug!("closing an idle connection to make room (--max-connections)");
+            () = state.evict.notified(), if !closing => {
+                // Idle means no request in progress and every response byte
+                // handed to the kernel (this task wrote them): nothing is
+                // lost by closing now, as nginx closes its idle connections.
+                // A half-sent head would not close on a graceful request.
+                if state.is_idle() {
+                    return (End::Evicted, Ok(()));
+                }
+                // A request came in since it was picked: let it finish.
                 closing = true;
                 conn.as_mut().graceful_shutdown();
+                timer.as_mut().reset(tokio::time::Instant::now() + EVICT_GRACE);
             }
             () = timer.as_mut() => {
-                // While a request is served its own timeouts apply; look again later.
-                let wait = match slot.idle_for() {
-                    // Asked to close before and still here (a half-sent head): drop it.
-                    Some(idle) if idle >= timeout && closing => return (End::IdleTimeout, Ok(())),
-                    Some(idle) if idle >= timeout => {
+                // Look again within the send timeout, so a blocked write is
+                // noticed in time even while a request is in flight.
+                let mut wait = timeouts.idle.min(timeouts.send);
+                if let Some(blocked) = state.write_blocked_for() {
+                    if blocked >= timeouts.send {
+                        return (End::SendTimeout, Ok(()));
+                    }
+                    wait = wait.min(timeouts.send - blocked);
+                }
+                if let Some(idle) = state.idle_for() {
+                    if closing {
+                        // Asked to close before and still here: drop it.
+                        return (End::Dropped, Ok(()));
+                    }
+                    if idle >= timeouts.idle {
                         // Politely first: an idle HTTP/1 connection closes at
                         // once, an HTTP/2 one sends GOAWAY.
                         closing = true;
                         conn.as_mut().graceful_shutdown();
-                        CLOSE_GRACE
+                        wait = CLOSE_GRACE;
+                    } else {
+                        wait = timeouts.idle - idle;
                     }
-                    Some(idle) => timeout - idle,
-                    None => timeout,
-                };
+                }
+                // While a request is served its own timeouts apply; look again later.
                 timer.as_mut().reset(tokio::time::Instant::now() + wait);
             }
         }
@@ -347,6 +518,7 @@ mod tests {
     #[test]
     fn at_the_cap_the_oldest_idle_go_first_and_busy_ones_stay() {
         let conns = Conns::new(3);
+        let evicted = |s: &Slot| s.state.life.load(Ordering::Relaxed) == EVICTED;
         let a = conns.admit().unwrap();
         let b = conns.admit().unwrap();
         let c = conns.admit().unwrap();
@@ -354,22 +526,54 @@ mod tests {
         b.state.idle_since.store(5, Ordering::Relaxed);
         c.state.idle_since.store(1, Ordering::Relaxed);
         let d = conns.admit().expect("room made by evicting an idle one");
-        assert!(c.state.evicted.load(Ordering::Relaxed), "the oldest idle");
-        assert!(
-            b.state.evicted.load(Ordering::Relaxed),
-            "batch takes every idle one"
-        );
-        assert!(!a.state.evicted.load(Ordering::Relaxed));
-        assert_eq!(conns.open(), 4);
-        drop((b, c));
-        assert_eq!(conns.open(), 2);
-        assert_eq!(conns.evicting.load(Ordering::Relaxed), 0);
+        assert!(evicted(&c), "the oldest idle");
+        assert!(evicted(&b), "the batch takes every idle one");
+        assert!(!evicted(&a));
+        // The second eviction pays for this one: no new scan.
         d.begin();
-        let e = conns.admit().expect("below the cap again");
+        let e = conns.admit().expect("paid by b or c, still closing");
         e.begin();
-        assert!(conns.admit().is_none(), "all busy: refused");
+        assert_eq!(conns.open(), 5);
+        assert!(
+            conns.admit().is_none(),
+            "over the cap, nothing left to evict"
+        );
+        drop((b, c));
         assert_eq!(conns.open(), 3);
+        assert_eq!(conns.evicting.load(Ordering::Relaxed), 0);
+        // Every connection busy: refused, and the scan is not repeated at once.
+        assert!(conns.admit().is_none());
         a.end();
-        assert!(conns.admit().is_some(), "a is idle again");
+        conns.no_idle_until.store(0, Ordering::Relaxed);
+        let f = conns.admit().expect("a is idle again");
+        drop((a, f));
+        assert_eq!(conns.evicting.load(Ordering::Relaxed), 0);
+        assert_eq!(conns.open(), 2);
+    }
+
+    #[test]
+    fn a_connection_with_a_response_still_going_out_is_not_idle() {
+        let conns = Conns::new(1);
+        let a = conns.admit().unwrap();
+        assert!(a.state.is_idle());
+        let _ = a.state.track_write::<()>(Poll::Pending);
+        assert!(!a.state.is_idle());
+        assert!(a.state.write_blocked_for().is_some());
+        assert!(conns.admit().is_none(), "not evicted while its write waits");
+        let _ = a.state.track_write(Poll::Ready(()));
+        assert!(a.state.is_idle());
+        conns.no_idle_until.store(0, Ordering::Relaxed);
+        assert!(conns.admit().is_some());
+    }
+
+    #[test]
+    fn a_slot_closed_during_an_eviction_leaves_no_count_behind() {
+        let conns = Conns::new(1);
+        let a = conns.admit().unwrap();
+        a.state.life.store(CLOSED, Ordering::Relaxed);
+        assert!(!conns.evict_idle(1), "a closed connection is not evicted");
+        assert_eq!(conns.evicting.load(Ordering::Relaxed), 0);
+        drop(a);
+        assert_eq!(conns.open(), 0);
     }
 }

@@ -75,6 +75,10 @@ pub async fn handle(
         .access_log
         .then(|| AccessRecord::new(&req, conn.peer.ip()));
     let read_timeout = shared.settings.upstream_read_timeout;
+    // An answer of branchgate's own leaves an HTTP/1 request body unread, and
+    // hyper would read the rest itself after the answer and go on with what
+    // follows, past any framing doubt (see SECURITY.md): close instead.
+    let unread_body = req.version() <= Version::HTTP_11 && !req.body().is_end_stream();
     let outcome = forward(connection, req).await;
     match outcome {
         Ok(Outcome::Page(page)) => {
@@ -97,6 +101,10 @@ pub async fn handle(
             resp.headers_mut()
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp.headers_mut().extend(page.headers);
+            if unread_body {
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(resp)
         }
         Ok(Outcome::Upstream(resp, lease)) => {
@@ -117,7 +125,12 @@ pub async fn handle(
             } else {
                 debug!(error = %err, client = %peer, "request refused");
             }
-            Ok(error_response(&err, record, Some(busy)))
+            let mut resp = error_response(&err, record, Some(busy));
+            if unread_body {
+                resp.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(resp)
         }
     }
 }

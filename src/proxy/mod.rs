@@ -35,6 +35,8 @@ pub struct ProxySettings {
     pub client_header_timeout: Duration,
     /// Longest pause between two reads of a request body.
     pub client_body_timeout: Duration,
+    /// Longest wait for a client to take response bytes.
+    pub client_send_timeout: Duration,
     /// Longest pause between two reads of an upstream response body.
     pub upstream_read_timeout: Duration,
     /// Forward request headers whose names contain `_`.

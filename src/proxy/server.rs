@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::conns::{End, drive};
+use super::conns::{End, Timeouts, Tracked, drive};
 use super::handler::{Connection, handle};
 use super::headers::ConnInfo;
 
@@ -35,6 +35,10 @@ pub async fn serve(
         }
     };
     let header_timeout = shared.settings.client_header_timeout;
+    let timeouts = Timeouts {
+        idle: header_timeout,
+        send: shared.settings.client_send_timeout,
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -77,20 +81,24 @@ pub async fn serve(
             let conn = conn.clone();
             service_fn(move |req| handle(conn.clone(), req))
         };
+        let io = TokioIo::new(Tracked::new(stream, conn.slot.state().clone()));
         let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .serve_connection_with_upgrades(io, service)
             .into_owned();
         let (drain, abort) = (shutdown.clone(), abort.clone());
         tracker.spawn(async move {
-            let (end, res) = drive(connection, &conn.slot, header_timeout, &drain, &abort).await;
+            let (end, res) = drive(connection, &conn.slot, timeouts, &drain, &abort).await;
             match (end, res) {
-                (End::IdleTimeout, _) => {
-                    debug!(client = %peer, timeout = ?header_timeout, "idle connection closed");
+                (End::Dropped, _) => {
+                    debug!(client = %peer, "connection with a half-sent request head closed");
+                }
+                (End::SendTimeout, _) => {
+                    debug!(client = %peer, timeout = ?timeouts.send, "client stopped reading its response; closed");
                 }
                 (_, Err(error)) => {
                     debug!(client = %peer, error = %error, "connection ended with an error");
                 }
-                _ => {}
+                (End::Done | End::Evicted | End::Aborted, Ok(())) => {}
             }
         });
     }
