@@ -20,10 +20,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
+use futures_util::task::AtomicWaker;
 use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 /// Idle connections closed at once when a new one finds the cap reached
@@ -53,6 +52,14 @@ const LIVE: u8 = 0;
 const EVICTED: u8 = 1;
 /// Its slot was given back.
 const CLOSED: u8 = 2;
+
+/// [`ConnState::signal`] bits, raised by other tasks and seen by [`drive`]:
+/// close to make room under the cap.
+const EVICT: u8 = 1;
+/// Shutdown: finish what is in flight, then close.
+const DRAIN: u8 = 2;
+/// The drain's grace period is over: close now.
+const ABORT: u8 = 4;
 
 /// Every open client connection of the process, across worker runtimes.
 pub struct Conns {
@@ -95,7 +102,11 @@ pub struct ConnState {
     write_blocked_since: AtomicU64,
     /// [`LIVE`], [`EVICTED`] or [`CLOSED`].
     life: AtomicU8,
-    evict: Notify,
+    /// [`EVICT`], [`DRAIN`], [`ABORT`]: one lock-free word and waker per
+    /// connection, so a connection's task checks them without taking a lock
+    /// each time it wakes (a `Notify` or a shared `CancellationToken` would).
+    signal: AtomicU8,
+    waker: AtomicWaker,
 }
 
 impl ConnState {
@@ -125,6 +136,11 @@ impl ConnState {
     fn write_blocked_for(&self) -> Option<Duration> {
         let since = self.write_blocked_since.load(Ordering::Relaxed);
         (since != 0).then(|| Duration::from_millis((self.now_ms() + 1).saturating_sub(since)))
+    }
+
+    fn raise(&self, bit: u8) {
+        self.signal.fetch_or(bit, Ordering::AcqRel);
+        self.waker.wake();
     }
 
     fn track_write<T>(&self, poll: Poll<T>) -> Poll<T> {
@@ -204,7 +220,8 @@ impl Conns {
             idle_since: AtomicU64::new(self.now_ms()),
             write_blocked_since: AtomicU64::new(0),
             life: AtomicU8::new(LIVE),
-            evict: Notify::new(),
+            signal: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
         });
         self.live.insert(id, state.clone());
         Some(Slot {
@@ -239,8 +256,7 @@ impl Conns {
                 .compare_exchange(LIVE, EVICTED, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok();
             if switched {
-                // notify_one keeps a permit if the driver is not waiting yet.
-                state.evict.notify_one();
+                state.raise(EVICT);
                 evicted += 1;
             } else {
                 // Closed meanwhile: it needs no eviction.
@@ -256,6 +272,16 @@ impl Conns {
             .fetch_add(evicted, Ordering::Relaxed);
         self.warn_at_cap();
         true
+    }
+
+    /// Asks every open connection to finish what is in flight and close.
+    pub fn drain(&self) {
+        self.live.iter().for_each(|c| c.raise(DRAIN));
+    }
+
+    /// Closes every open connection now.
+    pub fn abort(&self) {
+        self.live.iter().for_each(|c| c.raise(ABORT));
     }
 
     /// Logs that the cap was reached, at most once per [`WARN_EVERY`].
@@ -388,7 +414,7 @@ pub enum End {
     Evicted,
     /// The client read none of its response for the send timeout.
     SendTimeout,
-    /// Still open when the drain's grace period ran out.
+    /// Still open when the drain's grace period ran out ([`Conns::abort`]).
     Aborted,
 }
 
@@ -401,19 +427,36 @@ pub struct Timeouts {
     pub send: Duration,
 }
 
+/// Resolves with the [`ConnState::signal`] bits not in `seen`, once any is raised.
+struct Signalled<'a> {
+    state: &'a ConnState,
+    seen: u8,
+}
+
+impl std::future::Future for Signalled<'_> {
+    type Output = u8;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u8> {
+        let new = || self.state.signal.load(Ordering::Acquire) & !self.seen;
+        if new() == 0 {
+            self.state.waker.register(cx.waker());
+            // Raised between the first look and the registration?
+            if new() == 0 {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(new())
+    }
+}
+
 /// Runs `conn` to its end. Closes it gracefully (in-flight responses finish,
-/// HTTP/2 gets a GOAWAY) when it has been idle for the idle timeout, when
-/// `drain` fires or when the cap evicts it, and drops it if it is still idle
-/// a moment later (a client stuck halfway through a request head). Drops it
-/// when the client has taken no response bytes for the send timeout, and at
-/// once when `abort` fires.
-pub async fn drive<C>(
-    conn: C,
-    slot: &Slot,
-    timeouts: Timeouts,
-    drain: &CancellationToken,
-    abort: &CancellationToken,
-) -> (End, Result<(), C::Error>)
+/// HTTP/2 gets a GOAWAY) when it has been idle for the idle timeout or on
+/// [`Conns::drain`], and drops it if it is still idle a moment later (a
+/// client stuck halfway through a request head). An idle connection evicted
+/// under the cap closes at once, a busy one once its request is done. Drops
+/// it when the client has taken no response bytes for the send timeout, and
+/// at once on [`Conns::abort`].
+pub async fn drive<C>(conn: C, slot: &Slot, timeouts: Timeouts) -> (End, Result<(), C::Error>)
 where
     C: GracefulConnection,
 {
@@ -421,27 +464,33 @@ where
     let mut conn = pin!(conn);
     let mut timer = pin!(tokio::time::sleep(timeouts.idle.min(timeouts.send)));
     let mut closing = false;
+    let mut seen = 0;
     loop {
         tokio::select! {
             biased;
             res = conn.as_mut() => return (End::Done, res),
-            () = abort.cancelled() => return (End::Aborted, Ok(())),
-            () = drain.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            () = state.evict.notified(), if !closing => {
-                // Idle means no request in progress and every response byte
-                // handed to the kernel (this task wrote them): nothing is
-                // lost by closing now, as nginx closes its idle connections.
-                // A half-sent head would not close on a graceful request.
-                if state.is_idle() {
+            bits = Signalled { state, seen } => {
+                seen |= bits;
+                if bits & ABORT != 0 {
+                    return (End::Aborted, Ok(()));
+                }
+                if bits & EVICT != 0 && state.is_idle() {
+                    // Idle means no request in progress and every response
+                    // byte handed to the kernel (this task wrote them): nothing
+                    // is lost by closing now, as nginx closes its idle
+                    // connections. A half-sent head would not close on a
+                    // graceful request.
                     return (End::Evicted, Ok(()));
                 }
-                // A request came in since it was picked: let it finish.
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-                timer.as_mut().reset(tokio::time::Instant::now() + EVICT_GRACE);
+                if !closing {
+                    // Draining, or a request came in since it was picked for
+                    // eviction: let what is in flight finish.
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                if bits & EVICT != 0 {
+                    timer.as_mut().reset(tokio::time::Instant::now() + EVICT_GRACE);
+                }
             }
             () = timer.as_mut() => {
                 // Look again within the send timeout, so a blocked write is

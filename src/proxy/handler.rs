@@ -21,9 +21,7 @@ use super::body::{ProxyBody, RequestBody, RequestBodyError, Sent};
 use super::conns::Slot;
 use super::cors;
 use super::error::{ProxyError, error_response};
-use super::headers::{
-    ConnInfo, canonical_content_length, join_cookies, prepare_request, prepare_response,
-};
+use super::headers::{ConnInfo, HeaderRules, join_cookies, prepare_request, prepare_response};
 use super::pages::{self, Page};
 use super::path::has_dot_segment;
 use super::upstream::Lease;
@@ -273,17 +271,19 @@ async fn forward(
     let settings = &shared.settings;
     let http1 = req.version() <= Version::HTTP_11;
     let upgradable = req.version() == Version::HTTP_11;
+    let body_length = req.body().size_hint().exact();
     let upgrade = prepare_request(
         req.headers_mut(),
         conn,
         &host_value,
         original_uri,
-        settings.trust_downstream_proxy,
-        settings.allow_underscore_headers,
+        HeaderRules {
+            trust: settings.trust_downstream_proxy,
+            underscores: settings.allow_underscore_headers,
+        },
         upgradable,
+        body_length,
     );
-    let exact = req.body().size_hint().exact();
-    canonical_content_length(req.headers_mut(), exact);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     *req.version_mut() = Version::HTTP_11;
 

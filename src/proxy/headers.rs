@@ -108,18 +108,47 @@ const UNTRUSTED_BITS: u32 = 0xff << 8;
 /// Some header name holds a `_`.
 const UNDERSCORE_BIT: u32 = 1 << 16;
 
+/// `Content-Length` is present (requests only: it may need rewriting).
+const CONTENT_LENGTH_BIT: u32 = 1 << 17;
+
+/// The bit of a [`DROPPED`] or [`UNTRUSTED`] name (in the order of their
+/// chained index), or of `Content-Length`; 0 for any other. The length picks
+/// the candidates, so most names cost one comparison of two integers.
+fn known_bit(name: &str) -> u32 {
+    let bit = |i: u32| 1 << i;
+    match name.len() {
+        2 if name == "te" => bit(3),
+        5 if name == "proxy" => bit(7),
+        7 if name == "trailer" => bit(4),
+        7 if name == "upgrade" => bit(6),
+        9 if name == "forwarded" => bit(8),
+        10 if name == "connection" => bit(0),
+        10 if name == "keep-alive" => bit(1),
+        11 if name == "x-client-ip" => bit(14),
+        13 if name == "x-rewrite-url" => bit(12),
+        14 if name == "x-original-url" => bit(11),
+        14 if name == "true-client-ip" => bit(13),
+        14 if name == "content-length" => CONTENT_LENGTH_BIT,
+        16 if name == "proxy-connection" => bit(2),
+        16 if name == "cf-connecting-ip" => bit(15),
+        17 if name == "transfer-encoding" => bit(5),
+        18 if name == "x-forwarded-scheme" => bit(9),
+        18 if name == "x-forwarded-prefix" => bit(10),
+        _ => 0,
+    }
+}
+
 /// One pass over the header names, without hashing: a bit per [`DROPPED`]
-/// and [`UNTRUSTED`] name present, and [`UNDERSCORE_BIT`]. Most messages
-/// carry none, and then nothing else is done.
-fn scan(headers: &HeaderMap) -> u32 {
+/// and [`UNTRUSTED`] name present, [`CONTENT_LENGTH_BIT`], and with
+/// `underscores` also [`UNDERSCORE_BIT`]. Most messages carry none of them,
+/// and then nothing else is done.
+fn scan(headers: &HeaderMap, underscores: bool) -> u32 {
     let mut found = 0;
     for name in headers.keys() {
-        if let Some(i) = DROPPED.iter().position(|d| *d == name) {
-            found |= 1 << i;
-        } else if let Some(i) = UNTRUSTED.iter().position(|d| *d == name) {
-            found |= 1 << (8 + i);
-        } else if name.as_str().as_bytes().contains(&b'_') {
-            found |= UNDERSCORE_BIT;
+        let name = name.as_str();
+        match known_bit(name) {
+            0 if underscores && name.as_bytes().contains(&b'_') => found |= UNDERSCORE_BIT,
+            bit => found |= bit,
         }
     }
     found
@@ -167,14 +196,23 @@ fn remove_found(headers: &mut HeaderMap, found: u32) {
 /// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set plus every
 /// header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let found = scan(headers) & HOP_BY_HOP;
+    let found = scan(headers, false) & HOP_BY_HOP;
     if found != 0 {
         remove_found(headers, found);
     }
 }
 
-/// Rewrites a request's headers for the upstream, as nginx-proxy does, and
-/// says whether the request asks for a protocol upgrade (kept only when
+/// What a request's headers may keep.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeaderRules {
+    /// `--trust-downstream-proxy`: keep the forwarding headers a client sent.
+    pub trust: bool,
+    /// `--allow-underscore-headers`: keep header names with `_`.
+    pub underscores: bool,
+}
+
+/// Rewrites a request's headers for the upstream, as nginx-proxy does
+/// (`Content-Length` made canonical from `body_length`), and says whether the request asks for a protocol upgrade (kept only when
 /// `upgradable`, i.e. HTTP/1.1: `Upgrade` and `Connection: upgrade` are then
 /// forwarded, every other hop-by-hop header still goes).
 ///
@@ -189,17 +227,19 @@ pub fn prepare_request(
     conn: &ConnInfo,
     host: &HeaderValue,
     original_uri: HeaderValue,
-    trust: bool,
-    underscores: bool,
+    rules: HeaderRules,
     upgradable: bool,
+    body_length: Option<u64>,
 ) -> bool {
+    let HeaderRules { trust, underscores } = rules;
     // Each map operation hashes a name: this path does one per header it sets.
-    let mut found = scan(headers);
+    let mut found = scan(headers, !underscores);
+    if found & CONTENT_LENGTH_BIT != 0 {
+        canonical_content_length(headers, body_length);
+        found &= !CONTENT_LENGTH_BIT;
+    }
     if trust {
         found &= !UNTRUSTED_BITS;
-    }
-    if underscores {
-        found &= !UNDERSCORE_BIT;
     }
     let both = CONNECTION_BIT | UPGRADE_BIT;
     let upgrade = (upgradable && found & both == both && connection_has(headers, "upgrade"))
@@ -263,7 +303,7 @@ pub fn prepare_request(
 /// Writes `Content-Length` in canonical form when it is not (`007`, `5, 5`):
 /// hyper reads such values leniently, an upstream may not. `exact` is the
 /// length hyper framed the body by.
-pub fn canonical_content_length(headers: &mut HeaderMap, exact: Option<u64>) {
+fn canonical_content_length(headers: &mut HeaderMap, exact: Option<u64>) {
     let Some(value) = headers.get(CONTENT_LENGTH) else {
         return;
     };
@@ -304,7 +344,7 @@ pub fn prepare_response(headers: &mut HeaderMap, switching: bool) {
     } else {
         None
     };
-    let found = scan(headers) & HOP_BY_HOP;
+    let found = scan(headers, false) & HOP_BY_HOP;
     if found & TRANSFER_ENCODING_BIT != 0 {
         headers.remove(CONTENT_LENGTH);
     }
@@ -356,9 +396,12 @@ mod tests {
             &conn(),
             &host,
             HeaderValue::from_static("/x?y"),
-            false,
-            false,
+            HeaderRules {
+                trust: false,
+                underscores: false,
+            },
             true,
+            None,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
         assert_eq!(h[&X_REAL_IP], "10.0.0.7");
@@ -389,10 +432,13 @@ mod tests {
             &conn(),
             &host,
             HeaderValue::from_static("/"),
-            false,
-            false,
-            true
-        ));
+            HeaderRules {
+                trust: false,
+                underscores: false
+            },
+            true,
+            None
+        ),);
         assert_eq!(h[UPGRADE], "websocket");
         assert_eq!(h[CONNECTION], "upgrade");
         assert!(!h.contains_key("keep-alive"));
@@ -402,10 +448,13 @@ mod tests {
             &conn(),
             &host,
             HeaderValue::from_static("/"),
+            HeaderRules {
+                trust: false,
+                underscores: false
+            },
             false,
-            false,
-            false
-        ));
+            None
+        ),);
         assert!(!h.contains_key(UPGRADE) && !h.contains_key(CONNECTION));
     }
 
@@ -426,13 +475,39 @@ mod tests {
         let uri = || HeaderValue::from_static("/");
         for (trust, underscores) in [(false, false), (true, false), (false, true), (true, true)] {
             let mut h = fresh();
-            prepare_request(&mut h, &conn(), &host, uri(), trust, underscores, true);
+            prepare_request(
+                &mut h,
+                &conn(),
+                &host,
+                uri(),
+                HeaderRules { trust, underscores },
+                true,
+                None,
+            );
             assert!(h.contains_key("x-kept"));
             assert_eq!(h.contains_key("x_forwarded_for"), underscores);
             assert_eq!(h.contains_key("transfer_encoding"), underscores);
             for name in UNTRUSTED {
                 assert_eq!(h.contains_key(name), trust, "{name} with trust={trust}");
             }
+        }
+    }
+
+    #[test]
+    fn known_names_map_to_their_bits() {
+        for (i, name) in DROPPED.iter().chain(&UNTRUSTED).enumerate() {
+            assert_eq!(known_bit(name.as_str()), 1 << i, "{name}");
+        }
+        assert_eq!(known_bit("content-length"), CONTENT_LENGTH_BIT);
+        for other in [
+            "host",
+            "x-forwarded-for",
+            "x-real-ip",
+            "cookie",
+            "proxy-authorization",
+            "",
+        ] {
+            assert_eq!(known_bit(other), 0, "{other}");
         }
     }
 
@@ -478,9 +553,12 @@ mod tests {
             &conn(),
             &host,
             HeaderValue::from_static("/"),
+            HeaderRules {
+                trust: true,
+                underscores: false,
+            },
             true,
-            false,
-            true,
+            None,
         );
         assert_eq!(h[&X_FORWARDED_FOR], "9.9.9.9, 1.2.3.4, 10.0.0.7");
         assert!(h.contains_key(FORWARDED), "kept when trusted");

@@ -49,7 +49,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30));
     let tracker = TaskTracker::new();
-    let abort = CancellationToken::new();
 
     loop {
         let accepted = tokio::select! {
@@ -85,9 +84,8 @@ pub async fn serve(
         let connection = builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let (drain, abort) = (shutdown.clone(), abort.clone());
         tracker.spawn(async move {
-            let (end, res) = drive(connection, &conn.slot, timeouts, &drain, &abort).await;
+            let (end, res) = drive(connection, &conn.slot, timeouts).await;
             match (end, res) {
                 (End::Dropped, _) => {
                     debug!(client = %peer, "connection with a half-sent request head closed");
@@ -104,6 +102,8 @@ pub async fn serve(
     }
 
     drop(listener);
+    // Every worker drains every connection of the process; asking twice is harmless.
+    shared.conns.drain();
     tracker.close();
     let open = tracker.len();
     if open > 0 {
@@ -113,7 +113,7 @@ pub async fn serve(
         () = tracker.wait() => debug!(%local, "all connections finished"),
         () = tokio::time::sleep(grace) => {
             warn!(%local, "grace period over; closing the remaining connections");
-            abort.cancel();
+            shared.conns.abort();
         }
     }
 }
