@@ -113,7 +113,13 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
                 origins: config.cors_origins.clone(),
             },
         },
-        conns: proxy::conns::Conns::new(connection_cap(&config)),
+        conns: proxy::conns::Conns::new(
+            connection_cap(&config),
+            proxy::conns::Timeouts {
+                idle: config.client_header_timeout,
+                send: config.client_send_timeout,
+            },
+        ),
     });
     Ok(Bound {
         config,
@@ -209,6 +215,7 @@ impl Bound {
         let background = shutdown.child_token();
         let grace = self.config.grace_period;
         let publisher = tokio::spawn(self.publisher.run(self.tx.subscribe(), background.clone()));
+        let sweeper = tokio::spawn(self.shared.conns.clone().sweep(background.clone()));
         if let Some((path, text)) = self.file {
             tokio::spawn(providers::file::watch(
                 path,
@@ -274,6 +281,7 @@ impl Bound {
         }
         background.cancel();
         let _ = publisher.await;
+        let _ = sweeper.await;
         info!("stopped");
         Ok(())
     }

@@ -1,8 +1,11 @@
 //! Client connections: the process-wide cap, idle tracking, and the idle and
 //! send timeouts. Sits between the accept loop and hyper: [`Conns::admit`]
 //! decides whether an accepted socket may stay, [`Tracked`] watches its
-//! writes, and [`drive`] runs one connection until it ends, idles out, stops
-//! reading its response, is evicted to make room, or is drained at shutdown.
+//! writes, [`Conns::sweep`] looks at every connection a few times per timeout
+//! and signals those past one, and [`drive`] runs one connection until it
+//! ends, idles out, stops reading its response, is evicted to make room, or
+//! is drained at shutdown. No connection owns a timer: the hot path pays for
+//! none, and a connection's task polls one atomic word besides hyper.
 //!
 //! A connection is *idle* while no request of it is being served and nothing
 //! waits to be written to it: from accept until its first request head is
@@ -30,9 +33,6 @@ use tracing::warn;
 /// connection set makes room for this many accepts. It is also how far over
 /// the cap connections that are still closing may take the count.
 const EVICT_BATCH: usize = 32;
-/// How long a connection picked for eviction that has started a request
-/// since may take to finish it before it is dropped once idle.
-const EVICT_GRACE: Duration = Duration::from_millis(250);
 /// How long a connection asked to close at its idle timeout may take to do
 /// so before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -60,10 +60,17 @@ const EVICT: u8 = 1;
 const DRAIN: u8 = 2;
 /// The drain's grace period is over: close now.
 const ABORT: u8 = 4;
+/// Idle for the header timeout: close gracefully.
+const IDLE: u8 = 8;
+/// Asked to close and still idle a moment later (half a request head): drop.
+const DROP: u8 = 16;
+/// The client took no response bytes for the send timeout: drop.
+const SEND_TIMEOUT: u8 = 32;
 
 /// Every open client connection of the process, across worker runtimes.
 pub struct Conns {
     cap: usize,
+    timeouts: Timeouts,
     open: AtomicUsize,
     /// Connections asked to close to make room that have not closed yet; each
     /// one pays for one connection admitted over the cap meanwhile.
@@ -165,15 +172,21 @@ pub struct Slot {
 }
 
 impl Conns {
-    /// A connection set that holds at most `cap` connections.
-    pub fn new(cap: usize) -> Arc<Self> {
+    /// A connection set that holds at most `cap` connections and closes them
+    /// past `timeouts` (once [`Conns::sweep`] runs).
+    pub fn new(cap: usize, timeouts: Timeouts) -> Arc<Self> {
+        Self::with_epoch(cap, timeouts, Instant::now())
+    }
+
+    fn with_epoch(cap: usize, timeouts: Timeouts, epoch: Instant) -> Arc<Self> {
         Arc::new(Self {
             cap: cap.max(1),
+            timeouts,
             open: AtomicUsize::new(0),
             evicting: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             live: DashMap::new(),
-            epoch: Instant::now(),
+            epoch,
             no_idle_until: AtomicU64::new(0),
             warned_at: AtomicU64::new(0),
             evicted_since_warn: AtomicU64::new(0),
@@ -272,6 +285,50 @@ impl Conns {
             .fetch_add(evicted, Ordering::Relaxed);
         self.warn_at_cap();
         true
+    }
+
+    /// Signals every connection past a timeout, a few times per timeout, until
+    /// `stop`: [`IDLE`] after the header timeout, [`DROP`] when one asked to
+    /// close is still idle a moment later, [`SEND_TIMEOUT`] after the send
+    /// timeout.
+    pub async fn sweep(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let t = self.timeouts;
+        let tick =
+            (t.idle.min(t.send) / 10).clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = interval.tick() => self.sweep_once(),
+            }
+        }
+    }
+
+    fn sweep_once(&self) {
+        let t = self.timeouts;
+        for c in self.live.iter() {
+            let raised = c.signal.load(Ordering::Relaxed);
+            let raise = |bit: u8| {
+                if raised & bit == 0 {
+                    c.raise(bit);
+                }
+            };
+            if let Some(blocked) = c.write_blocked_for() {
+                if blocked >= t.send {
+                    raise(SEND_TIMEOUT);
+                }
+                continue;
+            }
+            let Some(idle) = c.idle_for() else { continue };
+            // Evicted while busy and idle now, or closing and still here.
+            let evicted = c.life.load(Ordering::Relaxed) == EVICTED;
+            if evicted || idle >= t.idle + CLOSE_GRACE {
+                raise(DROP);
+            } else if idle >= t.idle {
+                raise(IDLE);
+            }
+        }
     }
 
     /// Asks every open connection to finish what is in flight and close.
@@ -418,7 +475,7 @@ pub enum End {
     Aborted,
 }
 
-/// The timeouts [`drive`] applies.
+/// The timeouts [`Conns::sweep`] applies.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     /// Longest idle period (the header timeout).
@@ -449,20 +506,19 @@ impl std::future::Future for Signalled<'_> {
     }
 }
 
-/// Runs `conn` to its end. Closes it gracefully (in-flight responses finish,
-/// HTTP/2 gets a GOAWAY) when it has been idle for the idle timeout or on
-/// [`Conns::drain`], and drops it if it is still idle a moment later (a
-/// client stuck halfway through a request head). An idle connection evicted
-/// under the cap closes at once, a busy one once its request is done. Drops
-/// it when the client has taken no response bytes for the send timeout, and
-/// at once on [`Conns::abort`].
-pub async fn drive<C>(conn: C, slot: &Slot, timeouts: Timeouts) -> (End, Result<(), C::Error>)
+/// Runs `conn` to its end, acting on its signals: closes it gracefully
+/// (in-flight responses finish, HTTP/2 gets a GOAWAY) once idle for the
+/// header timeout or on [`Conns::drain`]; closes it at once when evicted
+/// while idle (when busy, once its request is done); drops it when it stays
+/// idle after being asked to close (a client stuck halfway through a request
+/// head), when the client has taken no response bytes for the send timeout,
+/// and on [`Conns::abort`].
+pub async fn drive<C>(conn: C, slot: &Slot) -> (End, Result<(), C::Error>)
 where
     C: GracefulConnection,
 {
     let state = &slot.state;
     let mut conn = pin!(conn);
-    let mut timer = pin!(tokio::time::sleep(timeouts.idle.min(timeouts.send)));
     let mut closing = false;
     let mut seen = 0;
     loop {
@@ -474,6 +530,12 @@ where
                 if bits & ABORT != 0 {
                     return (End::Aborted, Ok(()));
                 }
+                if bits & SEND_TIMEOUT != 0 {
+                    return (End::SendTimeout, Ok(()));
+                }
+                if bits & DROP != 0 {
+                    return (End::Dropped, Ok(()));
+                }
                 if bits & EVICT != 0 && state.is_idle() {
                     // Idle means no request in progress and every response
                     // byte handed to the kernel (this task wrote them): nothing
@@ -483,42 +545,12 @@ where
                     return (End::Evicted, Ok(()));
                 }
                 if !closing {
-                    // Draining, or a request came in since it was picked for
-                    // eviction: let what is in flight finish.
+                    // Idle, draining, or a request came in since it was picked
+                    // for eviction: let what is in flight finish. An idle
+                    // HTTP/1 connection closes at once, HTTP/2 sends GOAWAY.
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                if bits & EVICT != 0 {
-                    timer.as_mut().reset(tokio::time::Instant::now() + EVICT_GRACE);
-                }
-            }
-            () = timer.as_mut() => {
-                // Look again within the send timeout, so a blocked write is
-                // noticed in time even while a request is in flight.
-                let mut wait = timeouts.idle.min(timeouts.send);
-                if let Some(blocked) = state.write_blocked_for() {
-                    if blocked >= timeouts.send {
-                        return (End::SendTimeout, Ok(()));
-                    }
-                    wait = wait.min(timeouts.send - blocked);
-                }
-                if let Some(idle) = state.idle_for() {
-                    if closing {
-                        // Asked to close before and still here: drop it.
-                        return (End::Dropped, Ok(()));
-                    }
-                    if idle >= timeouts.idle {
-                        // Politely first: an idle HTTP/1 connection closes at
-                        // once, an HTTP/2 one sends GOAWAY.
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                        wait = CLOSE_GRACE;
-                    } else {
-                        wait = timeouts.idle - idle;
-                    }
-                }
-                // While a request is served its own timeouts apply; look again later.
-                timer.as_mut().reset(tokio::time::Instant::now() + wait);
             }
         }
     }
@@ -556,6 +588,46 @@ pub fn default_cap(nofile: u64) -> usize {
 mod tests {
     use super::*;
 
+    const TEST_TIMEOUTS: Timeouts = Timeouts {
+        idle: Duration::from_secs(10),
+        send: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn the_sweep_signals_timeouts_once() {
+        // An epoch 100 s ago, so idle periods can start before "now".
+        let epoch = Instant::now() - Duration::from_secs(100);
+        let conns = Conns::with_epoch(4, TEST_TIMEOUTS, epoch);
+        let fresh = conns.admit().unwrap();
+        let idle = conns.admit().unwrap();
+        let stuck = conns.admit().unwrap();
+        let blocked = conns.admit().unwrap();
+        let now = conns.now_ms();
+        idle.state
+            .idle_since
+            .store(now.saturating_sub(10_500), Ordering::Relaxed);
+        stuck
+            .state
+            .idle_since
+            .store(now.saturating_sub(11_500), Ordering::Relaxed);
+        blocked.begin();
+        let since = (now + 1).saturating_sub(61_000).max(1);
+        blocked
+            .state
+            .write_blocked_since
+            .store(since, Ordering::Relaxed);
+        conns.sweep_once();
+        let signal = |s: &Slot| s.state.signal.load(Ordering::Relaxed);
+        assert_eq!(signal(&fresh), 0);
+        assert_eq!(signal(&idle), IDLE);
+        assert_eq!(signal(&stuck), DROP);
+        assert_eq!(signal(&blocked), SEND_TIMEOUT);
+        // An evicted connection that served a request and is idle again goes.
+        fresh.state.life.store(EVICTED, Ordering::Relaxed);
+        conns.sweep_once();
+        assert_eq!(signal(&fresh), DROP);
+    }
+
     #[test]
     fn default_cap_leaves_room_for_upstreams() {
         assert_eq!(default_cap(256), 96);
@@ -566,7 +638,7 @@ mod tests {
 
     #[test]
     fn at_the_cap_the_oldest_idle_go_first_and_busy_ones_stay() {
-        let conns = Conns::new(3);
+        let conns = Conns::new(3, TEST_TIMEOUTS);
         let evicted = |s: &Slot| s.state.life.load(Ordering::Relaxed) == EVICTED;
         let a = conns.admit().unwrap();
         let b = conns.admit().unwrap();
@@ -602,7 +674,7 @@ mod tests {
 
     #[test]
     fn a_connection_with_a_response_still_going_out_is_not_idle() {
-        let conns = Conns::new(1);
+        let conns = Conns::new(1, TEST_TIMEOUTS);
         let a = conns.admit().unwrap();
         assert!(a.state.is_idle());
         let _ = a.state.track_write::<()>(Poll::Pending);
@@ -617,7 +689,7 @@ mod tests {
 
     #[test]
     fn a_slot_closed_during_an_eviction_leaves_no_count_behind() {
-        let conns = Conns::new(1);
+        let conns = Conns::new(1, TEST_TIMEOUTS);
         let a = conns.admit().unwrap();
         a.state.life.store(CLOSED, Ordering::Relaxed);
         assert!(!conns.evict_idle(1), "a closed connection is not evicted");

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::conns::{End, Timeouts, Tracked, drive};
+use super::conns::{End, Tracked, drive};
 use super::handler::{Connection, handle};
 use super::headers::ConnInfo;
 
@@ -34,16 +34,10 @@ pub async fn serve(
             return;
         }
     };
-    let header_timeout = shared.settings.client_header_timeout;
-    let timeouts = Timeouts {
-        idle: header_timeout,
-        send: shared.settings.client_send_timeout,
-    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+    // No hyper header-read timer per request: the header timeout counts from
+    // accept or the previous response, and `Conns::sweep` enforces it.
+    builder.http1().timer(TokioTimer::new());
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -85,13 +79,13 @@ pub async fn serve(
             .serve_connection_with_upgrades(io, service)
             .into_owned();
         tracker.spawn(async move {
-            let (end, res) = drive(connection, &conn.slot, timeouts).await;
+            let (end, res) = drive(connection, &conn.slot).await;
             match (end, res) {
                 (End::Dropped, _) => {
                     debug!(client = %peer, "connection with a half-sent request head closed");
                 }
                 (End::SendTimeout, _) => {
-                    debug!(client = %peer, timeout = ?timeouts.send, "client stopped reading its response; closed");
+                    debug!(client = %peer, "client stopped reading its response; closed");
                 }
                 (_, Err(error)) => {
                     debug!(client = %peer, error = %error, "connection ended with an error");
