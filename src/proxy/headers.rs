@@ -176,10 +176,13 @@ fn remove_found(headers: &mut HeaderMap, found: u32) {
             headers.remove(name);
         }
     }
-    for (i, name) in DROPPED.iter().chain(&UNTRUSTED).enumerate() {
-        if found & (1 << i) != 0 {
-            headers.remove(*name);
-        }
+    // Only the names found: usually one (`Connection`), never all sixteen.
+    let mut bits = found & (HOP_BY_HOP | PROXY_BIT | UNTRUSTED_BITS);
+    while bits != 0 {
+        let i = bits.trailing_zeros() as usize;
+        let name = if i < 8 { DROPPED[i] } else { UNTRUSTED[i - 8] };
+        headers.remove(name);
+        bits &= bits - 1;
     }
     if found & UNDERSCORE_BIT != 0 {
         let named: Vec<HeaderName> = headers
