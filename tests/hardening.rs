@@ -240,6 +240,51 @@ async fn a_stalled_upload_is_answered_408_and_both_connections_close() {
 }
 
 #[tokio::test]
+async fn an_upstream_that_stops_reading_the_upload_gets_504_after_the_response_timeout() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--response-timeout", "1s", "--access-log", "off"],
+    )
+    .await;
+    const SIZE: usize = 64 << 20;
+    let s = TcpStream::connect(p.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let upload = tokio::spawn(async move {
+        let head =
+            format!("POST /no-read HTTP/1.1\r\nHost: s.foo.bar\r\nContent-Length: {SIZE}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await.unwrap();
+        let chunk = vec![b'u'; 64 * 1024];
+        // Blocks once every buffer up to the backend is full; fails once the proxy closes.
+        for _ in 0..SIZE / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), async {
+        let mut buf = vec![0; 4096];
+        while let Ok(n) = tokio::io::AsyncReadExt::read(&mut rd, &mut buf).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 504"), "{text}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    upload.abort();
+}
+
+#[tokio::test]
 async fn a_stalled_upstream_body_is_cut_and_both_connections_close() {
     let b = RawBackend::spawn().await;
     let p = ProxyProcess::spawn(

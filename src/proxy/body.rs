@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 use tracing::warn;
@@ -213,18 +213,40 @@ pub enum RequestBodyError {
     Trailers,
 }
 
-/// Whether a request body has been sent upstream in full, shared between the
-/// body and the handler.
+/// How a request body's trip upstream goes, shared between the body and the
+/// handler: whether it has been sent in full, and whether the upstream keeps
+/// taking it.
 #[derive(Debug, Default)]
 pub struct Sent {
     done: AtomicBool,
     notify: Notify,
+    /// Times the upstream side asked for more of the body.
+    polls: AtomicU64,
+    /// The last ask is waiting for the client (its own timeout applies).
+    waiting_on_client: AtomicBool,
 }
 
 impl Sent {
-    /// Waits until the body has been sent in full (forever if it never is).
-    pub async fn wait(&self) {
-        self.notify.notified().await;
+    /// Waits until the body has been sent in full (`true`), or until the
+    /// upstream has asked for none of it for `limit` while the client had it
+    /// ready (`false`: the upstream stopped reading, nginx's
+    /// `proxy_send_timeout`).
+    pub async fn wait(&self, limit: Duration) -> bool {
+        loop {
+            let before = self.polls.load(Ordering::Relaxed);
+            tokio::select! {
+                () = self.notify.notified() => return true,
+                () = tokio::time::sleep(limit) => {
+                    if self.is_done() {
+                        return true;
+                    }
+                    let asked = self.polls.load(Ordering::Relaxed) != before;
+                    if !asked && !self.waiting_on_client.load(Ordering::Relaxed) {
+                        return false;
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the body has been sent in full.
@@ -236,6 +258,12 @@ impl Sent {
         self.done.store(true, Ordering::Release);
         // notify_one keeps a permit if nobody waits yet.
         self.notify.notify_one();
+    }
+
+    fn asked(&self, waiting_on_client: bool) {
+        self.polls.fetch_add(1, Ordering::Relaxed);
+        self.waiting_on_client
+            .store(waiting_on_client, Ordering::Relaxed);
     }
 }
 
@@ -282,7 +310,11 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
         let this = &mut *self;
-        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Some(sent) = &this.sent {
+            sent.asked(polled.is_pending());
+        }
+        let frame = match polled {
             Poll::Ready(frame) => frame,
             Poll::Pending if this.timer.expired(cx) => {
                 return Poll::Ready(Some(Err(RequestBodyError::Stalled(this.timer.limit))));

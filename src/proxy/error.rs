@@ -53,6 +53,9 @@ pub enum ProxyError {
     /// Every upstream refused or failed the connection.
     #[error("no upstream accepted a connection")]
     Connect(#[source] ConnectError),
+    /// The upstream took none of the request body for this long.
+    #[error("upstream took no request body data for {0:?}")]
+    UpstreamNotReading(Duration),
     /// The upstream sent no response headers in time.
     #[error("upstream sent no response within {0:?}")]
     ResponseTimeout(Duration),
@@ -75,9 +78,9 @@ impl ProxyError {
             Self::UnexpectedUpgrade => StatusCode::BAD_GATEWAY,
             Self::NoHost | Self::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
             Self::NoPath => StatusCode::NOT_FOUND,
-            Self::Connect(ConnectError::Timeout(_)) | Self::ResponseTimeout(_) => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            Self::Connect(ConnectError::Timeout(_))
+            | Self::ResponseTimeout(_)
+            | Self::UpstreamNotReading(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Connect(
                 ConnectError::Io { .. } | ConnectError::Tls { .. } | ConnectError::Handshake { .. },
             )
@@ -88,7 +91,10 @@ impl ProxyError {
     /// Whether the upstream is at fault (logged as a warning).
     pub fn is_upstream(&self) -> bool {
         match self {
-            Self::Connect(_) | Self::ResponseTimeout(_) | Self::Upstream(_) => true,
+            Self::Connect(_)
+            | Self::ResponseTimeout(_)
+            | Self::UpstreamNotReading(_)
+            | Self::Upstream(_) => true,
             Self::UnexpectedUpgrade => true,
             Self::BadHost
             | Self::DuplicateHost
@@ -119,6 +125,7 @@ impl ProxyError {
             | Self::NoUpstream
             | Self::Connect(_)
             | Self::ResponseTimeout(_)
+            | Self::UpstreamNotReading(_)
             | Self::Upstream(_)
             | Self::UnexpectedUpgrade => false,
         }

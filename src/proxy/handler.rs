@@ -312,19 +312,24 @@ async fn forward(
             };
             let Some(request) = req.take() else { break };
             let sent = lease.sender().try_send_request(request);
+            // The response timeout starts once the body is sent; while it is
+            // sent, the same limit bounds an upstream that stops taking it.
             let deadline = async {
-                if let Some(body_sent) = &body_sent {
-                    body_sent.wait().await;
+                if let Some(body_sent) = &body_sent
+                    && !body_sent.wait(timeout).await
+                {
+                    return ProxyError::UpstreamNotReading(timeout);
                 }
                 tokio::time::sleep(timeout).await;
+                ProxyError::ResponseTimeout(timeout)
             };
             let answer = tokio::select! {
-                answer = sent => Some(answer),
-                () = deadline => None,
+                answer = sent => Ok(answer),
+                err = deadline => Err(err),
             };
             match answer {
-                None => return Err(ProxyError::ResponseTimeout(timeout)),
-                Some(Ok(resp)) => {
+                Err(err) => return Err(err),
+                Ok(Ok(resp)) => {
                     let (mut resp, lease) = respond(resp, lease, client_upgrade, connection)?;
                     if http1 && lease.is_some() && body_sent.as_ref().is_some_and(|s| !s.is_done())
                     {
@@ -341,7 +346,7 @@ async fn forward(
                     }
                     return Ok(Outcome::Upstream(resp, lease));
                 }
-                Some(Err(mut e)) => match e.take_message() {
+                Ok(Err(mut e)) => match e.take_message() {
                     Some(request) => {
                         req = Some(request);
                         last_err = ProxyError::Upstream(e.into_error());
@@ -386,6 +391,7 @@ fn respond(
     let server_upgrade = hyper::upgrade::on(&mut resp);
     {
         let addr = lease.upstream().addr;
+        lease.tunnel();
         // The tunnel keeps the client connection's slot under the cap, and is never idle.
         let connection = connection.clone();
         connection.slot.begin();

@@ -85,8 +85,14 @@ struct Client {
     epoch: Instant,
 }
 
-struct Idle {
+/// A connection's sender and the task that drives the connection.
+struct Conn {
     sender: http1::SendRequest<RequestBody>,
+    task: tokio::task::AbortHandle,
+}
+
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
@@ -158,8 +164,10 @@ impl Upstream {
             let Some(idle) = idle else { break };
             // Only ready connections are pooled; one that is not ready now has
             // closed or failed meanwhile. Never wait on a pooled connection.
-            if idle.sender.is_ready() && idle.since.elapsed() <= self.client.settings.idle_timeout {
-                return Ok(Lease::new(self.clone(), idle.sender));
+            if idle.conn.sender.is_ready()
+                && idle.since.elapsed() <= self.client.settings.idle_timeout
+            {
+                return Ok(Lease::new(self.clone(), idle.conn));
             }
         }
         self.lease_fresh().await
@@ -168,9 +176,9 @@ impl Upstream {
     /// Leases a new connection, bypassing the pool.
     pub async fn lease_fresh(self: &Arc<Self>) -> Result<Lease, ConnectError> {
         match self.connect().await {
-            Ok(sender) => {
+            Ok(conn) => {
                 self.record_success();
-                Ok(Lease::new(self.clone(), sender))
+                Ok(Lease::new(self.clone(), conn))
             }
             Err(e) => {
                 self.record_failure();
@@ -179,7 +187,7 @@ impl Upstream {
         }
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<RequestBody>, ConnectError> {
+    async fn connect(&self) -> Result<Conn, ConnectError> {
         let addr = self.addr;
         let timeout = self.client.settings.connect_timeout;
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -203,7 +211,7 @@ impl Upstream {
     }
 
     /// Pools a sender; callers pass only ready ones (see [`Lease::recycle`]).
-    fn put_back(&self, sender: http1::SendRequest<RequestBody>) {
+    fn put_back(&self, conn: Conn) {
         let now = Instant::now();
         let mut idle = self.slot().lock().unwrap_or_else(|e| e.into_inner());
         // Connections are reused last-in first-out, so stale ones collect at the front.
@@ -214,15 +222,12 @@ impl Upstream {
             idle.pop_front();
         }
         if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { sender, since: now });
+            idle.push_back(Idle { conn, since: now });
         }
     }
 }
 
-async fn handshake<T>(
-    addr: SocketAddr,
-    io: T,
-) -> Result<http1::SendRequest<RequestBody>, ConnectError>
+async fn handshake<T>(addr: SocketAddr, io: T) -> Result<Conn, ConnectError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -230,35 +235,49 @@ where
         .handshake(TokioIo::new(io))
         .await
         .map_err(|source| ConnectError::Handshake { addr, source })?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(error) = conn.with_upgrades().await {
             tracing::debug!(%addr, %error, "upstream connection ended with an error");
         }
     });
-    Ok(sender)
+    Ok(Conn {
+        sender,
+        task: task.abort_handle(),
+    })
 }
 
 /// A connection leased from an upstream; counts as in flight until dropped.
 /// Give it back with [`Lease::recycle`] once the response body has ended.
+/// Dropped otherwise, its connection is closed at once: whatever it was
+/// doing (an upload the upstream stopped reading, a response cut short) is
+/// abandoned, and its task must not live on holding the client's body.
 pub struct Lease {
     upstream: Arc<Upstream>,
-    sender: Option<http1::SendRequest<RequestBody>>,
+    conn: Option<Conn>,
 }
 
 impl Lease {
-    fn new(upstream: Arc<Upstream>, sender: http1::SendRequest<RequestBody>) -> Self {
+    fn new(upstream: Arc<Upstream>, conn: Conn) -> Self {
         upstream.in_flight.fetch_add(1, Ordering::Relaxed);
         Self {
             upstream,
-            sender: Some(sender),
+            conn: Some(conn),
         }
     }
 
     /// The sender to issue the request on.
     pub fn sender(&mut self) -> &mut http1::SendRequest<RequestBody> {
-        self.sender
+        &mut self
+            .conn
             .as_mut()
-            .expect("sender is only taken by recycle")
+            .expect("the connection is only taken by recycle or tunnel")
+            .sender
+    }
+
+    /// Hands the connection over to an upgrade (`101`): its task finishes by
+    /// giving the socket to the tunnel, so it is neither pooled nor aborted.
+    pub fn tunnel(mut self) {
+        self.conn = None;
     }
 
     /// The upstream this lease is on.
@@ -274,21 +293,23 @@ impl Lease {
     /// becomes ready (waiting at most the idle timeout, off the request path),
     /// so a later request never waits behind someone else's upload.
     pub fn recycle(mut self) {
-        let Some(mut sender) = self.sender.take() else {
+        let Some(mut conn) = self.conn.take() else {
             return;
         };
-        if sender.is_ready() {
-            self.upstream.put_back(sender);
+        if conn.sender.is_ready() {
+            self.upstream.put_back(conn);
             return;
         }
-        if sender.is_closed() {
+        if conn.sender.is_closed() {
             return;
         }
         let upstream = self.upstream.clone();
         let limit = upstream.client.settings.idle_timeout;
         tokio::spawn(async move {
-            if let Ok(Ok(())) = tokio::time::timeout(limit, sender.ready()).await {
-                upstream.put_back(sender);
+            match tokio::time::timeout(limit, conn.sender.ready()).await {
+                Ok(Ok(())) => upstream.put_back(conn),
+                Ok(Err(_)) => {}
+                Err(_) => conn.task.abort(),
             }
         });
     }
@@ -296,6 +317,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.task.abort();
+        }
         self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -10,6 +10,7 @@
 //! - `/zero-length`: echoes the request's `Content-Length` line, as received
 //! - `/early`: answers as soon as the head is in, and parses nothing after it
 //!   (the body and whatever follows stay as leftover)
+//! - `/no-read`: once the head is in, reads nothing more and never answers
 //! - anything else: `200`, body `ok <target>`
 
 use std::net::SocketAddr;
@@ -130,6 +131,11 @@ async fn serve(mut stream: TcpStream, conn: Arc<Mutex<RawConn>>, stop: Cancellat
         }
         pending.extend_from_slice(&buf[..n]);
         conn.lock().unwrap().bytes.extend_from_slice(&buf[..n]);
+        if pending.starts_with(b"POST /no-read ") && find(&pending, b"\r\n\r\n").is_some() {
+            // An upstream that stops reading: the proxy's writes back up.
+            stop.cancelled().await;
+            return;
+        }
         while let Some((req, used)) = parse(&pending, early) {
             pending.drain(..used);
             early |= req.target() == "/early";
