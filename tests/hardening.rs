@@ -281,6 +281,8 @@ async fn an_upstream_that_stops_reading_the_upload_gets_504_after_the_response_t
         "{:?}",
         start.elapsed()
     );
+    // The read above ended with the client connection closing, which needs the
+    // abandoned upstream connection gone too: its task held the request body.
     upload.abort();
 }
 
