@@ -215,7 +215,10 @@ impl Bound {
         let background = shutdown.child_token();
         let grace = self.config.grace_period;
         let publisher = tokio::spawn(self.publisher.run(self.tx.subscribe(), background.clone()));
-        let sweeper = tokio::spawn(self.shared.conns.clone().sweep(background.clone()));
+        // Not a child of `shutdown`: the sweep keeps timing connections out
+        // while they drain, and stops only after every listener is done.
+        let sweeping = CancellationToken::new();
+        let sweeper = tokio::spawn(self.shared.conns.clone().sweep(sweeping.clone()));
         if let Some((path, text)) = self.file {
             tokio::spawn(providers::file::watch(
                 path,
@@ -280,6 +283,7 @@ impl Bound {
             let _ = rx.await;
         }
         background.cancel();
+        sweeping.cancel();
         let _ = publisher.await;
         let _ = sweeper.await;
         info!("stopped");

@@ -62,7 +62,7 @@ async fn a_connection_that_never_sends_a_byte_is_closed_at_the_header_timeout() 
     let ex = read_until_closed(&mut slow, WAIT).await;
     assert!(ex.closed);
     assert!(
-        start.elapsed() < Duration::from_secs(3),
+        start.elapsed() < Duration::from_secs(5),
         "a trickling client held its connection for {:?}",
         start.elapsed()
     );

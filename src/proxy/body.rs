@@ -214,34 +214,33 @@ pub enum RequestBodyError {
 }
 
 /// How a request body's trip upstream goes, shared between the body and the
-/// handler: whether it has been sent in full, and whether the upstream keeps
-/// taking it.
+/// handler: whether it has been sent in full, and whether the client keeps
+/// the upstream waiting.
 #[derive(Debug, Default)]
 pub struct Sent {
     done: AtomicBool,
     notify: Notify,
-    /// Times the upstream side asked for more of the body.
-    polls: AtomicU64,
-    /// The last ask is waiting for the client (its own timeout applies).
+    /// The last read of the body is waiting for the client (whose own
+    /// timeout applies then).
     waiting_on_client: AtomicBool,
 }
 
 impl Sent {
     /// Waits until the body has been sent in full (`true`), or until the
-    /// upstream has asked for none of it for `limit` while the client had it
-    /// ready (`false`: the upstream stopped reading, nginx's
-    /// `proxy_send_timeout`).
-    pub async fn wait(&self, limit: Duration) -> bool {
+    /// upstream socket has taken no byte (`written` has not moved) for
+    /// `limit` while nothing waited for the client (`false`: the upstream
+    /// stopped reading, nginx's `proxy_send_timeout`).
+    pub async fn wait(&self, limit: Duration, written: &AtomicU64) -> bool {
         loop {
-            let before = self.polls.load(Ordering::Relaxed);
+            let before = written.load(Ordering::Relaxed);
             tokio::select! {
                 () = self.notify.notified() => return true,
                 () = tokio::time::sleep(limit) => {
                     if self.is_done() {
                         return true;
                     }
-                    let asked = self.polls.load(Ordering::Relaxed) != before;
-                    if !asked && !self.waiting_on_client.load(Ordering::Relaxed) {
+                    let moved = written.load(Ordering::Relaxed) != before;
+                    if !moved && !self.waiting_on_client.load(Ordering::Relaxed) {
                         return false;
                     }
                 }
@@ -258,12 +257,6 @@ impl Sent {
         self.done.store(true, Ordering::Release);
         // notify_one keeps a permit if nobody waits yet.
         self.notify.notify_one();
-    }
-
-    fn asked(&self, waiting_on_client: bool) {
-        self.polls.fetch_add(1, Ordering::Relaxed);
-        self.waiting_on_client
-            .store(waiting_on_client, Ordering::Relaxed);
     }
 }
 
@@ -312,7 +305,8 @@ impl Body for RequestBody {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         if let Some(sent) = &this.sent {
-            sent.asked(polled.is_pending());
+            sent.waiting_on_client
+                .store(polled.is_pending(), Ordering::Relaxed);
         }
         let frame = match polled {
             Poll::Ready(frame) => frame,
@@ -337,7 +331,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        // hyper may learn the end here and never poll again.
+        if end && let Some(sent) = &self.sent {
+            sent.mark();
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -109,6 +109,9 @@ pub struct ConnState {
     write_blocked_since: AtomicU64,
     /// [`LIVE`], [`EVICTED`] or [`CLOSED`].
     life: AtomicU8,
+    /// When [`drive`] asked hyper to close it gracefully (ms since the
+    /// epoch, plus one); 0 while it has not.
+    closing_since: AtomicU64,
     /// [`EVICT`], [`DRAIN`], [`ABORT`]: one lock-free word and waker per
     /// connection, so a connection's task checks them without taking a lock
     /// each time it wakes (a `Notify` or a shared `CancellationToken` would).
@@ -131,18 +134,24 @@ impl ConnState {
     }
 
     /// How long the connection has been idle, or `None` while it is not.
-    fn idle_for(&self) -> Option<Duration> {
+    fn idle_for(&self, now_ms: u64) -> Option<Duration> {
         if !self.is_idle() {
             return None;
         }
         let since = self.idle_since.load(Ordering::Acquire);
-        Some(Duration::from_millis(self.now_ms().saturating_sub(since)))
+        Some(Duration::from_millis(now_ms.saturating_sub(since)))
     }
 
     /// How long a write to the client has been waiting, if one is.
-    fn write_blocked_for(&self) -> Option<Duration> {
+    fn write_blocked_for(&self, now_ms: u64) -> Option<Duration> {
         let since = self.write_blocked_since.load(Ordering::Relaxed);
-        (since != 0).then(|| Duration::from_millis((self.now_ms() + 1).saturating_sub(since)))
+        (since != 0).then(|| Duration::from_millis((now_ms + 1).saturating_sub(since)))
+    }
+
+    /// How long ago the connection was asked to close, if it was.
+    fn closing_for(&self, now_ms: u64) -> Option<Duration> {
+        let since = self.closing_since.load(Ordering::Relaxed);
+        (since != 0).then(|| Duration::from_millis((now_ms + 1).saturating_sub(since)))
     }
 
     fn raise(&self, bit: u8) {
@@ -175,10 +184,6 @@ impl Conns {
     /// A connection set that holds at most `cap` connections and closes them
     /// past `timeouts` (once [`Conns::sweep`] runs).
     pub fn new(cap: usize, timeouts: Timeouts) -> Arc<Self> {
-        Self::with_epoch(cap, timeouts, Instant::now())
-    }
-
-    fn with_epoch(cap: usize, timeouts: Timeouts, epoch: Instant) -> Arc<Self> {
         Arc::new(Self {
             cap: cap.max(1),
             timeouts,
@@ -186,7 +191,7 @@ impl Conns {
             evicting: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             live: DashMap::new(),
-            epoch,
+            epoch: Instant::now(),
             no_idle_until: AtomicU64::new(0),
             warned_at: AtomicU64::new(0),
             evicted_since_warn: AtomicU64::new(0),
@@ -233,6 +238,7 @@ impl Conns {
             idle_since: AtomicU64::new(self.now_ms()),
             write_blocked_since: AtomicU64::new(0),
             life: AtomicU8::new(LIVE),
+            closing_since: AtomicU64::new(0),
             signal: AtomicU8::new(0),
             waker: AtomicWaker::new(),
         });
@@ -306,6 +312,10 @@ impl Conns {
     }
 
     fn sweep_once(&self) {
+        self.sweep_at(self.now_ms());
+    }
+
+    fn sweep_at(&self, now_ms: u64) {
         let t = self.timeouts;
         for c in self.live.iter() {
             let raised = c.signal.load(Ordering::Relaxed);
@@ -314,16 +324,18 @@ impl Conns {
                     c.raise(bit);
                 }
             };
-            if let Some(blocked) = c.write_blocked_for() {
+            if let Some(blocked) = c.write_blocked_for(now_ms) {
                 if blocked >= t.send {
                     raise(SEND_TIMEOUT);
                 }
                 continue;
             }
-            let Some(idle) = c.idle_for() else { continue };
-            // Evicted while busy and idle now, or closing and still here.
-            let evicted = c.life.load(Ordering::Relaxed) == EVICTED;
-            if evicted || idle >= t.idle + CLOSE_GRACE {
+            let Some(idle) = c.idle_for(now_ms) else {
+                continue;
+            };
+            // Asked to close (idle, drain, eviction) a moment ago and idle now:
+            // a half-sent head that a graceful close never ends.
+            if c.closing_for(now_ms).is_some_and(|d| d >= CLOSE_GRACE) && idle >= CLOSE_GRACE {
                 raise(DROP);
             } else if idle >= t.idle {
                 raise(IDLE);
@@ -534,7 +546,13 @@ where
                     return (End::SendTimeout, Ok(()));
                 }
                 if bits & DROP != 0 {
-                    return (End::Dropped, Ok(()));
+                    // Raised on another thread: look again here, after hyper's
+                    // poll. A request that came in since keeps it.
+                    if state.is_idle() {
+                        return (End::Dropped, Ok(()));
+                    }
+                    state.signal.fetch_and(!DROP, Ordering::AcqRel);
+                    seen &= !DROP;
                 }
                 if bits & EVICT != 0 && state.is_idle() {
                     // Idle means no request in progress and every response
@@ -544,11 +562,14 @@ where
                     // graceful request.
                     return (End::Evicted, Ok(()));
                 }
-                if !closing {
+                if !closing && bits & (IDLE | DRAIN | EVICT) != 0 {
                     // Idle, draining, or a request came in since it was picked
                     // for eviction: let what is in flight finish. An idle
                     // HTTP/1 connection closes at once, HTTP/2 sends GOAWAY.
                     closing = true;
+                    state
+                        .closing_since
+                        .store(state.now_ms() + 1, Ordering::Relaxed);
                     conn.as_mut().graceful_shutdown();
                 }
             }
@@ -595,36 +616,45 @@ mod tests {
 
     #[test]
     fn the_sweep_signals_timeouts_once() {
-        // An epoch 100 s ago, so idle periods can start before "now".
-        let epoch = Instant::now() - Duration::from_secs(100);
-        let conns = Conns::with_epoch(4, TEST_TIMEOUTS, epoch);
+        let conns = Conns::new(4, TEST_TIMEOUTS);
         let fresh = conns.admit().unwrap();
         let idle = conns.admit().unwrap();
         let stuck = conns.admit().unwrap();
         let blocked = conns.admit().unwrap();
-        let now = conns.now_ms();
-        idle.state
-            .idle_since
-            .store(now.saturating_sub(10_500), Ordering::Relaxed);
+        // Everything happens at made-up times well after the start.
+        let now = 100_000;
+        for s in [&fresh, &idle, &stuck, &blocked] {
+            s.state.idle_since.store(now - 100, Ordering::Relaxed);
+        }
+        idle.state.idle_since.store(now - 10_500, Ordering::Relaxed);
+        // Asked to close 1.5 s ago and still idle: a half-sent head.
         stuck
             .state
             .idle_since
-            .store(now.saturating_sub(11_500), Ordering::Relaxed);
+            .store(now - 11_500, Ordering::Relaxed);
+        stuck
+            .state
+            .closing_since
+            .store(now + 1 - 1_500, Ordering::Relaxed);
         blocked.begin();
-        let since = (now + 1).saturating_sub(61_000).max(1);
         blocked
             .state
             .write_blocked_since
-            .store(since, Ordering::Relaxed);
-        conns.sweep_once();
+            .store(now + 1 - 61_000, Ordering::Relaxed);
+        conns.sweep_at(now);
         let signal = |s: &Slot| s.state.signal.load(Ordering::Relaxed);
         assert_eq!(signal(&fresh), 0);
         assert_eq!(signal(&idle), IDLE);
         assert_eq!(signal(&stuck), DROP);
         assert_eq!(signal(&blocked), SEND_TIMEOUT);
-        // An evicted connection that served a request and is idle again goes.
-        fresh.state.life.store(EVICTED, Ordering::Relaxed);
-        conns.sweep_once();
+        // Asked to close only just now: not yet.
+        fresh
+            .state
+            .closing_since
+            .store(now + 1 - 200, Ordering::Relaxed);
+        conns.sweep_at(now);
+        assert_eq!(signal(&fresh), 0);
+        conns.sweep_at(now + 1_000);
         assert_eq!(signal(&fresh), DROP);
     }
 
@@ -679,7 +709,7 @@ mod tests {
         assert!(a.state.is_idle());
         let _ = a.state.track_write::<()>(Poll::Pending);
         assert!(!a.state.is_idle());
-        assert!(a.state.write_blocked_for().is_some());
+        assert!(a.state.write_blocked_for(conns.now_ms()).is_some());
         assert!(conns.admit().is_none(), "not evicted while its write waits");
         let _ = a.state.track_write(Poll::Ready(()));
         assert!(a.state.is_idle());

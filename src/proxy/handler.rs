@@ -311,12 +311,13 @@ async fn forward(
                 }
             };
             let Some(request) = req.take() else { break };
+            let written = body_sent.as_ref().map(|_| lease.written());
             let sent = lease.sender().try_send_request(request);
             // The response timeout starts once the body is sent; while it is
             // sent, the same limit bounds an upstream that stops taking it.
             let deadline = async {
-                if let Some(body_sent) = &body_sent
-                    && !body_sent.wait(timeout).await
+                if let (Some(body_sent), Some(written)) = (&body_sent, &written)
+                    && !body_sent.wait(timeout, written).await
                 {
                     return ProxyError::UpstreamNotReading(timeout);
                 }

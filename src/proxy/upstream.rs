@@ -15,6 +15,10 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
@@ -85,10 +89,67 @@ struct Client {
     epoch: Instant,
 }
 
-/// A connection's sender and the task that drives the connection.
+/// A connection's sender, the task that drives the connection, and the
+/// count of bytes its socket has taken.
 struct Conn {
     sender: http1::SendRequest<RequestBody>,
     task: tokio::task::AbortHandle,
+    written: Arc<AtomicU64>,
+}
+
+/// An upstream socket that counts the bytes it takes, so a request can tell
+/// an upstream that stopped reading its body from one that reads slowly.
+struct Counted<T> {
+    inner: T,
+    written: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &poll {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = &poll {
+            self.written.fetch_add(*n as u64, Ordering::Relaxed);
+        }
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 struct Idle {
@@ -196,8 +257,13 @@ impl Upstream {
             .map_err(|source| ConnectError::Io { addr, source })?;
         // Latency matters more than packet count for proxied requests.
         let _ = stream.set_nodelay(true);
+        let written = Arc::new(AtomicU64::new(0));
+        let stream = Counted {
+            inner: stream,
+            written: written.clone(),
+        };
         match self.proto {
-            Proto::Http => handshake(addr, stream).await,
+            Proto::Http => handshake(addr, stream, written).await,
             Proto::Https => {
                 // Like nginx's default (`proxy_ssl_server_name off`), no SNI: the IP is the name.
                 let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
@@ -205,7 +271,7 @@ impl Upstream {
                     .await
                     .map_err(|_| ConnectError::Timeout(addr))?
                     .map_err(|source| ConnectError::Tls { addr, source })?;
-                handshake(addr, tls).await
+                handshake(addr, tls, written).await
             }
         }
     }
@@ -227,7 +293,11 @@ impl Upstream {
     }
 }
 
-async fn handshake<T>(addr: SocketAddr, io: T) -> Result<Conn, ConnectError>
+async fn handshake<T>(
+    addr: SocketAddr,
+    io: T,
+    written: Arc<AtomicU64>,
+) -> Result<Conn, ConnectError>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -243,6 +313,7 @@ where
     Ok(Conn {
         sender,
         task: task.abort_handle(),
+        written,
     })
 }
 
@@ -272,6 +343,13 @@ impl Lease {
             .as_mut()
             .expect("the connection is only taken by recycle or tunnel")
             .sender
+    }
+
+    /// Bytes the connection's socket has taken so far (its whole life).
+    pub fn written(&self) -> Arc<AtomicU64> {
+        self.conn
+            .as_ref()
+            .map_or_else(Default::default, |c| c.written.clone())
     }
 
     /// Hands the connection over to an upgrade (`101`): its task finishes by
