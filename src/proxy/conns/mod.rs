@@ -16,17 +16,22 @@
 //! connections idle longest are closed first, as nginx reuses its idle
 //! connections; only when none is idle is a new one refused.
 
-use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use futures_util::task::AtomicWaker;
-use hyper_util::server::graceful::GracefulConnection;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::warn;
+
+mod drive;
+mod nofile;
+mod tracked;
+
+pub use drive::{End, drive};
+pub use nofile::{RESERVED_FDS, default_cap, raise_nofile_limit};
+pub use tracked::Tracked;
 
 /// Idle connections closed at once when a new one finds the cap reached
 /// (nginx's `ngx_drain_connections` frees up to 32 too): one scan of the
@@ -42,9 +47,6 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 const NO_IDLE_BACKOFF_MS: u64 = 10;
 /// At most one cap warning per this long.
 const WARN_EVERY: Duration = Duration::from_secs(5);
-/// Descriptors kept back from the client cap for listeners, the Docker socket,
-/// certificate and routes files, logs and the runtime itself.
-pub const RESERVED_FDS: u64 = 64;
 
 /// [`ConnState::life`]: open and not asked to close.
 const LIVE: u8 = 0;
@@ -411,82 +413,6 @@ impl Drop for Slot {
     }
 }
 
-/// A client socket that records when its writes wait for the socket, so a
-/// connection whose response is still going out is never taken for idle,
-/// and one whose client stopped reading can be timed out.
-#[derive(Debug)]
-pub struct Tracked<T> {
-    inner: T,
-    state: Arc<ConnState>,
-}
-
-impl<T> Tracked<T> {
-    /// Wraps `inner`, reporting to `state`.
-    pub fn new(inner: T, state: Arc<ConnState>) -> Self {
-        Self { inner, state }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.state.track_write(poll)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.state.track_write(poll)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        // A socket's flush is always ready and says nothing about the peer:
-        // only writes tell (wrap the socket, not a TLS stream above it).
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// Why [`drive`] returned.
-#[derive(Debug, PartialEq, Eq)]
-pub enum End {
-    /// hyper finished the connection (client closed, error, upgrade, or a
-    /// graceful close after idling, drain or eviction).
-    Done,
-    /// Asked to close, still idle a moment later: a half-sent request head.
-    Dropped,
-    /// Closed while idle to make room under the cap.
-    Evicted,
-    /// The client read none of its response for the send timeout.
-    SendTimeout,
-    /// Still open when the drain's grace period ran out ([`Conns::abort`]).
-    Aborted,
-}
-
 /// The timeouts [`Conns::sweep`] applies.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
@@ -494,115 +420,6 @@ pub struct Timeouts {
     pub idle: Duration,
     /// Longest wait for the client to take response bytes.
     pub send: Duration,
-}
-
-/// Resolves with the [`ConnState::signal`] bits not in `seen`, once any is raised.
-struct Signalled<'a> {
-    state: &'a ConnState,
-    seen: u8,
-}
-
-impl std::future::Future for Signalled<'_> {
-    type Output = u8;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u8> {
-        let new = || self.state.signal.load(Ordering::Acquire) & !self.seen;
-        if new() == 0 {
-            self.state.waker.register(cx.waker());
-            // Raised between the first look and the registration?
-            if new() == 0 {
-                return Poll::Pending;
-            }
-        }
-        Poll::Ready(new())
-    }
-}
-
-/// Runs `conn` to its end, acting on its signals: closes it gracefully
-/// (in-flight responses finish, HTTP/2 gets a GOAWAY) once idle for the
-/// header timeout or on [`Conns::drain`]; closes it at once when evicted
-/// while idle (when busy, once its request is done); drops it when it stays
-/// idle after being asked to close (a client stuck halfway through a request
-/// head), when the client has taken no response bytes for the send timeout,
-/// and on [`Conns::abort`].
-pub async fn drive<C>(conn: C, slot: &Slot) -> (End, Result<(), C::Error>)
-where
-    C: GracefulConnection,
-{
-    let state = &slot.state;
-    let mut conn = pin!(conn);
-    let mut closing = false;
-    let mut seen = 0;
-    loop {
-        tokio::select! {
-            biased;
-            res = conn.as_mut() => return (End::Done, res),
-            bits = Signalled { state, seen } => {
-                seen |= bits;
-                if bits & ABORT != 0 {
-                    return (End::Aborted, Ok(()));
-                }
-                if bits & SEND_TIMEOUT != 0 {
-                    return (End::SendTimeout, Ok(()));
-                }
-                if bits & DROP != 0 {
-                    // Raised on another thread: look again here, after hyper's
-                    // poll. A request that came in since keeps it.
-                    if state.is_idle() {
-                        return (End::Dropped, Ok(()));
-                    }
-                    state.signal.fetch_and(!DROP, Ordering::AcqRel);
-                    seen &= !DROP;
-                }
-                if bits & EVICT != 0 && state.is_idle() {
-                    // Idle means no request in progress and every response
-                    // byte handed to the kernel (this task wrote them): nothing
-                    // is lost by closing now, as nginx closes its idle
-                    // connections. A half-sent head would not close on a
-                    // graceful request.
-                    return (End::Evicted, Ok(()));
-                }
-                if !closing && bits & (IDLE | DRAIN | EVICT) != 0 {
-                    // Idle, draining, or a request came in since it was picked
-                    // for eviction: let what is in flight finish. An idle
-                    // HTTP/1 connection closes at once, HTTP/2 sends GOAWAY.
-                    closing = true;
-                    state
-                        .closing_since
-                        .store(state.now_ms() + 1, Ordering::Relaxed);
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
-}
-
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as nginx's
-/// `worker_rlimit_nofile` and Go's runtime do, and returns the soft limit now
-/// in force (`u64::MAX` when unlimited).
-pub fn raise_nofile_limit() -> u64 {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current != limit.maximum {
-        let raised = Rlimit {
-            current: limit.maximum,
-            maximum: limit.maximum,
-        };
-        match setrlimit(Resource::Nofile, raised) {
-            Ok(()) => limit = getrlimit(Resource::Nofile),
-            Err(error) => warn!(%error, "cannot raise RLIMIT_NOFILE to its hard limit"),
-        }
-    }
-    // `None` is RLIM_INFINITY.
-    limit.current.unwrap_or(u64::MAX)
-}
-
-/// The default `--max-connections` for a descriptor limit: each client
-/// connection may hold one upstream connection, and [`RESERVED_FDS`] stay free.
-pub fn default_cap(nofile: u64) -> usize {
-    let cap = nofile.saturating_sub(RESERVED_FDS) / 2;
-    // No process holds more; an "unlimited" limit must not overflow anything.
-    cap.clamp(1, 1 << 20) as usize
 }
 
 #[cfg(test)]
