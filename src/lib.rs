@@ -17,6 +17,7 @@
 pub mod config;
 pub mod demo;
 pub mod logging;
+pub mod net;
 pub mod providers;
 pub mod proxy;
 pub mod routes;

@@ -15,13 +15,10 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::body::RequestBody;
+use crate::net::Observed;
 use crate::routes::Proto;
 
 /// How long an upstream that refused a connection is skipped by round-robin.
@@ -95,61 +92,6 @@ struct Conn {
     sender: http1::SendRequest<RequestBody>,
     task: tokio::task::AbortHandle,
     written: Arc<AtomicU64>,
-}
-
-/// An upstream socket that counts the bytes it takes, so a request can tell
-/// an upstream that stopped reading its body from one that reads slowly.
-struct Counted<T> {
-    inner: T,
-    written: Arc<AtomicU64>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &poll {
-            self.written.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        poll
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &poll {
-            self.written.fetch_add(*n as u64, Ordering::Relaxed);
-        }
-        poll
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 struct Idle {
@@ -258,10 +200,9 @@ impl Upstream {
         // Latency matters more than packet count for proxied requests.
         let _ = stream.set_nodelay(true);
         let written = Arc::new(AtomicU64::new(0));
-        let stream = Counted {
-            inner: stream,
-            written: written.clone(),
-        };
+        // Counts the bytes the upstream takes, so a request can tell an
+        // upstream that stopped reading its body from one that reads slowly.
+        let stream = Observed::new(stream, written.clone());
         match self.proto {
             Proto::Http => handshake(addr, stream, written).await,
             Proto::Https => {

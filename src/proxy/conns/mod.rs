@@ -27,11 +27,14 @@ use tracing::warn;
 
 mod drive;
 mod nofile;
-mod tracked;
 
 pub use drive::{End, drive};
 pub use nofile::{RESERVED_FDS, default_cap, raise_nofile_limit};
-pub use tracked::Tracked;
+
+/// A client socket that records in its [`ConnState`] when a write waits for
+/// the client, so a connection whose response is still going out is never
+/// taken for idle, and one whose client stopped reading can be timed out.
+pub type Tracked<T> = crate::net::Observed<T, ConnState>;
 
 /// Idle connections closed at once when a new one finds the cap reached
 /// (nginx's `ngx_drain_connections` frees up to 32 too): one scan of the
@@ -161,16 +164,20 @@ impl ConnState {
         self.waker.wake();
     }
 
-    fn track_write<T>(&self, poll: Poll<T>) -> Poll<T> {
-        let blocked = self.write_blocked();
-        match (&poll, blocked) {
+    fn track_write<T>(&self, poll: &Poll<T>) {
+        match (poll, self.write_blocked()) {
             (Poll::Pending, false) => self
                 .write_blocked_since
                 .store(self.now_ms() + 1, Ordering::Relaxed),
             (Poll::Ready(_), true) => self.write_blocked_since.store(0, Ordering::Relaxed),
             _ => {}
         }
-        poll
+    }
+}
+
+impl crate::net::WriteObserver for ConnState {
+    fn wrote(&self, poll: &Poll<std::io::Result<usize>>) {
+        self.track_write(poll);
     }
 }
 
@@ -524,11 +531,11 @@ mod tests {
         let conns = Conns::new(1, TEST_TIMEOUTS);
         let a = conns.admit().unwrap();
         assert!(a.state.is_idle());
-        let _ = a.state.track_write::<()>(Poll::Pending);
+        a.state.track_write::<()>(&Poll::Pending);
         assert!(!a.state.is_idle());
         assert!(a.state.write_blocked_for(conns.now_ms()).is_some());
         assert!(conns.admit().is_none(), "not evicted while its write waits");
-        let _ = a.state.track_write(Poll::Ready(()));
+        a.state.track_write(&Poll::Ready(()));
         assert!(a.state.is_idle());
         conns.no_idle_until.store(0, Ordering::Relaxed);
         assert!(conns.admit().is_some());

@@ -1,0 +1,85 @@
+//! A socket wrapper shared by both ends of the proxy: it tells an observer
+//! how each write went. The client side learns when a response waits for a
+//! client that stopped reading ([`crate::proxy::conns`]); the upstream side
+//! counts the bytes an upstream takes ([`crate::proxy::upstream`]).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Told the outcome of every write to an [`Observed`] socket.
+pub trait WriteObserver {
+    /// A write (plain or vectored) returned `poll`.
+    fn wrote(&self, poll: &Poll<io::Result<usize>>);
+}
+
+/// A socket whose writes are reported to `O`. Reads and flushes pass through:
+/// a socket's flush is always ready and says nothing about the peer.
+#[derive(Debug)]
+pub struct Observed<T, O> {
+    inner: T,
+    observer: Arc<O>,
+}
+
+impl<T, O> Observed<T, O> {
+    /// Wraps `inner`, reporting to `observer`.
+    pub fn new(inner: T, observer: Arc<O>) -> Self {
+        Self { inner, observer }
+    }
+}
+
+impl<T: AsyncRead + Unpin, O> AsyncRead for Observed<T, O> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin, O: WriteObserver> AsyncWrite for Observed<T, O> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.observer.wrote(&poll);
+        poll
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.observer.wrote(&poll);
+        poll
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Counts the bytes written.
+impl WriteObserver for std::sync::atomic::AtomicU64 {
+    fn wrote(&self, poll: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = poll {
+            self.fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
