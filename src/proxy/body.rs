@@ -80,7 +80,7 @@ pub struct ProxyBody {
     done: Option<Box<Done>>,
     lease: Option<Lease>,
     /// Dropped with the body: the client connection is idle again.
-    _busy: Option<Busy>,
+    _busy: Busy,
 }
 
 enum Kind {
@@ -108,12 +108,12 @@ impl ProxyBody {
             kind: Kind::Upstream(body, ReadTimer::new(read_timeout)),
             done: record.map(|record| Box::new(Done { record, bytes: 0 })),
             lease,
-            _busy: Some(busy),
+            _busy: busy,
         }
     }
 
     /// A body made by the proxy.
-    pub fn full(bytes: impl Into<Bytes>, record: Option<AccessRecord>, busy: Option<Busy>) -> Self {
+    pub fn full(bytes: impl Into<Bytes>, record: Option<AccessRecord>, busy: Busy) -> Self {
         let bytes = bytes.into();
         Self {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),

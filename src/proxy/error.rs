@@ -136,7 +136,7 @@ impl ProxyError {
 pub fn error_response(
     err: &ProxyError,
     record: Option<AccessRecord>,
-    busy: Option<Busy>,
+    busy: Busy,
 ) -> Response<ProxyBody> {
     let status = err.status();
     let reason = status.canonical_reason().unwrap_or("Error");

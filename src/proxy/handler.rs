@@ -73,19 +73,18 @@ pub async fn handle(
         .access_log
         .then(|| AccessRecord::new(&req, conn.peer.ip()));
     let read_timeout = shared.settings.upstream_read_timeout;
-    // An answer of branchgate's own leaves an HTTP/1 request body unread, and
-    // hyper would read the rest itself after the answer and go on with what
-    // follows, past any framing doubt (see SECURITY.md): close instead.
-    let unread_body = req.version() <= Version::HTTP_11 && !req.body().is_end_stream();
-    let outcome = forward(connection, req).await;
-    match outcome {
+    let http1 = req.version() <= Version::HTTP_11;
+    // With a body to upload: whether it has been read in full.
+    let body_sent = (!req.body().is_end_stream()).then(|| Arc::new(Sent::default()));
+    let outcome = forward(connection, req, body_sent.clone()).await;
+    let mut resp = match outcome {
         Ok(Outcome::Page(page)) => {
             let record = record.map(|mut r| {
                 r.status = page.status.as_u16();
                 r
             });
             let empty = page.body.is_empty();
-            let mut resp = Response::new(ProxyBody::full(page.body, record, Some(busy)));
+            let mut resp = Response::new(ProxyBody::full(page.body, record, busy));
             *resp.status_mut() = page.status;
             let kind = if page.json {
                 "application/json"
@@ -99,11 +98,7 @@ pub async fn handle(
             resp.headers_mut()
                 .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp.headers_mut().extend(page.headers);
-            if unread_body {
-                resp.headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(resp)
+            resp
         }
         Ok(Outcome::Upstream(resp, lease)) => {
             let (parts, body) = resp.into_parts();
@@ -112,7 +107,7 @@ pub async fn handle(
                 r.upstream = lease.as_ref().map(|l| l.upstream().addr);
             }
             let body = ProxyBody::upstream(body, read_timeout, lease, record, busy);
-            Ok(Response::from_parts(parts, body))
+            Response::from_parts(parts, body)
         }
         Err(err) => {
             let peer = connection.info.peer;
@@ -123,14 +118,20 @@ pub async fn handle(
             } else {
                 debug!(error = %err, client = %peer, "request refused");
             }
-            let mut resp = error_response(&err, record, Some(busy));
-            if unread_body {
-                resp.headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
-            }
-            Ok(resp)
+            error_response(&err, record, busy)
         }
+    };
+    // Any answer that comes before an HTTP/1 request body was read in full
+    // (an upstream's early 401 or 413, or one of branchgate's own): hyper
+    // would read the rest itself afterwards and go on with what follows, past
+    // any framing doubt (see SECURITY.md). Close instead, as nginx does when
+    // it has not read a request body. A tunnel owns the connection already.
+    let unread = body_sent.as_ref().is_some_and(|s| !s.is_done());
+    if http1 && unread && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    Ok(resp)
 }
 
 fn wants_json<B>(req: &Request<B>) -> bool {
@@ -169,6 +170,7 @@ enum Outcome {
 async fn forward(
     connection: &Arc<Connection>,
     mut req: Request<Incoming>,
+    body_sent: Option<Arc<Sent>>,
 ) -> Result<Outcome, ProxyError> {
     let (shared, conn) = (&*connection.shared, &connection.info);
     if req
@@ -288,8 +290,6 @@ async fn forward(
     *req.version_mut() = Version::HTTP_11;
 
     let timeout = settings.response_timeout;
-    // With a body to upload, the response timeout starts once it is sent.
-    let body_sent = (!req.body().is_end_stream()).then(|| Arc::new(Sent::default()));
     let body_timeout = settings.client_body_timeout;
     let mut req = Some(req.map(|b| RequestBody::new(b, body_timeout, http1, body_sent.clone())));
     let mut last_err = ProxyError::NoUpstream;
@@ -332,16 +332,6 @@ async fn forward(
                 Err(err) => return Err(err),
                 Ok(Ok(resp)) => {
                     let (mut resp, lease) = respond(resp, lease, client_upgrade, connection)?;
-                    if http1 && lease.is_some() && body_sent.as_ref().is_some_and(|s| !s.is_done())
-                    {
-                        // The upstream answered before the whole request body
-                        // went up. hyper would read the rest itself after the
-                        // response and go on with what follows, past any
-                        // framing doubt (see SECURITY.md): close instead, as
-                        // nginx does when it has not read a request body.
-                        resp.headers_mut()
-                            .insert(CONNECTION, HeaderValue::from_static("close"));
-                    }
                     if let Some((origin, allowed)) = &cors {
                         cors::decorate(resp.headers_mut(), Some(origin), *allowed);
                     }

@@ -196,15 +196,6 @@ fn remove_found(headers: &mut HeaderMap, found: u32) {
     }
 }
 
-/// Removes hop-by-hop headers (RFC 9110 7.6.1): the fixed set plus every
-/// header the `Connection` header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let found = scan(headers, false) & HOP_BY_HOP;
-    if found != 0 {
-        remove_found(headers, found);
-    }
-}
-
 /// What a request's headers may keep.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct HeaderRules {
@@ -215,7 +206,8 @@ pub struct HeaderRules {
 }
 
 /// Rewrites a request's headers for the upstream, as nginx-proxy does
-/// (`Content-Length` made canonical from `body_length`), and says whether the request asks for a protocol upgrade (kept only when
+/// (`Content-Length` made canonical from `body_length`), and says whether
+/// the request asks for a protocol upgrade (kept only when
 /// `upgradable`, i.e. HTTP/1.1: `Upgrade` and `Connection: upgrade` are then
 /// forwarded, every other hop-by-hop header still goes).
 ///
@@ -380,7 +372,7 @@ mod tests {
         h.insert("keep-alive", "timeout=5".parse().unwrap());
         h.insert(TE, "trailers".parse().unwrap());
         h.insert("x-kept", "1".parse().unwrap());
-        strip_hop_by_hop(&mut h);
+        prepare_response(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
     }
