@@ -26,15 +26,15 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use branchgate::proxy::upstream::{ClientSettings, UpstreamRegistry};
 use branchgate::routes::{
-    BuildOptions, HostPattern, Lookup, MAX_HOST_LEN, Proto, RouteSpec, RouteTable, build,
+    BuildOptions, HostPattern, Lookup, MAX_HOST_LEN, Policy, Proto, RouteSpec, RouteTable, build,
     normalize_host,
 };
+use branchgate::upstream::{ClientSettings, Registry};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-fn registry() -> UpstreamRegistry {
-    UpstreamRegistry::new(
+fn registry() -> Registry {
+    Registry::new(
         ClientSettings {
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(60),
@@ -54,7 +54,7 @@ fn spec(i: usize, host: String) -> RouteSpec {
         upstreams: vec![SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], port))],
         branch: None,
         role: None,
-        cors: false,
+        policy: Policy::default(),
     }
 }
 
@@ -110,16 +110,15 @@ impl Kind {
     }
 }
 
-fn table(kind: Kind, n: usize, registry: &UpstreamRegistry) -> RouteTable {
+fn table(kind: Kind, n: usize) -> RouteTable {
     let mut specs: Vec<RouteSpec> = (0..n).map(|i| spec(i, kind.pattern(i))).collect();
     if matches!(kind, Kind::Mixed) {
         specs.extend((0..10).map(|i| spec(n + i, Kind::Regex.pattern(i))));
     }
-    build(&specs, &BuildOptions::default(), registry, 1).0
+    build(&specs, &BuildOptions::default(), 1).table
 }
 
 fn lookup(c: &mut Criterion) {
-    let registry = registry();
     let mut group = c.benchmark_group("lookup");
     for kind in [
         Kind::Exact,
@@ -129,7 +128,7 @@ fn lookup(c: &mut Criterion) {
         Kind::Mixed,
     ] {
         for n in [10usize, 1_000, 100_000] {
-            let t = table(kind, n, &registry);
+            let t = table(kind, n);
             // A scan of 100 000 regexes takes milliseconds; fewer samples keep the run short.
             let slow = matches!(kind, Kind::Regex) && n >= 100_000;
             group.sample_size(if slow { 10 } else { 100 });
@@ -152,7 +151,6 @@ fn lookup(c: &mut Criterion) {
 /// 1 000 ordinary exact routes beside them): must stay flat as N grows.
 fn branches(c: &mut Criterion) {
     use branchgate::routes::{BranchSettings, Role};
-    let registry = registry();
     let mut group = c.benchmark_group("lookup_branch");
     for n in [10usize, 100] {
         let mut specs: Vec<RouteSpec> = (0..1_000)
@@ -175,7 +173,7 @@ fn branches(c: &mut Criterion) {
             }),
             ..BuildOptions::default()
         };
-        let t = build(&specs, &opts, &registry, 1).0;
+        let t = build(&specs, &opts, 1).table;
         let mid = n / 2;
         let host = format!("Feature-Branch-{mid}.API-Branch-{mid}.foo.bar");
         for (label, path) in [("frontend", "/index.html"), ("api", "/api/users/7")] {
@@ -193,17 +191,12 @@ fn branches(c: &mut Criterion) {
 }
 
 fn rebuild(c: &mut Criterion) {
-    let registry = registry();
     let mut group = c.benchmark_group("rebuild");
     group.sample_size(20);
     for n in [1_000usize, 10_000] {
         let specs: Vec<RouteSpec> = (0..n).map(|i| spec(i, Kind::Mixed.pattern(i))).collect();
         group.bench_with_input(BenchmarkId::from_parameter(n), &specs, |b, specs| {
-            b.iter(|| {
-                build(specs, &BuildOptions::default(), &registry, 1)
-                    .0
-                    .host_count()
-            })
+            b.iter(|| build(specs, &BuildOptions::default(), 1).table.host_count())
         });
     }
     group.finish();
@@ -227,7 +220,7 @@ fn inspect_json(i: usize) -> String {
 fn docker_publish(c: &mut Criterion) {
     use branchgate::providers::docker::observe::{Reach, observe};
     use branchgate::providers::docker::route_for;
-    use branchgate::routes::{Desired, ProviderId, Publisher};
+    use branchgate::routes::{Desired, Provided, ProviderId, Publisher};
     use std::sync::Arc;
 
     const N: usize = 1_000;
@@ -237,12 +230,11 @@ fn docker_publish(c: &mut Criterion) {
         let mut o = observe(serde_json::from_str(body).unwrap()).expect("running");
         route_for(&reach, &mut o).0.expect("routed")
     };
-    let table = Arc::new(arc_swap::ArcSwap::from_pointee(RouteTable::default()));
-    let mut publisher =
-        Publisher::new(table.clone(), Arc::new(registry()), BuildOptions::default());
+    let mut publisher = Publisher::new(registry(), BuildOptions::default());
+    let table = publisher.reader();
     let publish = |publisher: &mut Publisher, specs: Vec<RouteSpec>| {
         let mut desired = Desired::new();
-        desired.insert(ProviderId::Docker, Arc::new(specs));
+        desired.insert(ProviderId::Docker, Arc::new(Provided::specs(specs)));
         publisher.publish(&desired);
     };
 
@@ -253,7 +245,7 @@ fn docker_publish(c: &mut Criterion) {
             let mut specs: Vec<RouteSpec> = bodies.iter().map(|j| read(j)).collect();
             specs.sort_by(|a, b| a.source.cmp(&b.source));
             publish(&mut publisher, specs);
-            table.load().host_count()
+            table.load().table().host_count()
         })
     });
     let others: Vec<RouteSpec> = bodies[1..].iter().map(|j| read(j)).collect();
@@ -263,7 +255,7 @@ fn docker_publish(c: &mut Criterion) {
             specs.push(read(&bodies[0]));
             specs.sort_by(|a, b| a.source.cmp(&b.source));
             publish(&mut publisher, specs);
-            table.load().host_count()
+            table.load().table().host_count()
         })
     });
     group.finish();

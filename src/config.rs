@@ -33,14 +33,16 @@ pub enum AccessLogFormat {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "branchgate", version, about, long_about = None)]
 pub struct Config {
-    /// Address of the HTTP listener (HTTP/1.1 and h2c).
+    /// Address of an HTTP listener (HTTP/1.1 and h2c). Repeatable, or a
+    /// comma list, to listen on several addresses.
     #[arg(
         long,
         env = "BRANCHGATE_HTTP",
         value_name = "ADDR",
-        default_value = "0.0.0.0:80"
+        default_value = "0.0.0.0:80",
+        value_delimiter = ','
     )]
-    pub http: SocketAddr,
+    pub http: Vec<SocketAddr>,
 
     /// Static routes file (TOML), watched for changes.
     #[arg(long, env = "BRANCHGATE_ROUTES", value_name = "FILE")]
@@ -185,22 +187,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses flags (and environment), exiting with a one-line message naming
-    /// the bad flag on error.
-    pub fn from_args() -> Self {
-        match Self::try_parse() {
-            Ok(c) => c,
-            Err(e) => {
-                use clap::error::ErrorKind;
-                if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                    e.exit();
-                }
-                let text = e.to_string();
-                let first = text.lines().next().unwrap_or("invalid arguments");
-                eprintln!("branchgate: {}", first.trim_start_matches("error: "));
-                std::process::exit(2);
+    /// Parses flags (and environment). On error, [`ArgsError`] carries
+    /// either the help text to print or a one-line message naming the bad
+    /// flag; `main` prints it and exits.
+    pub fn from_args() -> Result<Self, ArgsError> {
+        Self::try_parse().map_err(|e| {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                return ArgsError::Display(e);
             }
-        }
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            ArgsError::Invalid(first.trim_start_matches("error: ").to_owned())
+        })
     }
 
     /// The Docker engine to watch, unless `--no-docker`.
@@ -223,6 +222,15 @@ impl Config {
             n => usize::from(n),
         }
     }
+}
+
+/// Why the command line gave no configuration.
+#[derive(Debug)]
+pub enum ArgsError {
+    /// `--help` or `--version`: print it, exit successfully.
+    Display(clap::Error),
+    /// A bad flag: the one-line message naming it.
+    Invalid(String),
 }
 
 /// The longest duration a flag takes: anything longer is a typo, and

@@ -1,46 +1,73 @@
 //! branchgate: a Docker-aware reverse proxy for per-branch preview environments.
 //!
 //! ```text
-//! Docker events ─┐
-//! routes file ──▶ providers ──watch──▶ publisher ──ArcSwap::store──▶ RouteTable snapshot
-//!                                                                     │ load() once per request
-//!                                                                     ▼
-//! client ─TCP─▶ proxy::server (HTTP/1.1 + h2c) ─▶ proxy::handler (host → path → pool)
-//!                                                   ─▶ proxy::upstream (pooled keep-alive) ─▶ upstream
+//! Docker events ─┐                  specs + notes
+//! routes file ───┼─▶ providers ──────watch──────▶ routes::publish ──ArcSwap::store──▶ Snapshot
+//! --demo ────────┘                                 │ build (pure) → RouteTable         │ load() once per request
+//!                                                  │ resolve pools in upstream::Registry│
+//!                                                  ▼                                    ▼
+//! client ─TCP─▶ proxy::server (listener sets per worker) ─▶ route ─▶ policy ─▶ forward ─▶ upstream (pooled keep-alive)
+//!                                                             └──── respond (every synthetic answer) ◀──┘
+//!                                     response body end ─▶ request record ─▶ sink (access log)
 //! ```
 //!
-//! [`providers`] describe what should be routed, [`routes`] builds and
-//! publishes one immutable table, [`proxy`] serves requests from it.
-//! [`run`] wires them together; [`bind`] + [`Bound::run`] split that in two so
-//! tests can learn the bound address first.
+//! Modules, in flow order: [`config`] (flags, validated once), [`providers`]
+//! (what should be routed, and notes on what was skipped), [`routes`] (specs
+//! → one immutable snapshot, published by one writer), [`upstream`] (live
+//! pools, health and connections that outlive snapshots), [`proxy`]
+//! (listeners and the request phases), plus [`logging`], [`net`] (socket
+//! helpers) and [`demo`]. [`bind`] + [`Bound::run`] are the application:
+//! workers with their listener sets, the publisher, and every background task,
+//! tracked and stopped on shutdown. The library never exits the process.
 
+// In flow order; each group stands alone so rustfmt keeps the order.
 pub mod config;
-pub mod demo;
-pub mod logging;
-pub mod net;
+
 pub mod providers;
-pub mod proxy;
+
 pub mod routes;
+
+pub mod upstream;
+
+pub mod proxy;
+
+pub mod logging;
+
+pub mod net;
+
+pub mod demo;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use arc_swap::ArcSwap;
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
 
 pub use config::Config;
-use proxy::upstream::{ClientSettings, UpstreamRegistry, set_worker_id};
+use proxy::listener::{Listener, Scheme};
+use proxy::record::{AccessLog, Discard, Sink};
+use proxy::server::Server;
 use proxy::{ProxySettings, Shared};
-use routes::{BuildOptions, Desired, HostPattern, ProviderId, Publisher, RouteSpec, RouteTable};
+use routes::{
+    BuildOptions, Desired, HostPattern, Provided, ProviderId, Publisher, Reader, RouteSpec,
+};
+use upstream::{ClientSettings, Registry, set_worker_id};
+
+/// How long background tasks (watchers, publisher, demo) get to stop once
+/// the listeners are done.
+const BACKGROUND_STOP: Duration = Duration::from_secs(2);
 
 /// A proxy whose sockets are bound and whose first table is published, ready to serve.
 pub struct Bound {
     config: Config,
-    listeners: Vec<std::net::TcpListener>,
+    /// One set of listeners per worker: each address of `--http`, bound once
+    /// per worker with `SO_REUSEPORT`.
+    workers: Vec<Vec<Listener>>,
     shared: Arc<Shared>,
     publisher: Publisher,
     tx: Arc<watch::Sender<Desired>>,
@@ -51,9 +78,7 @@ pub struct Bound {
 /// Binds the listeners and publishes the first table. A routes file that does
 /// not load is an error here (at start-up) rather than a warning.
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
-    let workers = config.worker_count();
-    let listeners = bind_listeners(config.http, workers)
-        .with_context(|| format!("--http {}: cannot listen", config.http))?;
+    let workers = bind_workers(&config.http, config.worker_count())?;
 
     if let Some(url) = config.docker_url() {
         // --docker is checked by the flag parser; DOCKER_HOST only here.
@@ -66,25 +91,25 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             .with_context(|| format!("--routes {}: cannot read", path.display()))?;
         let specs = providers::file::parse(path, &String::from_utf8_lossy(&text))
             .map_err(|e| anyhow::anyhow!("--routes: {}", logging::chain(&e)))?;
-        desired.insert(ProviderId::File, Arc::new(specs));
+        desired.insert(ProviderId::File, Arc::new(Provided::specs(specs)));
         file = Some((path.clone(), text));
     }
     let mut demo = None;
     if config.demo {
         let l = std::net::TcpListener::bind("127.0.0.1:0").context("--demo: cannot bind")?;
         l.set_nonblocking(true)?;
-        desired.insert(ProviderId::Demo, Arc::new(vec![demo_spec(l.local_addr()?)]));
+        let spec = demo_spec(l.local_addr()?);
+        desired.insert(ProviderId::Demo, Arc::new(Provided::specs(vec![spec])));
         demo = Some(l);
     }
 
-    let table = Arc::new(ArcSwap::from_pointee(RouteTable::default()));
-    let registry = Arc::new(UpstreamRegistry::new(
+    let registry = Registry::new(
         ClientSettings {
             connect_timeout: config.connect_timeout,
             idle_timeout: config.upstream_idle_timeout,
         },
-        workers,
-    ));
+        workers.len(),
+    );
     let opts = BuildOptions {
         default_host: config.default_host.clone(),
         branches: config
@@ -96,13 +121,16 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
                 default_branch: config.default_branch.clone(),
             }),
     };
-    let mut publisher = Publisher::new(table.clone(), registry, opts);
+    let mut publisher = Publisher::new(registry, opts);
     publisher.publish(&desired);
+    let sink: Box<dyn Sink> = match config.access_log {
+        config::AccessLogFormat::Off => Box::new(Discard),
+        _ => Box::new(AccessLog),
+    };
     let shared = Arc::new(Shared {
-        table,
+        routes: publisher.reader(),
         settings: ProxySettings {
             trust_downstream_proxy: config.trust_downstream_proxy,
-            access_log: config.access_log != config::AccessLogFormat::Off,
             response_timeout: config.response_timeout,
             client_header_timeout: config.client_header_timeout,
             client_body_timeout: config.client_body_timeout,
@@ -121,10 +149,11 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
                 send: config.client_send_timeout,
             },
         ),
+        sink,
     });
     Ok(Bound {
         config,
-        listeners,
+        workers,
         shared,
         publisher,
         tx: Arc::new(watch::channel(desired).0),
@@ -169,19 +198,36 @@ fn demo_spec(addr: SocketAddr) -> RouteSpec {
         upstreams: vec![addr],
         branch: None,
         role: None,
-        cors: false,
+        policy: routes::Policy::default(),
     }
 }
 
-fn bind_listeners(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+/// Binds every address `workers` times: worker `i` gets the `i`-th socket of
+/// each address. With several workers the sockets share the port with
+/// `SO_REUSEPORT` and the kernel spreads connections, as nginx's workers do.
+fn bind_workers(addrs: &[SocketAddr], workers: usize) -> anyhow::Result<Vec<Vec<Listener>>> {
+    let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
+    for &addr in addrs {
+        let sockets = bind_reuseport(addr, workers)
+            .with_context(|| format!("--http {addr}: cannot listen"))?;
+        for (set, socket) in sets.iter_mut().zip(sockets) {
+            set.push(Listener {
+                socket,
+                scheme: Scheme::Http,
+            });
+        }
+    }
+    Ok(sets)
+}
+
+fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Socket, Type};
-    let mut out = Vec::with_capacity(workers);
+    let mut out = Vec::with_capacity(n);
     let mut addr = addr;
-    for _ in 0..workers {
+    for _ in 0..n {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
-        if workers > 1 {
-            // One listener per worker, as nginx does: the kernel spreads connections.
+        if n > 1 {
             socket.set_reuse_port(true)?;
         }
         if addr.is_ipv6() {
@@ -199,34 +245,38 @@ fn bind_listeners(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::
 }
 
 impl Bound {
-    /// The address the HTTP listener is bound to.
+    /// The address of the first HTTP listener.
     pub fn http_addr(&self) -> SocketAddr {
-        self.listeners[0]
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.http_addrs()[0]
     }
 
-    /// The live route table.
-    pub fn table(&self) -> Arc<ArcSwap<RouteTable>> {
-        self.shared.table.clone()
+    /// Every HTTP listener's address, in `--http` order.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        self.workers[0]
+            .iter()
+            .map(|l| {
+                l.socket
+                    .local_addr()
+                    .expect("a bound listener has an address")
+            })
+            .collect()
     }
 
-    /// Serves until `shutdown` fires, then drains within the grace period.
+    /// A read-only handle on the published snapshot.
+    pub fn routes(&self) -> Reader {
+        self.publisher.reader()
+    }
+
+    /// Serves until `shutdown` fires, then drains within the grace period
+    /// and stops every background task.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let background = shutdown.child_token();
         let grace = self.config.grace_period;
-        let publisher = tokio::spawn(self.publisher.run(self.tx.subscribe(), background.clone()));
-        // Not a child of `shutdown`: the sweep keeps timing connections out
-        // while they drain, and stops only after every listener is done.
-        let sweeping = CancellationToken::new();
-        let sweeper = tokio::spawn(self.shared.conns.clone().sweep(sweeping.clone()));
+        let background = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(self.publisher.run(self.tx.subscribe(), background.clone()));
         if let Some((path, text)) = self.file {
-            tokio::spawn(providers::file::watch(
-                path,
-                text,
-                self.tx.clone(),
-                background.clone(),
-            ));
+            let watch = providers::file::watch(path, text, self.tx.clone(), background.clone());
+            tasks.spawn(watch);
         }
         if let Some(url) = self.config.docker_url() {
             let settings = providers::docker::Settings {
@@ -234,31 +284,26 @@ impl Bound {
                 network: self.config.network.clone(),
             };
             let watcher = providers::docker::Watcher::new(settings, self.tx.clone());
-            tokio::spawn(watcher.run(background.clone()));
+            tasks.spawn(watcher.run(background.clone()));
         }
         if let Some(l) = self.demo {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tokio::spawn(demo::serve(
-                l,
-                "the branchgate demo backend".into(),
-                background.clone(),
-            ));
+            let name = "the branchgate demo backend".to_owned();
+            tasks.spawn(demo::serve(l, name, background.clone()));
         }
+        // The sweep keeps timing connections out while they drain, so it
+        // stops with the other background tasks, after every listener.
+        tasks.spawn(self.shared.conns.clone().sweep(background.clone()));
 
+        let mut sets = self.workers.into_iter();
+        let first = sets.next().expect("at least one worker");
+        for l in &first {
+            info!(addr = %l.socket.local_addr()?, scheme = %l.scheme, workers = sets.len() + 1, "listening (HTTP/1.1, h2c)");
+        }
         let mut done = Vec::new();
-        let mut listeners = self.listeners.into_iter();
-        let first =
-            tokio::net::TcpListener::from_std(listeners.next().expect("at least one worker"))?;
-        info!(addr = %first.local_addr()?, workers = listeners.len() + 1, "listening (HTTP/1.1, h2c)");
-        let main = tokio::spawn(proxy::server::serve(
-            first,
-            self.shared.clone(),
-            shutdown.clone(),
-            grace,
-        ));
-        for (i, listener) in listeners.enumerate() {
+        for (i, set) in sets.enumerate() {
             let (tx, rx) = oneshot::channel::<()>();
-            let shared = self.shared.clone();
+            let server = Server::new(self.shared.clone());
             let shutdown = shutdown.clone();
             std::thread::Builder::new()
                 .name(format!("branchgate-worker-{}", i + 1))
@@ -268,25 +313,26 @@ impl Bound {
                         .enable_all()
                         .build()
                         .expect("a worker runtime starts");
-                    rt.block_on(async move {
-                        match tokio::net::TcpListener::from_std(listener) {
-                            Ok(l) => proxy::server::serve(l, shared, shutdown, grace).await,
-                            Err(error) => tracing::error!(%error, "worker listener failed"),
-                        }
-                    });
+                    rt.block_on(server.serve(set, shutdown, grace));
                     let _ = tx.send(());
                 })
                 .context("cannot start a worker thread")?;
             done.push(rx);
         }
-        let _ = main.await;
+        Server::new(self.shared.clone())
+            .serve(first, shutdown.clone(), grace)
+            .await;
         for rx in done {
             let _ = rx.await;
         }
         background.cancel();
-        sweeping.cancel();
-        let _ = publisher.await;
-        let _ = sweeper.await;
+        tasks.close();
+        if tokio::time::timeout(BACKGROUND_STOP, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(left = tasks.len(), "background tasks did not stop in time");
+        }
         info!("stopped");
         Ok(())
     }

@@ -4,10 +4,8 @@
 
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal as _;
-use std::net::{IpAddr, SocketAddr};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::{Method, Request, Version};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
@@ -26,13 +24,23 @@ pub const ACCESS_TARGET: &str = "branchgate::access";
 
 /// Displays an error with its whole `source()` chain: `a: b: c`.
 pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let _ = write!(out, ": {e}");
-        cur = e.source();
+    Chain(err).to_string()
+}
+
+/// An error with its whole `source()` chain, formatted only when shown (a
+/// log line below the level in force costs nothing).
+pub struct Chain<'a>(pub &'a dyn std::error::Error);
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cur = self.0.source();
+        while let Some(e) = cur {
+            write!(f, ": {e}")?;
+            cur = e.source();
+        }
+        Ok(())
     }
-    out
 }
 
 /// Installs the global subscriber. Keep the guard alive until exit so the
@@ -84,73 +92,6 @@ pub fn init(
         .with(access_layer)
         .init();
     Ok(guard)
-}
-
-/// One request's access-log fields, completed when its response body ends.
-#[derive(Debug)]
-pub struct AccessRecord {
-    start: Instant,
-    client: IpAddr,
-    method: Method,
-    version: Version,
-    host: String,
-    uri: String,
-    /// Response status.
-    pub status: u16,
-    /// Upstream that served it, if any.
-    pub upstream: Option<SocketAddr>,
-}
-
-impl AccessRecord {
-    /// Starts a record for `req`.
-    pub fn new<B>(req: &Request<B>, client: IpAddr) -> Self {
-        let host = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("-");
-        Self {
-            start: Instant::now(),
-            client,
-            method: req.method().clone(),
-            version: req.version(),
-            host: host.to_owned(),
-            uri: req
-                .uri()
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
-            status: 0,
-            upstream: None,
-        }
-    }
-
-    /// Writes the access-log event.
-    pub fn emit(self, bytes: u64, complete: bool) {
-        let duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
-        let upstream = self
-            .upstream
-            .map_or_else(|| "-".to_owned(), |u| u.to_string());
-        tracing::info!(
-            target: ACCESS_TARGET,
-            client = %self.client,
-            host = %self.host,
-            method = %self.method,
-            path = %self.uri,
-            version = ?self.version,
-            status = self.status,
-            bytes,
-            duration_ms,
-            upstream = %upstream,
-            complete,
-            "request"
-        );
-    }
 }
 
 #[derive(Default)]

@@ -1,9 +1,17 @@
-//! The `branchgate` binary: flags → logging → [`branchgate::run`].
+//! The `branchgate` binary: flags → logging → [`branchgate::run`]. The only
+//! place that exits the process.
 
 use tokio_util::sync::CancellationToken;
 
 fn main() -> std::process::ExitCode {
-    let config = branchgate::Config::from_args();
+    let config = match branchgate::Config::from_args() {
+        Ok(c) => c,
+        Err(branchgate::config::ArgsError::Display(help)) => help.exit(),
+        Err(branchgate::config::ArgsError::Invalid(message)) => {
+            eprintln!("branchgate: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let _guard =
         match branchgate::logging::init(config.log_format, &config.log_level, config.access_log) {
             Ok(g) => g,

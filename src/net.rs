@@ -8,7 +8,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::future::Future as _;
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
 
 /// Told the outcome of every write to an [`Observed`] socket.
 pub trait WriteObserver {
@@ -81,5 +85,46 @@ impl WriteObserver for std::sync::atomic::AtomicU64 {
         if let Poll::Ready(Ok(n)) = poll {
             self.fetch_add(*n as u64, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+/// A deadline between two reads (nginx's `client_body_timeout`,
+/// `proxy_read_timeout`): armed when a read has to wait, cleared when it
+/// yields something. Time the consumer spends not asking (backpressure from
+/// the other side) never counts. Allocates its timer on the first wait only.
+pub(crate) struct ReadTimer {
+    /// The longest pause allowed.
+    pub(crate) limit: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl ReadTimer {
+    pub(crate) fn new(limit: Duration) -> Self {
+        Self {
+            limit,
+            sleep: None,
+            waiting: false,
+        }
+    }
+
+    /// The read returned `Pending`: true once the peer has been silent for the limit.
+    pub(crate) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.waiting {
+            self.waiting = true;
+            let deadline = tokio::time::Instant::now() + self.limit;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.sleep
+            .as_mut()
+            .is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+
+    /// The read produced a frame or ended.
+    pub(crate) fn progressed(&mut self) {
+        self.waiting = false;
     }
 }

@@ -175,9 +175,9 @@ async fn a_refused_connect_is_retried_on_the_next_upstream_and_then_skipped() {
         let r = get(p.addr, "h.foo.bar", "/").await;
         assert_eq!((r.status.as_u16(), r.backend().as_str()), (200, "live"));
     }
-    let table = p.table.load();
-    let (routes, _) = table.find_host("h.foo.bar").unwrap();
-    let ups = routes.paths()[0].pool.upstreams();
+    let snapshot = p.table.load();
+    let (routes, _) = snapshot.table().find_host("h.foo.bar").unwrap();
+    let ups = snapshot.pool(routes.paths()[0].pool).upstreams();
     let dead_up = ups.iter().find(|u| u.addr == dead).unwrap();
     assert!(
         dead_up.recently_failed(),

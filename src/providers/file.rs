@@ -17,8 +17,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
+use crate::routes::policy::{parse_acme_hosts, parse_cert_name};
 use crate::routes::spec::check_path;
-use crate::routes::{Desired, HostPattern, ProviderId, RouteSpec};
+use crate::routes::{
+    Desired, HostPattern, Hsts, HttpsMethod, Note, NoteKind, Origin, Policy, Provided, ProviderId,
+    RouteSpec, Severity,
+};
 
 /// How often the file is checked for changes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -76,6 +80,11 @@ struct RawRoute {
     branch: Option<String>,
     role: Option<String>,
     cors: Option<bool>,
+    https_method: Option<String>,
+    hsts: Option<String>,
+    cert_name: Option<String>,
+    acme_host: Option<String>,
+    acme_email: Option<String>,
 }
 
 fn line_of(text: &str, span: Range<usize>) -> usize {
@@ -135,6 +144,35 @@ fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
     if raw.branch.is_some() != role.is_some() {
         return Err("`branch` and `role` go together".into());
     }
+    // The same parsers and messages as the labels, with the key and value in front.
+    let bad = |key: &str, value: &str, e: String| format!("{key} = {value:?}: {e}");
+    let policy = Policy {
+        cors: raw.cors.unwrap_or(false),
+        https_method: match &raw.https_method {
+            Some(v) => Some(
+                v.parse::<HttpsMethod>()
+                    .map_err(|e| bad("https_method", v, e))?,
+            ),
+            None => None,
+        },
+        hsts: match raw.hsts.as_deref().filter(|v| !v.trim().is_empty()) {
+            Some(v) => v.parse::<Hsts>().map_err(|e| bad("hsts", v, e))?,
+            None => Hsts::Default,
+        },
+        cert_name: match &raw.cert_name {
+            Some(v) => parse_cert_name(v).map_err(|e| bad("cert_name", v, e))?,
+            None => None,
+        },
+        acme_hosts: match &raw.acme_host {
+            Some(v) => parse_acme_hosts(v).map_err(|e| bad("acme_host", v, e))?,
+            None => Vec::new(),
+        },
+        acme_email: raw
+            .acme_email
+            .map(|e| e.trim().to_owned())
+            .filter(|e| !e.is_empty())
+            .map(Into::into),
+    };
     Ok(RouteSpec {
         source,
         hosts,
@@ -149,7 +187,7 @@ fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
         upstreams,
         branch: raw.branch,
         role,
-        cors: raw.cors.unwrap_or(false),
+        policy,
     })
 }
 
@@ -172,6 +210,11 @@ pub async fn watch(
         let Ok(bytes) = tokio::fs::read(&path).await else {
             if !last.is_empty() {
                 error!(file = %path.display(), "routes file cannot be read; keeping the routes in force");
+                reject(
+                    &tx,
+                    &path,
+                    "cannot be read; the routes in force stay".into(),
+                );
                 last.clear();
             }
             continue;
@@ -192,15 +235,42 @@ pub async fn watch(
             Ok(specs) => {
                 info!(file = %path.display(), routes = specs.len(), "routes file changed");
                 tx.send_modify(|d| {
-                    d.insert(ProviderId::File, Arc::new(specs));
+                    d.insert(ProviderId::File, Arc::new(Provided::specs(specs)));
                 });
             }
             Err(e) => {
-                error!(error = %crate::logging::chain(&e), "invalid routes file; keeping the routes in force")
+                let reason = crate::logging::chain(&e);
+                error!(error = %reason, "invalid routes file; keeping the routes in force");
+                reject(&tx, &path, format!("{reason}; the routes in force stay"));
             }
         }
         last = bytes;
     }
+}
+
+/// Keeps the file's routes in force and publishes why the new version was
+/// not taken.
+fn reject(tx: &watch::Sender<Desired>, path: &Path, message: String) {
+    tx.send_modify(|d| {
+        let specs = d
+            .get(&ProviderId::File)
+            .map(|p| p.specs.clone())
+            .unwrap_or_default();
+        let note = Note {
+            origin: Origin::Provider(ProviderId::File),
+            source: path.display().to_string(),
+            severity: Severity::Warning,
+            kind: NoteKind::FileRejected,
+            message,
+        };
+        d.insert(
+            ProviderId::File,
+            Arc::new(Provided {
+                specs,
+                notes: vec![note],
+            }),
+        );
+    });
 }
 
 #[cfg(test)]
@@ -257,5 +327,61 @@ upstreams = ["127.0.0.1:9101"]
         assert!(e.starts_with("routes.toml:2: route: host \"~(\""), "{e}");
         let e = p("[[route]]\npath = \"/\"\n").unwrap_err().to_string();
         assert!(e.contains("needs `host` or `branch`"), "{e}");
+    }
+
+    #[test]
+    fn policy_keys_parse_and_fail_with_the_labels_messages() {
+        let specs = p(r#"
+[[route]]
+host = "a.foo.bar"
+upstreams = ["127.0.0.1:1"]
+https_method = "nohttp"
+hsts = "max-age=60; includeSubDomains"
+cert_name = "shared"
+acme_host = "a.foo.bar, A.foo.bar, b.foo.bar"
+acme_email = "ops@foo.bar"
+cors = true
+"#)
+        .unwrap();
+        let policy = &specs[0].policy;
+        assert_eq!(policy.https_method, Some(HttpsMethod::NoHttp));
+        assert_eq!(
+            policy.hsts,
+            Hsts::Value("max-age=60; includeSubDomains".into())
+        );
+        assert_eq!(policy.cert_name.as_deref(), Some("shared"));
+        assert_eq!(
+            policy.acme_hosts,
+            [Box::from("a.foo.bar"), Box::from("b.foo.bar")]
+        );
+        assert_eq!(policy.acme_email.as_deref(), Some("ops@foo.bar"));
+        assert!(policy.cors);
+        // Each bad value: the line, the key, the value, and the reason the labels give.
+        for (line, want) in [
+            (
+                "https_method = \"maybe\"",
+                "https_method = \"maybe\": must be redirect, noredirect, nohttp or nohttps",
+            ),
+            (
+                "hsts = \"yes\"",
+                "hsts = \"yes\": must be off or a Strict-Transport-Security value",
+            ),
+            (
+                "cert_name = \"../x\"",
+                "cert_name = \"../x\": must be a file base name",
+            ),
+            (
+                "acme_host = \"*.foo.bar\"",
+                "acme_host = \"*.foo.bar\": \"*.foo.bar\" is not a host name a certificate can be issued for",
+            ),
+        ] {
+            let e = p(&format!("[[route]]\nhost = \"a\"\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("routes.toml:1: route: {want}")),
+                "{e}"
+            );
+        }
     }
 }

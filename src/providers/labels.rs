@@ -3,15 +3,16 @@
 //! The Docker provider (bollard) describes each running container as a plain
 //! [`Container`]; this module reads its environment (`VIRTUAL_HOST`,
 //! `VIRTUAL_PORT`, ...) and `branchgate.*` labels, labels winning, and turns
-//! them into a [`RouteSpec`] plus the TLS settings a later stage needs. A bad
-//! value rejects that one container with an error naming it, the key and the
-//! value; every other container is unaffected.
+//! them into a [`RouteSpec`] with its [`Policy`]. A bad value rejects that
+//! one container with an error naming it, the key and the value; every other
+//! container is unaffected.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use crate::routes::policy::{parse_acme_hosts, parse_cert_name};
 use crate::routes::spec::check_path;
-use crate::routes::{HostPattern, Proto, Role, RouteSpec};
+use crate::routes::{HostPattern, Hsts, HttpsMethod, Policy, Proto, Role, RouteSpec};
 
 /// What the Docker provider knows about one running container.
 #[derive(Clone, Debug, Default)]
@@ -28,43 +29,6 @@ pub struct Container {
     pub exposed_ports: Vec<u16>,
     /// The container's address on a network the proxy reaches, if any.
     pub ip: Option<IpAddr>,
-}
-
-/// nginx-proxy's `HTTPS_METHOD`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HttpsMethod {
-    /// Redirect HTTP to HTTPS (the default when a certificate exists).
-    Redirect,
-    /// Serve both, no redirect.
-    NoRedirect,
-    /// HTTPS only; plain HTTP is refused.
-    NoHttp,
-    /// HTTP only.
-    NoHttps,
-}
-
-/// TLS-related settings, carried for the HTTPS stage.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsSettings {
-    /// `HTTPS_METHOD`.
-    pub https_method: Option<HttpsMethod>,
-    /// `HSTS`: `off` or a header value.
-    pub hsts: Option<String>,
-    /// `CERT_NAME`: certificate file base name to use.
-    pub cert_name: Option<String>,
-    /// `LETSENCRYPT_HOST` / `ACME_HOST`: hosts to obtain certificates for.
-    pub acme_hosts: Vec<String>,
-    /// `LETSENCRYPT_EMAIL`.
-    pub acme_email: Option<String>,
-}
-
-/// A routed container.
-#[derive(Clone, Debug)]
-pub struct ContainerRoute {
-    /// The route (its `source` is the container name).
-    pub spec: RouteSpec,
-    /// TLS settings.
-    pub tls: TlsSettings,
 }
 
 /// A container whose configuration cannot be routed.
@@ -186,7 +150,7 @@ fn port(c: &Container) -> Result<u16, LabelError> {
 }
 
 /// Reads one container. `Ok(None)`: nothing asks for it to be routed.
-pub fn container_route(c: &Container) -> Result<Option<ContainerRoute>, LabelError> {
+pub fn container_route(c: &Container) -> Result<Option<RouteSpec>, LabelError> {
     let host = c.get(&HOST);
     let branch = c.get(&BRANCH);
     if host.is_none() && branch.is_none() {
@@ -234,32 +198,19 @@ pub fn container_route(c: &Container) -> Result<Option<ContainerRoute>, LabelErr
         _ => None,
     };
     let https_method = match c.get(&HTTPS_METHOD) {
-        Some(kv) => Some(match kv.1.to_ascii_lowercase().as_str() {
-            "redirect" => HttpsMethod::Redirect,
-            "noredirect" => HttpsMethod::NoRedirect,
-            "nohttp" => HttpsMethod::NoHttp,
-            "nohttps" => HttpsMethod::NoHttps,
-            _ => return Err(c.error(kv, "must be redirect, noredirect, nohttp or nohttps")),
-        }),
+        Some(kv) => Some(kv.1.parse::<HttpsMethod>().map_err(|e| c.error(kv, e))?),
+        None => None,
+    };
+    let hsts = match c.get(&HSTS) {
+        Some(kv) if !kv.1.is_empty() => kv.1.parse::<Hsts>().map_err(|e| c.error(kv, e))?,
+        _ => Hsts::Default,
+    };
+    let cert_name = match c.get(&CERT_NAME) {
+        Some(kv) => parse_cert_name(&kv.1).map_err(|e| c.error(kv, e))?,
         None => None,
     };
     let acme_hosts = match c.get(&ACME_HOST) {
-        Some(kv) => {
-            let list: Vec<String> =
-                kv.1.split(',')
-                    .map(str::trim)
-                    .filter(|h| !h.is_empty())
-                    .map(str::to_ascii_lowercase)
-                    .collect();
-            if let Some(bad) = list
-                .iter()
-                .find(|h| !matches!(HostPattern::parse(h), Ok(HostPattern::Exact(_))))
-            {
-                let reason = format!("{bad:?} is not a host name a certificate can be issued for");
-                return Err(c.error(kv, reason));
-            }
-            list
-        }
+        Some(kv) => parse_acme_hosts(&kv.1).map_err(|e| c.error(kv, e))?,
         None => Vec::new(),
     };
 
@@ -278,24 +229,26 @@ pub fn container_route(c: &Container) -> Result<Option<ContainerRoute>, LabelErr
         c.ip.map(|ip| vec![SocketAddr::new(ip, port)])
             .unwrap_or_default();
     let role_branch = branch.map(|kv| kv.1).filter(|b| !b.is_empty());
-    Ok(Some(ContainerRoute {
-        spec: RouteSpec {
-            source: c.name.clone(),
-            hosts,
-            path,
-            dest,
-            proto,
-            upstreams,
-            branch: role_branch,
-            role,
+    Ok(Some(RouteSpec {
+        source: c.name.clone(),
+        hosts,
+        path,
+        dest,
+        proto,
+        upstreams,
+        branch: role_branch,
+        role,
+        policy: Policy {
             cors,
-        },
-        tls: TlsSettings {
             https_method,
-            hsts: c.get(&HSTS).map(|kv| kv.1),
-            cert_name: c.get(&CERT_NAME).map(|kv| kv.1).filter(|v| !v.is_empty()),
+            hsts,
+            cert_name,
             acme_hosts,
-            acme_email: c.get(&ACME_EMAIL).map(|kv| kv.1).filter(|v| !v.is_empty()),
+            acme_email: c
+                .get(&ACME_EMAIL)
+                .map(|kv| kv.1)
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
         },
     }))
 }
@@ -318,7 +271,7 @@ mod tests {
         }
     }
 
-    fn route(c: &Container) -> ContainerRoute {
+    fn route(c: &Container) -> RouteSpec {
         container_route(c).unwrap().unwrap()
     }
 
@@ -335,33 +288,25 @@ mod tests {
     fn virtual_host_list_and_port_precedence() {
         let mut c = container(&["VIRTUAL_HOST= a.foo.bar , ,*.b.foo.bar,"], &[]);
         let r = route(&c);
-        assert_eq!(r.spec.hosts.len(), 2);
+        assert_eq!(r.hosts.len(), 2);
         assert_eq!(
-            r.spec.upstreams,
+            r.upstreams,
             ["172.17.0.5:80".parse().unwrap()],
             "no port exposed: 80"
         );
         c.exposed_ports = vec![3000];
         assert_eq!(
-            route(&c).spec.upstreams[0].port(),
+            route(&c).upstreams[0].port(),
             3000,
             "the single exposed port"
         );
         c.exposed_ports = vec![3000, 9229];
-        assert_eq!(
-            route(&c).spec.upstreams[0].port(),
-            80,
-            "several exposed: 80"
-        );
+        assert_eq!(route(&c).upstreams[0].port(), 80, "several exposed: 80");
         c.env.push("VIRTUAL_PORT=8080".into());
-        assert_eq!(
-            route(&c).spec.upstreams[0].port(),
-            8080,
-            "VIRTUAL_PORT wins"
-        );
+        assert_eq!(route(&c).upstreams[0].port(), 8080, "VIRTUAL_PORT wins");
         c.labels.insert("branchgate.port".into(), "9000".into());
         assert_eq!(
-            route(&c).spec.upstreams[0].port(),
+            route(&c).upstreams[0].port(),
             9000,
             "the label wins over env"
         );
@@ -387,22 +332,22 @@ mod tests {
             ],
         );
         let r = route(&c);
-        assert_eq!(r.spec.hosts[0].to_string(), "label.foo.bar");
-        assert_eq!(r.spec.proto, Proto::Https);
-        assert_eq!(r.spec.path, "/label/");
-        assert_eq!(r.spec.dest.as_deref(), Some("/"));
-        assert_eq!(r.tls.https_method, Some(HttpsMethod::NoHttp));
-        assert_eq!(r.tls.acme_hosts, ["env.foo.bar"]);
-        assert_eq!(r.tls.acme_email.as_deref(), Some("ops@foo.bar"));
-        assert_eq!(r.spec.source, "web-1");
+        assert_eq!(r.hosts[0].to_string(), "label.foo.bar");
+        assert_eq!(r.proto, Proto::Https);
+        assert_eq!(r.path, "/label/");
+        assert_eq!(r.dest.as_deref(), Some("/"));
+        assert_eq!(r.policy.https_method, Some(HttpsMethod::NoHttp));
+        assert_eq!(r.policy.acme_hosts, [Box::from("env.foo.bar")]);
+        assert_eq!(r.policy.acme_email.as_deref(), Some("ops@foo.bar"));
+        assert_eq!(r.source, "web-1");
     }
 
     #[test]
     fn cors_label() {
         let c = container(&["VIRTUAL_HOST=a.b"], &[("branchgate.cors", "TRUE")]);
-        assert!(route(&c).spec.cors);
+        assert!(route(&c).policy.cors);
         let c = container(&["VIRTUAL_HOST=a.b"], &[]);
-        assert!(!route(&c).spec.cors);
+        assert!(!route(&c).policy.cors);
         let c = container(&["VIRTUAL_HOST=a.b"], &[("branchgate.cors", "maybe")]);
         let e = container_route(&c).unwrap_err();
         assert_eq!(
@@ -421,10 +366,10 @@ mod tests {
             ],
         );
         let r = route(&c);
-        assert_eq!(r.tls.acme_hosts, ["app.foo.bar"]);
-        assert_eq!(r.spec.branch.as_deref(), Some("feature/Login_v2"));
-        assert_eq!(r.spec.role, Some(Role::Backend));
-        assert!(r.spec.hosts.is_empty());
+        assert_eq!(r.policy.acme_hosts, [Box::from("app.foo.bar")]);
+        assert_eq!(r.branch.as_deref(), Some("feature/Login_v2"));
+        assert_eq!(r.role, Some(Role::Backend));
+        assert!(r.hosts.is_empty());
     }
 
     #[test]
@@ -498,7 +443,7 @@ mod tests {
         let mut c = container(&["VIRTUAL_HOST=a.foo.bar"], &[]);
         c.ip = None;
         let r = route(&c);
-        assert!(r.spec.upstreams.is_empty());
-        assert_eq!(r.spec.hosts.len(), 1);
+        assert!(r.upstreams.is_empty());
+        assert_eq!(r.hosts.len(), 1);
     }
 }

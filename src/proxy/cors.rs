@@ -1,18 +1,15 @@
 //! CORS for routes marked `branchgate.cors`: a backend reachable at its own
-//! host, called from a frontend on another origin. The proxy answers the
-//! preflight itself and sets `Access-Control-Allow-Origin` to the request's
+//! host, called from a frontend on another origin. The policy phase answers
+//! the preflight itself (rendered by [`super::respond`]) and sets `Access-Control-Allow-Origin` to the request's
 //! `Origin` only when that origin is the branch domain, under it, or listed
 //! with `--cors-origin`; credentials are allowed, so never `*`. Any other
 //! origin gets no CORS headers at all (the upstream's are removed too).
 
 use http::header::{
-    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, VARY,
+    ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
+    VARY,
 };
-use http::{HeaderMap, HeaderValue, StatusCode};
-
-use super::pages::Page;
+use http::{HeaderMap, HeaderValue};
 
 /// Which origins CORS routes allow.
 #[derive(Clone, Debug, Default)]
@@ -47,41 +44,6 @@ impl CorsPolicy {
             || (host.len() > domain.len() + 1
                 && host.ends_with(domain.as_str())
                 && host.as_bytes()[host.len() - domain.len() - 1] == b'.')
-    }
-}
-
-/// The preflight answer: 204 with the CORS grant for an allowed origin,
-/// 403 without any CORS header for another.
-pub fn preflight(req: &HeaderMap, origin: &HeaderValue, allowed: bool) -> Page {
-    let mut headers = HeaderMap::new();
-    headers.insert(VARY, HeaderValue::from_static("Origin"));
-    if !allowed {
-        return Page {
-            status: StatusCode::FORBIDDEN,
-            json: false,
-            body: String::new(),
-            headers,
-        };
-    }
-    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    headers.insert(
-        ACCESS_CONTROL_ALLOW_CREDENTIALS,
-        HeaderValue::from_static("true"),
-    );
-    let method = req
-        .get(ACCESS_CONTROL_REQUEST_METHOD)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("GET"));
-    headers.insert(ACCESS_CONTROL_ALLOW_METHODS, method);
-    if let Some(h) = req.get(ACCESS_CONTROL_REQUEST_HEADERS) {
-        headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, h.clone());
-    }
-    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
-    Page {
-        status: StatusCode::NO_CONTENT,
-        json: false,
-        body: String::new(),
-        headers,
     }
 }
 

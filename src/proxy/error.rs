@@ -1,14 +1,14 @@
-//! Proxy errors and the one place that turns them into responses.
+//! Proxy errors, each tagged with its [`Source`], which decides in one place
+//! how it is logged; [`super::respond`] is the one place that renders them.
 
 use std::time::Duration;
 
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
-use http::{HeaderValue, Response, StatusCode};
+use std::net::SocketAddr;
 
-use super::body::ProxyBody;
-use super::handler::Busy;
-use super::upstream::ConnectError;
-use crate::logging::AccessRecord;
+use http::StatusCode;
+use tracing::{debug, error, info, warn};
+
+use crate::upstream::ConnectError;
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +25,7 @@ pub enum ProxyError {
     /// The request target is longer than the limit.
     #[error(
         "request target is longer than {} bytes",
-        super::handler::MAX_REQUEST_TARGET
+        super::route::MAX_REQUEST_TARGET
     )]
     UriTooLong,
     /// The path has `.` or `..` segments (plain, percent-encoded, behind `\`
@@ -62,6 +62,9 @@ pub enum ProxyError {
     /// The upstream closed or reset the connection before responding.
     #[error("upstream failed before responding")]
     Upstream(#[source] hyper::Error),
+    /// `VIRTUAL_DEST` produced a request target that is not a valid URI.
+    #[error("rewriting the path for the upstream produced an invalid request target")]
+    Rewrite,
 }
 
 impl ProxyError {
@@ -85,17 +88,18 @@ impl ProxyError {
                 ConnectError::Io { .. } | ConnectError::Tls { .. } | ConnectError::Handshake { .. },
             )
             | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::Rewrite => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// Whether the upstream is at fault (logged as a warning).
-    pub fn is_upstream(&self) -> bool {
+    /// Whose fault it is: decides how it is logged.
+    pub fn source(&self) -> Source {
         match self {
             Self::Connect(_)
             | Self::ResponseTimeout(_)
             | Self::UpstreamNotReading(_)
-            | Self::Upstream(_) => true,
-            Self::UnexpectedUpgrade => true,
+            | Self::Upstream(_)
+            | Self::UnexpectedUpgrade => Source::Upstream,
             Self::BadHost
             | Self::DuplicateHost
             | Self::BadScheme
@@ -105,7 +109,8 @@ impl ProxyError {
             | Self::ClientBody(_)
             | Self::NoHost
             | Self::NoPath
-            | Self::NoUpstream => false,
+            | Self::NoUpstream => Source::Client,
+            Self::Rewrite => Source::Internal,
         }
     }
 
@@ -127,37 +132,33 @@ impl ProxyError {
             | Self::ResponseTimeout(_)
             | Self::UpstreamNotReading(_)
             | Self::Upstream(_)
-            | Self::UnexpectedUpgrade => false,
+            | Self::UnexpectedUpgrade
+            | Self::Rewrite => false,
+        }
+    }
+
+    /// Logs the failure, once, at the level its source calls for:
+    /// branchgate's own as errors, an upstream's as warnings, a client's
+    /// that closes its connection as information, other refusals (no route,
+    /// no upstream up) at debug.
+    pub fn log(&self, client: SocketAddr) {
+        let chain = crate::logging::Chain(self);
+        match self.source() {
+            Source::Internal => error!(error = %chain, %client, "internal error"),
+            Source::Upstream => warn!(error = %chain, %client, "upstream error"),
+            Source::Client if self.closes() => info!(error = %chain, %client, "client error"),
+            Source::Client => debug!(error = %chain, %client, "request refused"),
         }
     }
 }
 
-/// Builds the response for an error: a small HTML page, as nginx answers.
-pub fn error_response(
-    err: &ProxyError,
-    record: Option<AccessRecord>,
-    busy: Busy,
-) -> Response<ProxyBody> {
-    let status = err.status();
-    let reason = status.canonical_reason().unwrap_or("Error");
-    let code = status.as_u16();
-    let body = format!(
-        "<html>\r\n<head><title>{code} {reason}</title></head>\r\n<body>\r\n<center><h1>{code} {reason}</h1></center>\r\n<hr><center>branchgate</center>\r\n</body>\r\n</html>\r\n"
-    );
-    let record = record.map(|mut r| {
-        r.status = code;
-        r
-    });
-    let mut resp = Response::new(ProxyBody::full(body, record, busy));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    h.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if err.closes() {
-        h.insert(CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
+/// Who a failure belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The request itself: malformed, unroutable, abandoned.
+    Client,
+    /// The upstream: refused, reset, too slow, or speaking out of turn.
+    Upstream,
+    /// branchgate itself.
+    Internal,
 }

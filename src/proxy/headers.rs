@@ -1,12 +1,12 @@
 //! Header rules applied to every proxied request and response, edited in
 //! place on the incoming `HeaderMap` (no request is rebuilt).
 
-use std::net::{IpAddr, SocketAddr};
-
 use http::header::{
     CONNECTION, CONTENT_LENGTH, COOKIE, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::listener::{ConnInfo, Scheme};
 
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -33,35 +33,6 @@ static X_REWRITE_URL: HeaderName = HeaderName::from_static("x-rewrite-url");
 static TRUE_CLIENT_IP: HeaderName = HeaderName::from_static("true-client-ip");
 static X_CLIENT_IP: HeaderName = HeaderName::from_static("x-client-ip");
 static CF_CONNECTING_IP: HeaderName = HeaderName::from_static("cf-connecting-ip");
-
-/// Per-connection values, computed once at accept so requests only clone them.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub peer: SocketAddr,
-    /// The client's IP as a header value (`X-Real-IP`, `X-Forwarded-For`).
-    pub client_ip: HeaderValue,
-    /// The port the client connected to (`X-Forwarded-Port`).
-    pub local_port: HeaderValue,
-    /// `http` or `https` (`X-Forwarded-Proto`).
-    pub scheme: &'static str,
-}
-
-impl ConnInfo {
-    /// Describes a connection accepted on `local` from `peer`.
-    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str) -> Self {
-        let ip = match peer.ip() {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        Self {
-            peer: SocketAddr::new(ip, peer.port()),
-            client_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header"),
-            local_port: HeaderValue::from(local.port()),
-            scheme,
-        }
-    }
-}
 
 /// True when `token` appears in any `Connection` header.
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -257,10 +228,14 @@ pub fn prepare_request(
     headers.insert(&X_ORIGINAL_URI, original_uri);
     if !trust {
         headers.insert(&X_FORWARDED_FOR, conn.client_ip.clone());
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme));
+        headers.insert(&X_FORWARDED_PROTO, conn.scheme.header());
         headers.insert(&X_FORWARDED_HOST, host.clone());
         headers.insert(&X_FORWARDED_PORT, conn.local_port.clone());
-        let ssl = if conn.scheme == "https" { "on" } else { "off" };
+        let ssl = if conn.scheme == Scheme::Https {
+            "on"
+        } else {
+            "off"
+        };
         headers.insert(&X_FORWARDED_SSL, HeaderValue::from_static(ssl));
         return is_upgrade;
     }
@@ -279,7 +254,7 @@ pub fn prepare_request(
     headers.insert(&X_FORWARDED_FOR, xff);
     let proto = headers
         .entry(&X_FORWARDED_PROTO)
-        .or_insert_with(|| HeaderValue::from_static(conn.scheme));
+        .or_insert_with(|| conn.scheme.header());
     let ssl = if proto.as_bytes() == b"https" {
         "on"
     } else {
@@ -360,7 +335,7 @@ mod tests {
         ConnInfo::new(
             "[::ffff:10.0.0.7]:5555".parse().unwrap(),
             "0.0.0.0:8080".parse().unwrap(),
-            "http",
+            Scheme::Http,
         )
     }
 

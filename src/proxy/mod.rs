@@ -1,33 +1,44 @@
-//! The proxy: listeners accept connections ([`server`]), the handler routes
-//! each request through the current route table ([`handler`]) to a pooled
-//! upstream connection ([`upstream`]).
+//! The proxy: requests in, answers out. Reads the published
+//! [`Snapshot`](crate::routes::Snapshot); forwards through
+//! [`crate::upstream`].
+//!
+//! ```text
+//! listener (server) ─▶ handler: route ─▶ policy ─▶ forward ─▶ upstream
+//!                                └── respond (every synthetic answer) ──┘
+//!                      body end ─▶ request record ─▶ sink (access log)
+//! ```
+//!
+//! [`server`] accepts on a worker's listeners under the connection cap
+//! ([`conns`]); [`handler`] runs the phases [`route`], [`policy`],
+//! [`forward`] and [`respond`]; [`body`] streams the answer and completes
+//! the [`record`].
 
 pub mod body;
 pub mod conns;
 pub mod cors;
 pub mod error;
+pub mod forward;
 pub mod handler;
 pub mod headers;
+pub mod listener;
 pub mod pages;
 pub mod path;
+pub mod policy;
+pub mod record;
+pub mod respond;
+pub mod route;
 pub mod server;
-mod tls_client;
-pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-
-use crate::routes::RouteTable;
+use crate::routes::Reader;
 
 /// Settings the handler reads on every request.
 #[derive(Clone, Debug)]
 pub struct ProxySettings {
     /// Keep incoming `X-Forwarded-*` (append to `X-Forwarded-For`).
     pub trust_downstream_proxy: bool,
-    /// Write an access-log line per request.
-    pub access_log: bool,
     /// How long to wait for an upstream's response headers.
     pub response_timeout: Duration,
     /// How long a connection may wait for a complete request head, from
@@ -48,10 +59,12 @@ pub struct ProxySettings {
 /// State every connection shares.
 #[derive(Debug)]
 pub struct Shared {
-    /// The published route table.
-    pub table: Arc<ArcSwap<RouteTable>>,
+    /// The published snapshot, read-only.
+    pub routes: Reader,
     /// Handler settings.
     pub settings: ProxySettings,
     /// Every open client connection, under the cap.
     pub conns: Arc<conns::Conns>,
+    /// Where every request's record goes.
+    pub sink: Box<dyn record::Sink>,
 }

@@ -1,33 +1,19 @@
-//! Pages branchgate answers itself for the branch domain: the environment
-//! matrix (`DOMAIN`) and the "branch not deployed" page. HTML for browsers,
-//! JSON when the request prefers it. Branch names come from container labels,
-//! so every one is escaped.
+//! The bodies of the pages branchgate answers for the branch domain: the
+//! environment matrix (`DOMAIN`) and the "branch not deployed" page, as HTML
+//! or JSON. [`super::respond`] decides the status and headers. Branch names
+//! come from container labels, so every one is escaped.
 
 use std::fmt::Write as _;
 
-use http::StatusCode;
-
 use crate::routes::{BranchIndex, Role};
-
-/// A page rendered from the route table while its guard is held.
-#[derive(Debug)]
-pub struct Page {
-    /// Status to answer with.
-    pub status: StatusCode,
-    /// `application/json` rather than HTML.
-    pub json: bool,
-    /// The body.
-    pub body: String,
-    /// Extra response headers.
-    pub headers: http::HeaderMap,
-}
 
 /// True when `Accept` asks for JSON over HTML.
 pub fn wants_json(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
 }
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML content and attribute values.
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -50,7 +36,8 @@ fn json_members(b: &BranchIndex, role: Role) -> serde_json::Value {
         .collect()
 }
 
-fn html_page(title: &str, body: &str) -> String {
+/// A whole HTML page around `body`.
+pub fn html_page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em .6em;border:1px solid #ccc}}\
@@ -92,7 +79,7 @@ pub fn host_port(host: &str) -> Option<&str> {
 }
 
 /// `DOMAIN`: every deployed frontend × backend as a link, with branch names.
-pub fn matrix(b: &BranchIndex, port: Option<&str>, json: bool) -> Page {
+pub fn matrix(b: &BranchIndex, port: Option<&str>, json: bool) -> String {
     let domain = b.domain();
     let links = Links { domain, port };
     let (fes, bes) = (b.frontends.list(), b.backends.list());
@@ -102,12 +89,7 @@ pub fn matrix(b: &BranchIndex, port: Option<&str>, json: bool) -> Page {
             "frontends": json_members(b, Role::Frontend),
             "backends": json_members(b, Role::Backend),
         });
-        return Page {
-            status: StatusCode::OK,
-            json: true,
-            body: body.to_string(),
-            headers: http::HeaderMap::new(),
-        };
+        return body.to_string();
     }
     let mut h = String::new();
     if fes.is_empty() || bes.is_empty() {
@@ -145,12 +127,7 @@ pub fn matrix(b: &BranchIndex, port: Option<&str>, json: bool) -> Page {
         h.push_str("</table>\n");
     }
     conflicts(&mut h, b, domain);
-    Page {
-        status: StatusCode::OK,
-        json: false,
-        body: html_page(&format!("Environments on {domain}"), &h),
-        headers: http::HeaderMap::new(),
-    }
+    html_page(&format!("Environments on {domain}"), &h)
 }
 
 fn conflicts(h: &mut String, b: &BranchIndex, domain: &str) {
@@ -171,7 +148,7 @@ fn conflicts(h: &mut String, b: &BranchIndex, domain: &str) {
 }
 
 /// A named branch of `role` is not deployed: 404 naming it, linking what is.
-pub fn missing(b: &BranchIndex, role: Role, slug: &str, port: Option<&str>, json: bool) -> Page {
+pub fn missing(b: &BranchIndex, role: Role, slug: &str, port: Option<&str>, json: bool) -> String {
     let domain = b.domain();
     let links = Links { domain, port };
     let conflict = b.members(role).conflicts().get(slug);
@@ -184,12 +161,7 @@ pub fn missing(b: &BranchIndex, role: Role, slug: &str, port: Option<&str>, json
             "frontends": json_members(b, Role::Frontend),
             "backends": json_members(b, Role::Backend),
         });
-        return Page {
-            status: StatusCode::NOT_FOUND,
-            json: true,
-            body: body.to_string(),
-            headers: http::HeaderMap::new(),
-        };
+        return body.to_string();
     }
     let mut h = format!(
         "<p>No {role} branch <code>{}</code> is deployed on {}.</p>\n",
@@ -229,10 +201,5 @@ pub fn missing(b: &BranchIndex, role: Role, slug: &str, port: Option<&str>, json
         esc(&links.to(&[]))
     );
     conflicts(&mut h, b, domain);
-    Page {
-        status: StatusCode::NOT_FOUND,
-        json: false,
-        body: html_page(&format!("{role} branch {slug} is not deployed"), &h),
-        headers: http::HeaderMap::new(),
-    }
+    html_page(&format!("{role} branch {slug} is not deployed"), &h)
 }

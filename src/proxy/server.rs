@@ -1,6 +1,11 @@
-//! Listeners: the accept loop and per-connection serving, HTTP/1.1 and h2c on
-//! one port, under the connection cap ([`super::conns`]), with a graceful
-//! drain on shutdown.
+//! Listeners: one worker's accept loops and the serving of each connection,
+//! HTTP/1.1 and h2 on one port, under the connection cap ([`super::conns`]),
+//! with a graceful drain on shutdown.
+//!
+//! A worker serves a set of listeners, each with its [`Scheme`]; every
+//! accepted stream goes through [`Server::serve_connection`], which is
+//! generic over the stream, so a TLS stream plugs in after its handshake
+//! without a second accept loop.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,77 +13,64 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use super::Shared;
-use super::conns::{End, Tracked, drive};
+use super::conns::{End, Slot, Tracked, drive};
 use super::handler::{Connection, handle};
-use super::headers::ConnInfo;
+use super::listener::{ConnInfo, Listener};
 
-/// Accepts connections on `listener` until `shutdown` fires, then stops
-/// accepting, asks every connection to finish its in-flight requests, and
-/// returns when they have, or when `grace` is over (closing the rest).
-pub async fn serve(
-    listener: TcpListener,
+/// What one worker's connections share: the proxy state, the HTTP
+/// connection builder and the tracker that the drain waits on.
+pub struct Server {
     shared: Arc<Shared>,
-    shutdown: CancellationToken,
-    grace: Duration,
-) {
-    let local = match listener.local_addr() {
-        Ok(a) => a,
-        Err(error) => {
-            warn!(%error, "listener has no local address");
-            return;
-        }
-    };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // No hyper header-read timer per request: the header timeout counts from
-    // accept or the previous response, and `Conns::sweep` enforces it.
-    builder.http1().timer(TokioTimer::new());
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30));
-    let tracker = TaskTracker::new();
+    builder: auto::Builder<TokioExecutor>,
+    tracker: TaskTracker,
+}
 
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(error) => {
-                // Running out of file descriptors or memory is transient:
-                // back off briefly instead of spinning or dying.
-                warn!(%error, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // At the cap with every connection busy: close the new one at once.
-        let Some(slot) = shared.conns.admit() else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
+impl Server {
+    /// A server for one worker runtime.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // No hyper header-read timer per request: the header timeout counts from
+        // accept or the previous response, and `Conns::sweep` enforces it.
+        builder.http1().timer(TokioTimer::new());
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30));
+        Self {
+            shared,
+            builder,
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// Serves one accepted connection, whatever its stream, in its own task.
+    pub fn serve_connection<IO>(&self, io: IO, info: ConnInfo, slot: Slot)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = info.peer;
         let conn = Arc::new(Connection {
-            shared: shared.clone(),
-            info: ConnInfo::new(peer, local, "http"),
+            shared: self.shared.clone(),
+            info,
             slot,
         });
         let service = {
             let conn = conn.clone();
             service_fn(move |req| handle(conn.clone(), req))
         };
-        let io = TokioIo::new(Tracked::new(stream, conn.slot.state().clone()));
-        let connection = builder
+        let io = TokioIo::new(Tracked::new(io, conn.slot.state().clone()));
+        let connection = self
+            .builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        tracker.spawn(async move {
+        self.tracker.spawn(async move {
             let (end, res) = drive(connection, &conn.slot).await;
             match (end, res) {
                 (End::Dropped, _) => {
@@ -95,19 +87,72 @@ pub async fn serve(
         });
     }
 
-    drop(listener);
-    // Every worker drains every connection of the process; asking twice is harmless.
-    shared.conns.drain();
-    tracker.close();
-    let open = tracker.len();
-    if open > 0 {
-        info!(%local, open, "draining connections");
+    /// Accepts on `listener` until `shutdown`.
+    async fn accept_loop(&self, listener: Listener, shutdown: &CancellationToken) {
+        let scheme = listener.scheme;
+        let (socket, local) = match listener
+            .socket
+            .local_addr()
+            .and_then(|local| Ok((TcpListener::from_std(listener.socket)?, local)))
+        {
+            Ok(l) => l,
+            Err(error) => {
+                warn!(%error, "listener cannot be served");
+                return;
+            }
+        };
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                accepted = socket.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    // Running out of file descriptors or memory is transient:
+                    // back off briefly instead of spinning or dying.
+                    warn!(%error, %local, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // At the cap with every connection busy: close the new one at once.
+            let Some(slot) = self.shared.conns.admit() else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            self.serve_connection(stream, ConnInfo::new(peer, local, scheme), slot);
+        }
     }
-    tokio::select! {
-        () = tracker.wait() => debug!(%local, "all connections finished"),
-        () = tokio::time::sleep(grace) => {
-            warn!(%local, "grace period over; closing the remaining connections");
-            shared.conns.abort();
+
+    /// Serves every listener of this worker until `shutdown`, then stops
+    /// accepting, asks every connection to finish its in-flight requests,
+    /// and returns when they have, or when `grace` is over (closing the rest).
+    pub async fn serve(
+        self,
+        listeners: Vec<Listener>,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) {
+        let loops = listeners
+            .into_iter()
+            .map(|l| self.accept_loop(l, &shutdown));
+        futures_util::future::join_all(loops).await;
+
+        // Every worker drains every connection of the process; asking twice is harmless.
+        self.shared.conns.drain();
+        self.tracker.close();
+        let open = self.tracker.len();
+        if open > 0 {
+            info!(open, "draining connections");
+        }
+        tokio::select! {
+            () = self.tracker.wait() => debug!("all connections finished"),
+            () = tokio::time::sleep(grace) => {
+                warn!("grace period over; closing the remaining connections");
+                self.shared.conns.abort();
+            }
         }
     }
 }

@@ -6,13 +6,13 @@
 //! combinations go live with the same latency as any route. Lookups are two
 //! hash probes whatever the number of branches.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use super::spec::{Proto, Role, RouteSpec};
-use super::table::{BuildWarning, PathRoute};
-use crate::proxy::upstream::UpstreamRegistry;
+use super::build::{Merged, Pools};
+use super::notes::{Note, NoteKind, Origin, Severity};
+use super::spec::{Role, RouteSpec};
+use super::table::PathRoute;
 
 /// Longest DNS label.
 const MAX_LABEL: usize = 63;
@@ -116,7 +116,7 @@ pub struct BranchIndex {
 
 /// What a host under the branch domain resolves to.
 #[derive(Debug)]
-pub enum BranchLookup<'a> {
+pub enum BranchLookup<'a, 'h> {
     /// Not under the branch domain (or deeper than `<fe>.<be>`).
     NotBranch,
     /// The domain itself: the environment matrix.
@@ -128,7 +128,7 @@ pub enum BranchLookup<'a> {
         /// Which role was asked for.
         role: Role,
         /// The slug in the host (or the default branch's).
-        slug: &'a str,
+        slug: &'h str,
     },
 }
 
@@ -148,7 +148,10 @@ impl BranchIndex {
     }
 
     /// Resolves a normalised host and a path.
-    pub fn lookup<'a>(&'a self, host: &'a str, path: &str) -> BranchLookup<'a> {
+    pub fn lookup<'a, 'h>(&'a self, host: &'h str, path: &str) -> BranchLookup<'a, 'h>
+    where
+        'a: 'h,
+    {
         if host == &*self.domain {
             return BranchLookup::Matrix;
         }
@@ -191,27 +194,30 @@ impl BranchIndex {
 }
 
 /// Collects branch members from specs into an index. Members with the same
-/// role and branch are one pool; two different branch names with one slug
-/// are a conflict, reported as a warning, and neither is served under it.
-pub fn build_index<'s>(
+/// role and branch are one route (merged as specs sharing a host are); two
+/// different branch names with one slug are a conflict, reported as a note,
+/// and neither is served under it.
+pub(super) fn build_index<'s>(
     specs: impl IntoIterator<Item = &'s RouteSpec>,
     settings: &BranchSettings,
-    registry: &UpstreamRegistry,
-    used: &mut BTreeSet<(std::net::SocketAddr, Proto)>,
-    warnings: &mut Vec<BuildWarning>,
+    pools: &mut Pools,
+    notes: &mut Vec<Note>,
 ) -> BranchIndex {
-    // (role, slug) -> branch name -> (first spec, upstreams)
-    type Acc<'s> = BTreeMap<String, (&'s RouteSpec, BTreeSet<std::net::SocketAddr>)>;
-    let mut acc: BTreeMap<(Role, String), Acc<'s>> = BTreeMap::new();
+    // (role, slug) -> branch name -> merged members
+    let mut acc: BTreeMap<(Role, String), BTreeMap<String, Merged<'s>>> = BTreeMap::new();
     for spec in specs {
         let (Some(branch), Some(role)) = (&spec.branch, spec.role) else {
             continue;
         };
         let names = acc.entry((role, slug(branch))).or_default();
-        let (_, ups) = names
-            .entry(branch.clone())
-            .or_insert_with(|| (spec, BTreeSet::new()));
-        ups.extend(spec.upstreams.iter().copied());
+        match names.entry(branch.clone()) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Merged::new(spec));
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                e.get_mut().add(spec, &format!("{role} {branch}"), notes);
+            }
+        }
     }
     let mut index = BranchIndex {
         domain: settings.domain.clone().into(),
@@ -231,8 +237,11 @@ pub fn build_index<'s>(
         };
         if names.len() > 1 {
             let list: Vec<String> = names.into_keys().collect();
-            warnings.push(BuildWarning {
+            notes.push(Note {
+                origin: Origin::Build,
                 source: format!("branch slug {slug}"),
+                severity: Severity::Warning,
+                kind: NoteKind::Conflict,
                 message: format!(
                     "{role} branches {} all become {slug}.{}; none of them is served there until one is renamed",
                     list.join(", "),
@@ -242,14 +251,8 @@ pub fn build_index<'s>(
             members.conflicts.insert(slug.into(), list);
             continue;
         }
-        let (branch, (first, ups)) = names.into_iter().next().expect("one name");
-        used.extend(ups.iter().map(|a| (*a, first.proto)));
-        let route = PathRoute {
-            prefix: "/".into(),
-            dest: None,
-            pool: Arc::new(registry.pool(ups.iter().copied(), first.proto)),
-            cors: first.cors,
-        };
+        let (branch, merged) = names.into_iter().next().expect("one name");
+        let route = merged.route(format!("{role} {branch}"), "/", pools);
         members.by_slug.insert(
             slug.into(),
             Member {

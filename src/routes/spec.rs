@@ -1,43 +1,17 @@
 //! What providers produce: a plain, already validated description of one
 //! route. Providers never touch the hot path; the table builder turns a set of
 //! these into a [`RouteTable`](super::RouteTable).
+//!
+//! A provider hands its specs with [`Provided`], beside the notes about what
+//! it skipped or degraded.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
 use super::host::HostPattern;
-
-/// Protocol spoken to an upstream (`VIRTUAL_PROTO`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Proto {
-    /// Plain HTTP/1.1.
-    #[default]
-    Http,
-    /// HTTP/1.1 over TLS. Like nginx's default, the upstream's certificate is
-    /// not verified: containers on a private network rarely have a public one.
-    Https,
-}
-
-impl FromStr for Proto {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "http" => Ok(Self::Http),
-            "https" => Ok(Self::Https),
-            other => Err(format!("proto must be `http` or `https`, not {other:?}")),
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Http => "http",
-            Self::Https => "https",
-        })
-    }
-}
+use super::policy::Policy;
+pub use crate::upstream::Proto;
 
 /// The role of a branch-environment member (`branchgate.role`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,8 +64,8 @@ pub struct RouteSpec {
     pub branch: Option<String>,
     /// Role in its branch environment (`branchgate.role`).
     pub role: Option<Role>,
-    /// Answer CORS for allowed origins (`branchgate.cors`).
-    pub cors: bool,
+    /// What the route demands beyond where it goes (CORS, HTTPS, certificates).
+    pub policy: Policy,
 }
 
 /// Validates a `VIRTUAL_PATH`-style prefix.
@@ -108,4 +82,24 @@ pub fn check_path(path: &str) -> Result<(), String> {
         return Err(format!("not a plain URI path: {path:?}"));
     }
     Ok(())
+}
+
+/// Everything one provider currently says: its specs (in its documented
+/// order) and its notes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Provided {
+    /// What it wants routed.
+    pub specs: Vec<RouteSpec>,
+    /// What it skipped or degraded, and why.
+    pub notes: Vec<super::Note>,
+}
+
+impl Provided {
+    /// Specs without notes.
+    pub fn specs(specs: Vec<RouteSpec>) -> Self {
+        Self {
+            specs,
+            notes: Vec::new(),
+        }
+    }
 }

@@ -1,22 +1,25 @@
-//! The immutable route table and its builder.
+//! The immutable route table and its lookup.
 //!
-//! One [`RouteTable`] is the whole routing truth at one instant: hosts, paths
-//! and upstream pools. It is built from provider specs off the hot path and
-//! published whole (see [`super::publish`]); the proxy handler reads it with
-//! one `ArcSwap::load` per request.
+//! One [`RouteTable`] is the whole routing truth at one instant: hosts, paths,
+//! the branch index and the pools routes go to, as plain [`PoolKey`]s. It is
+//! built from provider specs off the hot path ([`super::build`]) and published
+//! whole inside a [`Snapshot`](super::Snapshot), which pairs each key with its
+//! live pool; the proxy reads it with one `ArcSwap::load` per request.
 //!
-//! Lookup order, first match wins: exact host, longest `*.suffix`, longest
-//! `prefix.*`, regexes ordered by their source text, then `--default-host`.
+//! Lookup order, first match wins: exact host, branch environment, longest
+//! `*.suffix`, longest `prefix.*`, regexes ordered by their source text, then
+//! `--default-host`.
 //! Exact and wildcard lookups are hash probes, one per label of the request
 //! host, so their cost does not depend on how many routes exist.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::branch::{BranchIndex, BranchLookup, BranchSettings, build_index};
-use super::host::{HostPattern, HostRegex, MAX_HOST_LEN, normalize_host};
-use super::spec::{Proto, Role, RouteSpec};
-use crate::proxy::upstream::{Pool, UpstreamRegistry};
+use super::branch::{BranchIndex, BranchLookup};
+use super::host::HostRegex;
+use super::policy::Policy;
+use super::spec::Role;
+use crate::upstream::PoolKey;
 
 /// Which rule matched a host; reported in logs and tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,17 +38,31 @@ pub enum HostMatch {
     Branch,
 }
 
-/// One path rule under a host.
+/// Index of a pool in its table ([`RouteTable::pool_keys`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(pub(super) u32);
+
+impl PoolId {
+    /// The index.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// One path rule under a host (or one branch member).
 #[derive(Debug)]
 pub struct PathRoute {
+    /// Names the route in logs and request records: `app.foo.bar/api/`,
+    /// `frontend feature/login`.
+    pub name: Arc<str>,
     /// The path prefix (`VIRTUAL_PATH`).
     pub prefix: Box<str>,
     /// What replaces the prefix upstream (`VIRTUAL_DEST`).
     pub dest: Option<Box<str>>,
     /// Where requests go.
-    pub pool: Arc<Pool>,
-    /// The proxy answers CORS for this route (`branchgate.cors`).
-    pub cors: bool,
+    pub pool: PoolId,
+    /// What the route demands before forwarding.
+    pub policy: Policy,
 }
 
 /// Every path rule of one host pattern, longest prefix first.
@@ -53,7 +70,7 @@ pub struct PathRoute {
 pub struct HostRoutes {
     /// The pattern as written in canonical form (`*.foo.bar`, `app.foo.bar`).
     pub pattern: Box<str>,
-    paths: Box<[PathRoute]>,
+    pub(super) paths: Box<[PathRoute]>,
 }
 
 impl HostRoutes {
@@ -70,7 +87,7 @@ impl HostRoutes {
 
 /// The outcome of a lookup.
 #[derive(Debug)]
-pub enum Lookup<'a> {
+pub enum Lookup<'a, 'h> {
     /// A route, and which rule found its host.
     Found(&'a PathRoute, HostMatch),
     /// The host is known but no path prefix matches.
@@ -86,20 +103,22 @@ pub enum Lookup<'a> {
         /// The role the path asked for.
         role: Role,
         /// The branch slug asked for.
-        slug: &'a str,
+        slug: &'h str,
     },
 }
 
 /// An immutable snapshot of all routes.
 #[derive(Debug, Default)]
 pub struct RouteTable {
-    generation: u64,
-    exact: HashMap<Box<str>, Arc<HostRoutes>>,
-    suffix: HashMap<Box<str>, Arc<HostRoutes>>,
-    prefix: HashMap<Box<str>, Arc<HostRoutes>>,
-    regex: Vec<(Box<HostRegex>, Arc<HostRoutes>)>,
-    default: Option<Arc<HostRoutes>>,
-    branches: Option<BranchIndex>,
+    pub(super) generation: u64,
+    pub(super) exact: HashMap<Box<str>, Arc<HostRoutes>>,
+    pub(super) suffix: HashMap<Box<str>, Arc<HostRoutes>>,
+    pub(super) prefix: HashMap<Box<str>, Arc<HostRoutes>>,
+    pub(super) regex: Vec<(Box<HostRegex>, Arc<HostRoutes>)>,
+    pub(super) default: Option<Arc<HostRoutes>>,
+    pub(super) branches: Option<BranchIndex>,
+    /// Every pool a route goes to; a route's [`PoolId`] indexes this.
+    pub(super) pools: Box<[PoolKey]>,
 }
 
 impl RouteTable {
@@ -113,7 +132,7 @@ impl RouteTable {
         self.find_entry(host).map(|(r, how)| (&**r, how))
     }
 
-    fn find_entry(&self, host: &str) -> Option<(&Arc<HostRoutes>, HostMatch)> {
+    pub(super) fn find_entry(&self, host: &str) -> Option<(&Arc<HostRoutes>, HostMatch)> {
         match self.exact.get(host) {
             Some(r) => Some((r, HostMatch::Exact)),
             None => self.find_pattern(host),
@@ -152,7 +171,10 @@ impl RouteTable {
 
     /// Resolves a normalised host and a request path to a route. Exact hosts
     /// win over branch hosts, which win over wildcards and regexes.
-    pub fn lookup<'a>(&'a self, host: &'a str, path: &str) -> Lookup<'a> {
+    pub fn lookup<'a, 'h>(&'a self, host: &'h str, path: &str) -> Lookup<'a, 'h>
+    where
+        'a: 'h,
+    {
         let found = match self.exact.get(host) {
             Some(r) => Some((r, HostMatch::Exact)),
             None => {
@@ -199,173 +221,18 @@ impl RouteTable {
             .collect()
     }
 
+    /// The pools routes go to, indexed by [`PoolId`].
+    pub fn pool_keys(&self) -> &[PoolKey] {
+        &self.pools
+    }
+
+    /// The branch index, when branch environments are on.
+    pub fn branches(&self) -> Option<&BranchIndex> {
+        self.branches.as_ref()
+    }
+
     /// Number of host patterns.
     pub fn host_count(&self) -> usize {
         self.exact.len() + self.suffix.len() + self.prefix.len() + self.regex.len()
-    }
-}
-
-/// Settings that shape a build but do not come from providers.
-#[derive(Clone, Debug, Default)]
-pub struct BuildOptions {
-    /// `--default-host`: serves hosts that match nothing.
-    pub default_host: Option<String>,
-    /// `--branch-domain` and friends: branch environments on.
-    pub branches: Option<BranchSettings>,
-}
-
-/// Something a build wants an operator to see; the build still succeeds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BuildWarning {
-    /// The spec the warning is about.
-    pub source: String,
-    /// What is wrong and what was done about it.
-    pub message: String,
-}
-
-struct PathAcc<'s> {
-    first: &'s RouteSpec,
-    upstreams: BTreeSet<std::net::SocketAddr>,
-}
-
-/// Builds a table from specs. When specs for one host and path disagree on
-/// `dest` or `proto`, the first spec in iteration order decides (providers
-/// hand specs in a documented, deterministic order) and a warning names the
-/// others; their upstreams still join the pool.
-pub fn build<'s>(
-    specs: impl IntoIterator<Item = &'s RouteSpec> + Clone,
-    opts: &BuildOptions,
-    registry: &UpstreamRegistry,
-    generation: u64,
-) -> (RouteTable, Vec<BuildWarning>) {
-    let mut warnings = Vec::new();
-    let mut used = BTreeSet::new();
-    let branches = opts
-        .branches
-        .as_ref()
-        .map(|b| build_index(specs.clone(), b, registry, &mut used, &mut warnings));
-    // pattern text -> (pattern, path -> accumulated members)
-    let mut hosts: BTreeMap<String, (&'s HostPattern, BTreeMap<&'s str, PathAcc<'s>>)> =
-        BTreeMap::new();
-    for spec in specs {
-        for pattern in &spec.hosts {
-            let (_, paths) = hosts
-                .entry(pattern.to_string())
-                .or_insert_with(|| (pattern, BTreeMap::new()));
-            let acc = paths.entry(&spec.path).or_insert_with(|| PathAcc {
-                first: spec,
-                upstreams: BTreeSet::new(),
-            });
-            if !std::ptr::eq(acc.first, spec)
-                && (acc.first.dest != spec.dest
-                    || acc.first.proto != spec.proto
-                    || acc.first.cors != spec.cors)
-            {
-                warnings.push(BuildWarning {
-                    source: spec.source.clone(),
-                    message: format!(
-                        "{pattern}{}: dest/proto/cors differ from {}, whose settings are used",
-                        spec.path, acc.first.source
-                    ),
-                });
-            }
-            acc.upstreams.extend(spec.upstreams.iter().copied());
-        }
-    }
-
-    let mut table = RouteTable {
-        generation,
-        branches,
-        ..RouteTable::default()
-    };
-    for (text, (pattern, paths)) in hosts {
-        let mut paths: Vec<PathRoute> = paths
-            .into_iter()
-            .map(|(prefix, acc)| {
-                let proto: Proto = acc.first.proto;
-                used.extend(acc.upstreams.iter().map(|a| (*a, proto)));
-                PathRoute {
-                    prefix: prefix.into(),
-                    dest: acc.first.dest.as_deref().map(Into::into),
-                    pool: Arc::new(registry.pool(acc.upstreams.iter().copied(), proto)),
-                    cors: acc.first.cors,
-                }
-            })
-            .collect();
-        // Longest prefix first; ties cannot happen (paths are map keys).
-        paths.sort_by(|a, b| {
-            b.prefix
-                .len()
-                .cmp(&a.prefix.len())
-                .then(a.prefix.cmp(&b.prefix))
-        });
-        let routes = Arc::new(HostRoutes {
-            pattern: text.into(),
-            paths: paths.into(),
-        });
-        match pattern {
-            HostPattern::Exact(h) => table.exact.insert(h.clone(), routes),
-            HostPattern::Suffix(s) => table.suffix.insert(s.clone(), routes),
-            HostPattern::Prefix(p) => table.prefix.insert(p.clone(), routes),
-            HostPattern::Regex(r) => {
-                // BTreeMap iteration already sorted regexes by their text.
-                table.regex.push((r.clone(), routes));
-                None
-            }
-        };
-    }
-    registry.retain_used(&used);
-
-    if let Some(default) = &opts.default_host {
-        let mut buf = [0; MAX_HOST_LEN];
-        let found = normalize_host(default, &mut buf).and_then(|h| table.find_entry(h));
-        match found.map(|(routes, _)| routes.clone()) {
-            Some(routes) => table.default = Some(routes),
-            None => warnings.push(BuildWarning {
-                source: "--default-host".into(),
-                message: format!("default host {default} has no route yet; unknown hosts get 503"),
-            }),
-        }
-    }
-    (table, warnings)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-    use crate::proxy::upstream::ClientSettings;
-
-    /// Found by `fuzz/fuzz_targets/lookup_diff.rs`: `.foo` matched `*.foo`
-    /// although `HostPattern::matches` (and the prefix rule's mirror image)
-    /// require a non-empty label before the suffix.
-    #[test]
-    fn a_suffix_needs_a_label_before_it() {
-        let spec = RouteSpec {
-            source: "t".into(),
-            hosts: vec![HostPattern::parse("*.foo").unwrap()],
-            path: "/".into(),
-            dest: None,
-            proto: Proto::Http,
-            upstreams: vec![],
-            branch: None,
-            role: None,
-            cors: false,
-        };
-        let registry = UpstreamRegistry::new(
-            ClientSettings {
-                connect_timeout: Duration::from_secs(1),
-                idle_timeout: Duration::from_secs(1),
-            },
-            1,
-        );
-        let (table, _) = build([&spec], &BuildOptions::default(), &registry, 1);
-        assert!(matches!(
-            table.lookup("a.foo", "/"),
-            Lookup::Found(_, HostMatch::Suffix)
-        ));
-        assert!(matches!(table.lookup(".foo", "/"), Lookup::NoHost));
-        assert!(matches!(table.lookup("foo", "/"), Lookup::NoHost));
     }
 }

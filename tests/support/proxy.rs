@@ -7,8 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use branchgate::routes::RouteTable;
+use branchgate::routes::Reader;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -16,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Proxy {
     /// The HTTP listener.
     pub addr: SocketAddr,
-    /// The live route table.
-    pub table: Arc<ArcSwap<RouteTable>>,
+    /// The published snapshot (read-only).
+    pub table: Reader,
     /// The routes file.
     pub routes: PathBuf,
     stop: CancellationToken,
@@ -107,7 +106,7 @@ impl ProxyBuilder {
         let bound = branchgate::bind(config).await.unwrap();
         let stop = CancellationToken::new();
         let addr = bound.http_addr();
-        let table = bound.table();
+        let table = bound.routes();
         let task = tokio::spawn(bound.run(stop.clone()));
         Proxy {
             addr,

@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::logging::chain;
 use crate::providers::labels::container_route;
-use crate::routes::{Desired, ProviderId, RouteSpec};
+use crate::routes::{Desired, Note, NoteKind, Origin, Provided, ProviderId, RouteSpec, Severity};
 use observe::{Observed, OwnContainer, Reach, observe};
 
 /// How the provider reaches the engine and the containers.
@@ -340,8 +340,7 @@ impl Watcher {
         let name = &observed.container.name;
         if note != last_note {
             match &note {
-                Some(n) if n.warn => warn!(container = %name, "{}", n.text),
-                Some(n) => info!(container = %name, "{}", n.text),
+                Some(n) => n.log(),
                 None if last_note.is_some() => {
                     info!(container = %name, "container routes normally again")
                 }
@@ -357,6 +356,7 @@ impl Watcher {
 
     /// Sends every route, ordered by container name: the documented rule for
     /// which container decides a host's shared settings.
+    /// Its notes go with them, ordered the same way.
     fn send(&self) {
         let mut specs: Vec<RouteSpec> = self
             .entries
@@ -364,8 +364,14 @@ impl Watcher {
             .filter_map(|e| e.route.clone())
             .collect();
         specs.sort_by(|a, b| a.source.cmp(&b.source));
+        let mut notes: Vec<Note> = self
+            .entries
+            .values()
+            .filter_map(|e| e.note.clone())
+            .collect();
+        notes.sort_by(|a, b| a.source.cmp(&b.source));
         self.tx.send_modify(|d| {
-            d.insert(ProviderId::Docker, Arc::new(specs));
+            d.insert(ProviderId::Docker, Arc::new(Provided { specs, notes }));
         });
     }
 }
@@ -378,42 +384,42 @@ pub fn route_for(reach: &Reach, observed: &mut Observed) -> (Option<RouteSpec>, 
     let picked = reach.pick(observed);
     observed.container.ip = picked.as_ref().ok().copied();
     let name = &observed.container.name;
+    let note = |severity, kind, message| Note {
+        origin: Origin::Provider(ProviderId::Docker),
+        source: name.clone(),
+        severity,
+        kind,
+        message,
+    };
     match container_route(&observed.container) {
-        Err(e) => (None, Some(Note::warn(format!("skipped: {e}")))),
+        Err(e) => {
+            let message = format!("skipped: {e}");
+            let kind = NoteKind::Invalid {
+                key: e.key,
+                value: e.value,
+            };
+            (None, Some(note(Severity::Warning, kind, message)))
+        }
         Ok(None) => (None, None),
-        Ok(Some(mut r)) => {
+        Ok(Some(mut spec)) => {
             let note = match (picked, observed.out_of_service()) {
-                (Err(why), _) => Some(Note::warn(format!(
-                    "container {name} is unreachable: {why}; its hosts answer 503"
-                ))),
+                (Err(why), _) => Some(note(
+                    Severity::Warning,
+                    NoteKind::Unreachable,
+                    format!("container {name} is unreachable: {why}; its hosts answer 503"),
+                )),
                 (Ok(_), Some(why)) => {
-                    r.spec.upstreams.clear();
-                    Some(Note::info(format!(
-                        "container {name} is out of its pool: {why}"
-                    )))
+                    spec.upstreams.clear();
+                    Some(note(
+                        Severity::Info,
+                        NoteKind::OutOfService,
+                        format!("container {name} is out of its pool: {why}"),
+                    ))
                 }
                 (Ok(_), None) => None,
             };
-            (Some(r.spec), note)
+            (Some(spec), note)
         }
-    }
-}
-
-/// Something to tell the operator about one container.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    /// The message.
-    pub text: String,
-    /// A warning (the container is not served as configured) rather than information.
-    pub warn: bool,
-}
-
-impl Note {
-    fn warn(text: String) -> Self {
-        Note { text, warn: true }
-    }
-    fn info(text: String) -> Self {
-        Note { text, warn: false }
     }
 }
 
@@ -523,7 +529,11 @@ mod tests {
         let route = route.expect("hosts kept");
         assert!(route.upstreams.is_empty());
         let note = note.expect("a note");
-        assert!(note.warn && note.text.contains("web-1") && note.text.contains("unreachable"));
+        assert_eq!(
+            (note.severity, &note.kind),
+            (Severity::Warning, &NoteKind::Unreachable)
+        );
+        assert!(note.message.contains("web-1") && note.message.contains("unreachable"));
 
         o.networks.push(observe::Attachment {
             name: "bridge".into(),
@@ -534,7 +544,12 @@ mod tests {
         let (route, note) = route_for(&Reach::default(), &mut o);
         assert!(route.unwrap().upstreams.is_empty());
         let note = note.unwrap();
-        assert!(!note.warn && note.text.contains("out of its pool: unhealthy"));
+        assert_eq!(
+            (note.severity, &note.kind),
+            (Severity::Info, &NoteKind::OutOfService)
+        );
+        assert!(note.message.contains("out of its pool: unhealthy"));
+        assert_eq!(note.source, "web-1");
 
         o.health = Health::Healthy;
         let (route, note) = route_for(&Reach::default(), &mut o);

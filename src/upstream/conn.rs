@@ -1,25 +1,20 @@
-//! Upstream connections: pools of keep-alive HTTP/1.1 senders, passive health
-//! and round-robin choice.
-//!
-//! Sits at the end of the data flow: the handler picks a [`Pool`] from the
-//! route table and leases a connection from one of its [`Upstream`]s. An
-//! `Upstream` is keyed by address and protocol in the [`UpstreamRegistry`], so
-//! its idle connections and health survive every route-table swap.
+//! One upstream and its connections: connect (TCP, TLS for `https`), the
+//! HTTP/1.1 handshake, the per-worker idle queue, passive health, and the
+//! [`Lease`] a request holds while it uses a connection.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::Proto;
 use super::body::RequestBody;
 use crate::net::Observed;
-use crate::routes::Proto;
 
 /// How long an upstream that refused a connection is skipped by round-robin.
 const FAIL_WINDOW: Duration = Duration::from_secs(5);
@@ -80,10 +75,12 @@ pub struct ClientSettings {
     pub idle_timeout: Duration,
 }
 
-struct Client {
-    settings: ClientSettings,
-    tls: tokio_rustls::TlsConnector,
-    epoch: Instant,
+/// What every upstream of one registry shares: settings, the TLS connector
+/// and the clock that failure times count from.
+pub(super) struct Client {
+    pub(super) settings: ClientSettings,
+    pub(super) tls: tokio_rustls::TlsConnector,
+    pub(super) epoch: Instant,
 }
 
 /// A connection's sender, the task that drives the connection, and the
@@ -139,13 +136,33 @@ impl Upstream {
                 < FAIL_WINDOW.as_millis() as u64
     }
 
-    fn record_failure(&self) {
+    pub(super) fn new(addr: SocketAddr, proto: Proto, workers: usize, client: Arc<Client>) -> Self {
+        Self {
+            addr,
+            proto,
+            in_flight: AtomicUsize::new(0),
+            failures: AtomicU32::new(0),
+            failed_at: AtomicU64::new(0),
+            idle: (0..workers).map(|_| Mutex::default()).collect(),
+            client,
+        }
+    }
+
+    /// Idle pooled connections across all workers.
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .iter()
+            .map(|q| q.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    pub(super) fn record_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let now = self.client.epoch.elapsed().as_millis() as u64 + 1;
         self.failed_at.store(now, Ordering::Relaxed);
     }
 
-    fn record_success(&self) {
+    pub(super) fn record_success(&self) {
         if self.failed_at.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
             self.failed_at.store(0, Ordering::Relaxed);
@@ -340,170 +357,5 @@ impl Drop for Lease {
             conn.task.abort();
         }
         self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The upstreams of one route, balanced round-robin.
-#[derive(Debug)]
-pub struct Pool {
-    upstreams: Box<[Arc<Upstream>]>,
-    next: AtomicUsize,
-}
-
-impl Pool {
-    /// The upstreams in this pool.
-    pub fn upstreams(&self) -> &[Arc<Upstream>] {
-        &self.upstreams
-    }
-
-    /// Upstreams to try for one request, in order: round-robin, skipping those
-    /// that just refused a connection, which are still tried last.
-    pub fn candidates(&self) -> Candidates<'_> {
-        let n = self.upstreams.len();
-        let start = if n > 1 {
-            self.next.fetch_add(1, Ordering::Relaxed) % n
-        } else {
-            0
-        };
-        Candidates {
-            pool: self,
-            start,
-            i: 0,
-            skipped: Vec::new(),
-        }
-    }
-}
-
-/// Iterator returned by [`Pool::candidates`]: each upstream at most once.
-pub struct Candidates<'a> {
-    pool: &'a Pool,
-    start: usize,
-    i: usize,
-    /// Upstreams passed over as recently failed, tried after all healthy ones.
-    /// Stays unallocated while every upstream is healthy.
-    skipped: Vec<usize>,
-}
-
-impl Iterator for Candidates<'_> {
-    type Item = Arc<Upstream>;
-    fn next(&mut self) -> Option<Arc<Upstream>> {
-        let n = self.pool.upstreams.len();
-        while self.i < n {
-            let idx = (self.start + self.i) % n;
-            self.i += 1;
-            let u = &self.pool.upstreams[idx];
-            if !u.recently_failed() {
-                return Some(u.clone());
-            }
-            self.skipped.push(idx);
-        }
-        // Every healthy one failed: give the recently failed ones a chance, in order.
-        if self.skipped.is_empty() {
-            return None;
-        }
-        Some(self.pool.upstreams[self.skipped.remove(0)].clone())
-    }
-}
-
-/// All upstreams by address and protocol; the table builder gets them here so
-/// live state is shared by every snapshot that routes to the same upstream.
-pub struct UpstreamRegistry {
-    map: DashMap<(SocketAddr, Proto), Arc<Upstream>>,
-    client: Arc<Client>,
-    workers: usize,
-}
-
-impl UpstreamRegistry {
-    /// A registry whose upstreams keep one idle slot per worker runtime.
-    pub fn new(settings: ClientSettings, workers: usize) -> Self {
-        Self {
-            map: DashMap::new(),
-            client: Arc::new(Client {
-                settings,
-                tls: tokio_rustls::TlsConnector::from(Arc::new(super::tls_client::config())),
-                epoch: Instant::now(),
-            }),
-            workers: workers.max(1),
-        }
-    }
-
-    /// The shared state for one upstream, created on first use.
-    pub fn upstream(&self, addr: SocketAddr, proto: Proto) -> Arc<Upstream> {
-        self.map
-            .entry((addr, proto))
-            .or_insert_with(|| {
-                Arc::new(Upstream {
-                    addr,
-                    proto,
-                    in_flight: AtomicUsize::new(0),
-                    failures: AtomicU32::new(0),
-                    failed_at: AtomicU64::new(0),
-                    idle: (0..self.workers).map(|_| Mutex::default()).collect(),
-                    client: self.client.clone(),
-                })
-            })
-            .clone()
-    }
-
-    /// A pool over the given addresses.
-    pub fn pool(&self, addrs: impl IntoIterator<Item = SocketAddr>, proto: Proto) -> Pool {
-        Pool {
-            upstreams: addrs.into_iter().map(|a| self.upstream(a, proto)).collect(),
-            next: AtomicUsize::new(0),
-        }
-    }
-
-    /// Forgets upstreams no route uses any more (their idle connections close).
-    pub fn retain_used(&self, used: &BTreeSet<(SocketAddr, Proto)>) {
-        self.map.retain(|k, _| used.contains(k));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn registry() -> UpstreamRegistry {
-        UpstreamRegistry::new(
-            ClientSettings {
-                connect_timeout: Duration::from_secs(1),
-                idle_timeout: Duration::from_secs(1),
-            },
-            1,
-        )
-    }
-
-    fn addrs(n: u16) -> Vec<SocketAddr> {
-        (1..=n)
-            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
-            .collect()
-    }
-
-    fn order(pool: &Pool) -> Vec<u16> {
-        pool.candidates().map(|u| u.addr.port()).collect()
-    }
-
-    #[test]
-    fn candidates_rotate_and_yield_each_upstream_once() {
-        let pool = registry().pool(addrs(3), Proto::Http);
-        assert_eq!(order(&pool), [1, 2, 3]);
-        assert_eq!(order(&pool), [2, 3, 1]);
-        let single = registry().pool(addrs(1), Proto::Http);
-        single.upstreams[0].record_failure();
-        assert_eq!(
-            order(&single),
-            [1],
-            "a failed upstream is still tried, once"
-        );
-    }
-
-    #[test]
-    fn recently_failed_upstreams_come_last() {
-        let pool = registry().pool(addrs(3), Proto::Http);
-        pool.upstreams[0].record_failure();
-        assert_eq!(order(&pool), [2, 3, 1]);
-        assert_eq!(order(&pool), [2, 3, 1]);
-        pool.upstreams[0].record_success();
-        assert_eq!(order(&pool), [3, 1, 2]);
     }
 }

@@ -1,0 +1,231 @@
+//! The forward phase: the request goes to an upstream of its pool, with
+//! round-robin and one fresh retry on a pooled connection the upstream just
+//! closed, the response timeout (which starts once the body is sent) and the
+//! upload bound; a `101` becomes a tunnel. [`prepare`] edits the request for
+//! the upstream first (path rewrite, headers), under the table guard.
+
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tracing::{debug, warn};
+
+use super::error::ProxyError;
+use super::handler::Connection;
+use super::headers::{HeaderRules, join_cookies, prepare_request, prepare_response};
+use super::route::Routed;
+use crate::upstream::{Lease, Pool, RequestBody, RequestBodyError, Sent};
+
+/// Edits `req` for the upstream in place: the matched prefix replaced by
+/// `VIRTUAL_DEST`, origin-form target, hop-by-hop headers out, forwarding
+/// headers in. Returns the client's upgrade, when it asked for one.
+pub fn prepare(
+    req: &mut Request<Incoming>,
+    routed: &Routed<'_>,
+    connection: &Connection,
+) -> Result<Option<OnUpgrade>, ProxyError> {
+    let original_uri = match req.uri().path_and_query() {
+        Some(pq) => HeaderValue::from_str(pq.as_str()).unwrap_or(HeaderValue::from_static("/")),
+        None => HeaderValue::from_static("/"),
+    };
+    if let Some(dest) = &routed.route.dest {
+        *req.uri_mut() = rewrite(req.uri().path_and_query(), &routed.route.prefix, dest)
+            .ok_or(ProxyError::Rewrite)?;
+    } else if req.uri().authority().is_some() {
+        let pq = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or(PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+    }
+    if req.version() == Version::HTTP_2 {
+        join_cookies(req.headers_mut());
+    }
+    let settings = &connection.shared.settings;
+    let upgradable = req.version() == Version::HTTP_11;
+    let body_length = http_body::Body::size_hint(req.body()).exact();
+    let upgrade = prepare_request(
+        req.headers_mut(),
+        &connection.info,
+        &routed.host,
+        original_uri,
+        HeaderRules {
+            trust: settings.trust_downstream_proxy,
+            underscores: settings.allow_underscore_headers,
+        },
+        upgradable,
+        body_length,
+    );
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
+    *req.version_mut() = Version::HTTP_11;
+    Ok(client_upgrade)
+}
+
+/// Replaces `prefix` at the start of the path with `dest`, joined by exactly one `/`.
+pub fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Uri> {
+    let path = pq.map_or("/", PathAndQuery::as_str);
+    let rest = path.get(prefix.len()..).unwrap_or("");
+    let mut out = String::with_capacity(dest.len() + rest.len() + 1);
+    out.push_str(dest);
+    if out.is_empty() {
+        out.push('/');
+    }
+    let rest = if out.ends_with('/') {
+        rest.strip_prefix('/').unwrap_or(rest)
+    } else {
+        rest
+    };
+    if !out.ends_with('/') && !rest.is_empty() && !rest.starts_with(['/', '?']) {
+        out.push('/');
+    }
+    out.push_str(rest);
+    Uri::try_from(out).ok()
+}
+
+/// Sends `req` to an upstream of `pool`. `body_sent` is there when the
+/// request has a body: the response timeout starts once it is sent in full.
+pub async fn forward(
+    connection: &Arc<Connection>,
+    pool: Arc<Pool>,
+    req: Request<RequestBody>,
+    client_upgrade: Option<OnUpgrade>,
+    body_sent: Option<Arc<Sent>>,
+) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+    let timeout = connection.shared.settings.response_timeout;
+    let mut req = Some(req);
+    let mut last_err = ProxyError::NoUpstream;
+    for upstream in pool.candidates() {
+        if let ProxyError::Connect(e) = &last_err {
+            // Logged here because another upstream gets the request; the
+            // last failure is logged once, with the answer.
+            warn!(error = %crate::logging::Chain(e), "upstream connect failed; trying the next one");
+        }
+        // A pooled connection the upstream just closed fails before our request
+        // is written; hyper hands the request back and one fresh try is safe.
+        for attempt in 0..2 {
+            let leased = if attempt == 0 {
+                upstream.lease().await
+            } else {
+                upstream.lease_fresh().await
+            };
+            let mut lease = match leased {
+                Ok(lease) => lease,
+                Err(e) => {
+                    last_err = ProxyError::Connect(e);
+                    break;
+                }
+            };
+            let Some(request) = req.take() else { break };
+            let written = body_sent.as_ref().map(|_| lease.written());
+            let sent = lease.sender().try_send_request(request);
+            // The response timeout starts once the body is sent; while it is
+            // sent, the same limit bounds an upstream that stops taking it.
+            let deadline = async {
+                if let (Some(body_sent), Some(written)) = (&body_sent, &written)
+                    && !body_sent.wait(timeout, written).await
+                {
+                    return ProxyError::UpstreamNotReading(timeout);
+                }
+                tokio::time::sleep(timeout).await;
+                ProxyError::ResponseTimeout(timeout)
+            };
+            let answer = tokio::select! {
+                answer = sent => answer,
+                err = deadline => return Err(err),
+            };
+            match answer {
+                Ok(resp) => return accept(resp, lease, client_upgrade, connection),
+                Err(mut e) => match e.take_message() {
+                    Some(request) => {
+                        req = Some(request);
+                        last_err = ProxyError::Upstream(e.into_error());
+                    }
+                    None => return Err(send_error(e.into_error())),
+                },
+            }
+        }
+    }
+    Err(last_err)
+}
+
+/// Tells a failed send apart: the client's request body (stalled, malformed)
+/// or the upstream.
+fn send_error(e: hyper::Error) -> ProxyError {
+    let body = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<RequestBodyError>());
+    match body {
+        Some(RequestBodyError::Stalled(limit)) => ProxyError::ClientBodyTimeout(*limit),
+        Some(RequestBodyError::Client(_) | RequestBodyError::Trailers) => ProxyError::ClientBody(e),
+        None => ProxyError::Upstream(e),
+    }
+}
+
+/// Takes the upstream's response: hop-by-hop headers out, and a `101` the
+/// client asked for becomes a tunnel that owns both connections.
+fn accept(
+    mut resp: Response<Incoming>,
+    lease: Lease,
+    client_upgrade: Option<OnUpgrade>,
+    connection: &Arc<Connection>,
+) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let Some(client_upgrade) = client_upgrade.filter(|_| switching) else {
+        if switching {
+            // Nobody asked to switch: the upstream connection is in an unknown
+            // protocol now. Dropping the lease discards it.
+            return Err(ProxyError::UnexpectedUpgrade);
+        }
+        prepare_response(resp.headers_mut(), false);
+        return Ok((resp, Some(lease)));
+    };
+    prepare_response(resp.headers_mut(), true);
+    // The connection now belongs to the tunnel; it never returns to the pool.
+    let server_upgrade = hyper::upgrade::on(&mut resp);
+    let addr = lease.upstream().addr;
+    lease.tunnel();
+    // The tunnel keeps the client connection's slot under the cap, and is never idle.
+    let connection = connection.clone();
+    connection.slot.begin();
+    tokio::spawn(async move {
+        let _connection = connection;
+        match tokio::try_join!(client_upgrade, server_upgrade) {
+            Ok((client, server)) => {
+                let mut client = TokioIo::new(client);
+                let mut server = TokioIo::new(server);
+                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
+                    debug!(upstream = %addr, %error, "tunnel ended with an error");
+                }
+            }
+            Err(error) => debug!(upstream = %addr, %error, "upgrade failed"),
+        }
+    });
+    Ok((resp, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(path: &str, prefix: &str, dest: &str) -> String {
+        let pq = PathAndQuery::try_from(path).unwrap();
+        rewrite(Some(&pq), prefix, dest).unwrap().to_string()
+    }
+
+    #[test]
+    fn dest_replaces_the_matched_prefix() {
+        assert_eq!(rw("/app1/foo?x=1", "/app1/", "/"), "/foo?x=1");
+        assert_eq!(rw("/app1/", "/app1/", "/"), "/");
+        assert_eq!(rw("/app1/foo", "/app1/", "/v2/"), "/v2/foo");
+        assert_eq!(rw("/app1", "/app1", "/x"), "/x");
+        assert_eq!(rw("/app1/a", "/app1", "/x"), "/x/a");
+        assert_eq!(rw("/app1?q", "/app1", "/x"), "/x?q");
+        assert_eq!(rw("/app1/a", "/app1/", ""), "/a");
+        assert_eq!(rw("/app1/a", "/app1", ""), "/a");
+        assert_eq!(rw("/app1/a", "/app1", "/"), "/a");
+        assert_eq!(rw("/app1", "/app1", ""), "/");
+        assert_eq!(rw("/app1?q", "/app1", "/"), "/?q");
+    }
+}

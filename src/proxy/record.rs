@@ -1,0 +1,146 @@
+//! The per-request record: one for every request, started when it arrives,
+//! filled in by the phases (route, upstream, status), completed in one place
+//! when its response body ends (bytes, duration, whether it finished), and
+//! handed to one [`Sink`]. The access log is the first sink; metrics and a
+//! live feed read the same record.
+//!
+//! Starting a record copies nothing: the method, URI and host are cheap
+//! clones of what hyper parsed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
+
+use crate::logging::ACCESS_TARGET;
+
+/// What happened to one request.
+#[derive(Debug)]
+pub struct RequestRecord {
+    /// When it arrived.
+    pub start: Instant,
+    /// The client's IP.
+    pub client: IpAddr,
+    /// Request method.
+    pub method: Method,
+    /// HTTP version the client spoke.
+    pub version: Version,
+    /// The host it asked for (`:authority` or `Host`), as sent.
+    pub host: Option<HeaderValue>,
+    /// The request target as the client sent it.
+    pub uri: Uri,
+    /// The route that served it, by name.
+    pub route: Option<Arc<str>>,
+    /// The upstream that answered, if any.
+    pub upstream: Option<SocketAddr>,
+    /// Response status.
+    pub status: StatusCode,
+    /// Response body bytes sent (set on completion).
+    pub bytes: u64,
+    /// From arrival to the end of the response body (set on completion).
+    pub duration: Duration,
+    /// Whether the response body was sent in full (set on completion).
+    pub complete: bool,
+}
+
+impl RequestRecord {
+    /// Starts the record of `req` from `client`.
+    pub fn start<B>(req: &Request<B>, client: IpAddr) -> Self {
+        let host = match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers().get(http::header::HOST).cloned(),
+        };
+        Self {
+            start: Instant::now(),
+            client,
+            method: req.method().clone(),
+            version: req.version(),
+            host,
+            uri: req.uri().clone(),
+            route: None,
+            upstream: None,
+            status: StatusCode::OK,
+            bytes: 0,
+            duration: Duration::ZERO,
+            complete: false,
+        }
+    }
+
+    /// The path and query, `/` when the target has none.
+    pub fn path(&self) -> &str {
+        self.uri.path_and_query().map_or("/", |p| p.as_str())
+    }
+
+    /// Completes the record: the body ended after `bytes`, in full or not.
+    pub fn complete(&mut self, bytes: u64, complete: bool) {
+        self.bytes = bytes;
+        self.complete = complete;
+        self.duration = self.start.elapsed();
+    }
+}
+
+/// Where completed records go.
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Takes one completed record. Runs on the request's thread: no blocking.
+    fn record(&self, record: &RequestRecord);
+}
+
+/// Drops every record (the access log is off and nothing else listens).
+#[derive(Debug)]
+pub struct Discard;
+
+impl Sink for Discard {
+    fn record(&self, _: &RequestRecord) {}
+}
+
+/// The access log: one event per request on the `branchgate::access`
+/// target, formatted (text or JSON) and written off the hot path by
+/// [`crate::logging`].
+#[derive(Debug)]
+pub struct AccessLog;
+
+impl Sink for AccessLog {
+    fn record(&self, r: &RequestRecord) {
+        let host = r.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-");
+        let upstream = r.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string());
+        tracing::info!(
+            target: ACCESS_TARGET,
+            client = %r.client,
+            host = %host,
+            method = %r.method,
+            path = %r.path(),
+            version = ?r.version,
+            status = r.status.as_u16(),
+            bytes = r.bytes,
+            duration_ms = r.duration.as_secs_f64() * 1000.0,
+            upstream = %upstream,
+            route = %r.route.as_deref().unwrap_or("-"),
+            complete = r.complete,
+            "request"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_starts_from_the_request_as_sent() {
+        let req = Request::get("http://app.foo.bar:8080/x?y=1")
+            .body(())
+            .unwrap();
+        let mut r = RequestRecord::start(&req, [10, 0, 0, 1].into());
+        assert_eq!(r.host.as_ref().unwrap(), "app.foo.bar:8080");
+        assert_eq!(r.path(), "/x?y=1");
+        r.complete(42, true);
+        assert_eq!((r.bytes, r.complete), (42, true));
+        let req = Request::get("/").header("host", "h").body(()).unwrap();
+        let r = RequestRecord::start(&req, [10, 0, 0, 1].into());
+        assert_eq!(
+            (r.host.as_ref().unwrap(), r.path()),
+            (&HeaderValue::from_static("h"), "/")
+        );
+    }
+}

@@ -1,0 +1,363 @@
+//! Per-route policy: what a route demands of a request before it is
+//! forwarded (CORS today; HTTPS redirects, HSTS, certificates next; auth,
+//! allow lists and limits later). Plain data, carried from the provider's
+//! [`RouteSpec`](super::RouteSpec) into the built route, read by the proxy's
+//! policy phase.
+//!
+//! Labels, env vars and the routes file all parse their values here, so a bad
+//! value reads the same whichever way it was written.
+//!
+//! **When specs sharing a host and path disagree** (or branch members of one
+//! branch and role), [`Policy::merge`] decides, one rule per setting:
+//!
+//! | setting | rule |
+//! |---|---|
+//! | `https_method` | the strictest: `nohttp` > `redirect` (also the default) > `noredirect` > `nohttps` |
+//! | `hsts` | the strictest: on beats `off`; the longer `max-age` wins, then `includeSubDomains`, then `preload` (unset counts as `max-age=31536000`) |
+//! | `acme_host` | the union |
+//! | `cors`, `cert_name`, `acme_email` | the first spec in provider order (routes file by line, then containers by name) |
+//!
+//! Every disagreement is reported as a note naming both sources.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::host::HostPattern;
+
+/// nginx-proxy's `HTTPS_METHOD`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HttpsMethod {
+    /// HTTP only.
+    NoHttps,
+    /// Serve both, no redirect.
+    NoRedirect,
+    /// Redirect HTTP to HTTPS (the default when a certificate exists).
+    Redirect,
+    /// HTTPS only; plain HTTP is refused.
+    NoHttp,
+}
+
+impl FromStr for HttpsMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "redirect" => Ok(Self::Redirect),
+            "noredirect" => Ok(Self::NoRedirect),
+            "nohttp" => Ok(Self::NoHttp),
+            "nohttps" => Ok(Self::NoHttps),
+            _ => Err("must be redirect, noredirect, nohttp or nohttps".into()),
+        }
+    }
+}
+
+impl fmt::Display for HttpsMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::NoHttps => "nohttps",
+            Self::NoRedirect => "noredirect",
+            Self::Redirect => "redirect",
+            Self::NoHttp => "nohttp",
+        })
+    }
+}
+
+/// nginx-proxy's `HSTS`: unset (the default header), `off`, or a header value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Hsts {
+    /// Not set: `max-age=31536000` once HTTPS is served.
+    #[default]
+    Default,
+    /// `off`: no `Strict-Transport-Security` header.
+    Off,
+    /// This `Strict-Transport-Security` value.
+    Value(Box<str>),
+}
+
+/// The `max-age` of [`Hsts::Default`], as nginx-proxy sends it.
+pub const DEFAULT_HSTS_MAX_AGE: u64 = 31_536_000;
+
+impl FromStr for Hsts {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(Self::Off);
+        }
+        let bad = || {
+            "must be off or a Strict-Transport-Security value such as max-age=31536000".to_owned()
+        };
+        if http::HeaderValue::from_str(s).is_err() {
+            return Err(bad());
+        }
+        let max_age = directives(s).find_map(|(name, value)| {
+            name.eq_ignore_ascii_case("max-age")
+                .then(|| value.and_then(|v| v.trim_matches('"').parse::<u64>().ok()))
+        });
+        match max_age {
+            Some(Some(_)) => Ok(Self::Value(s.into())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+/// `name[=value]` directives of a header value separated by `;`.
+fn directives(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    s.split(';').map(|d| match d.split_once('=') {
+        Some((n, v)) => (n.trim(), Some(v.trim())),
+        None => (d.trim(), None),
+    })
+}
+
+impl Hsts {
+    /// How much this protects, compared field by field: (on, max-age,
+    /// includeSubDomains, preload).
+    fn strictness(&self) -> (bool, u64, bool, bool) {
+        match self {
+            Self::Off => (false, 0, false, false),
+            Self::Default => (true, DEFAULT_HSTS_MAX_AGE, false, false),
+            Self::Value(v) => {
+                let mut out = (true, 0, false, false);
+                for (name, value) in directives(v) {
+                    if name.eq_ignore_ascii_case("max-age") {
+                        out.1 = value
+                            .and_then(|v| v.trim_matches('"').parse().ok())
+                            .unwrap_or(0);
+                    } else if name.eq_ignore_ascii_case("includesubdomains") {
+                        out.2 = true;
+                    } else if name.eq_ignore_ascii_case("preload") {
+                        out.3 = true;
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+impl fmt::Display for Hsts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => write!(f, "max-age={DEFAULT_HSTS_MAX_AGE} (default)"),
+            Self::Off => f.write_str("off"),
+            Self::Value(v) => f.write_str(v),
+        }
+    }
+}
+
+/// Parses `LETSENCRYPT_HOST` / `acme_host`: a comma list of host names a
+/// certificate can be issued for, lowercased, sorted, without repeats.
+pub fn parse_acme_hosts(s: &str) -> Result<Vec<Box<str>>, String> {
+    let list: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if let Some(bad) = list
+        .iter()
+        .find(|h| !matches!(HostPattern::parse(h), Ok(HostPattern::Exact(_))))
+    {
+        return Err(format!(
+            "{bad:?} is not a host name a certificate can be issued for"
+        ));
+    }
+    let mut list: Vec<Box<str>> = list.into_iter().map(Into::into).collect();
+    list.sort_unstable();
+    list.dedup();
+    Ok(list)
+}
+
+/// Parses `CERT_NAME` / `cert_name`: a certificate file base name.
+pub fn parse_cert_name(s: &str) -> Result<Option<Box<str>>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if s.contains(['/', '\\']) || s.starts_with('.') || s.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err("must be a file base name (no `/`, no leading `.`, no spaces)".into());
+    }
+    Ok(Some(s.into()))
+}
+
+/// Everything a route demands beyond where it goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// Answer CORS for allowed origins (`branchgate.cors`).
+    pub cors: bool,
+    /// `HTTPS_METHOD`; `None` is the default (`redirect` once a certificate exists).
+    pub https_method: Option<HttpsMethod>,
+    /// `HSTS`.
+    pub hsts: Hsts,
+    /// `CERT_NAME`: the certificate file base name to serve.
+    pub cert_name: Option<Box<str>>,
+    /// `LETSENCRYPT_HOST`: hosts to obtain certificates for, sorted.
+    pub acme_hosts: Vec<Box<str>>,
+    /// `LETSENCRYPT_EMAIL`: the ACME account contact.
+    pub acme_email: Option<Box<str>>,
+}
+
+fn https_rank(m: Option<HttpsMethod>) -> HttpsMethod {
+    m.unwrap_or(HttpsMethod::Redirect)
+}
+
+impl Policy {
+    /// Folds `other` (a later spec for the same route) into `self` by the
+    /// documented rule; returns the settings on which the two disagreed.
+    pub fn merge(&mut self, other: &Policy) -> Vec<&'static str> {
+        let mut differ = Vec::new();
+        if self.cors != other.cors {
+            differ.push("cors");
+        }
+        if self.cert_name != other.cert_name {
+            differ.push("cert_name");
+        }
+        if self.acme_email != other.acme_email {
+            differ.push("acme_email");
+        }
+        if self.https_method != other.https_method {
+            differ.push("https_method");
+            if https_rank(other.https_method) > https_rank(self.https_method)
+                || (self.https_method.is_none()
+                    && https_rank(other.https_method) == HttpsMethod::Redirect)
+            {
+                self.https_method = other.https_method;
+            }
+        }
+        if self.hsts != other.hsts {
+            differ.push("hsts");
+            if other.hsts.strictness() > self.hsts.strictness() {
+                self.hsts = other.hsts.clone();
+            }
+        }
+        for h in &other.acme_hosts {
+            if let Err(i) = self.acme_hosts.binary_search(h) {
+                self.acme_hosts.insert(i, h.clone());
+            }
+        }
+        differ
+    }
+
+    /// The setting `name` as text, for notes.
+    pub fn describe(&self, name: &str) -> String {
+        match name {
+            "cors" => self.cors.to_string(),
+            "cert_name" => self.cert_name.as_deref().unwrap_or("-").to_owned(),
+            "acme_email" => self.acme_email.as_deref().unwrap_or("-").to_owned(),
+            "https_method" => self
+                .https_method
+                .map_or_else(|| "redirect (default)".to_owned(), |m| m.to_string()),
+            "hsts" => self.hsts.to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(https: Option<&str>, hsts: Option<&str>) -> Policy {
+        Policy {
+            https_method: https.map(|m| m.parse().unwrap()),
+            hsts: hsts.map_or(Hsts::Default, |h| h.parse().unwrap()),
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn the_strictest_https_method_wins_in_any_order() {
+        let order = [
+            None,
+            Some("nohttps"),
+            Some("noredirect"),
+            Some("redirect"),
+            Some("nohttp"),
+        ];
+        for a in order {
+            for b in order {
+                let (mut ab, mut ba) = (with(a, None), with(b, None));
+                ab.merge(&with(b, None));
+                ba.merge(&with(a, None));
+                assert_eq!(
+                    https_rank(ab.https_method),
+                    https_rank(ba.https_method),
+                    "{a:?} + {b:?}"
+                );
+                let want = https_rank(with(a, None).https_method)
+                    .max(https_rank(with(b, None).https_method));
+                assert_eq!(https_rank(ab.https_method), want, "{a:?} + {b:?}");
+            }
+        }
+        let mut p = with(Some("noredirect"), None);
+        assert_eq!(p.merge(&with(Some("nohttp"), None)), ["https_method"]);
+        assert_eq!(p.https_method, Some(HttpsMethod::NoHttp));
+    }
+
+    #[test]
+    fn the_strictest_hsts_wins() {
+        let mut p = with(None, Some("off"));
+        p.merge(&with(None, Some("max-age=300")));
+        assert_eq!(p.hsts, Hsts::Value("max-age=300".into()), "on beats off");
+        p.merge(&with(None, None));
+        assert_eq!(p.hsts, Hsts::Default, "the default's year beats 300 s");
+        p.merge(&with(None, Some("max-age=31536000; includeSubDomains")));
+        assert_eq!(
+            p.hsts,
+            Hsts::Value("max-age=31536000; includeSubDomains".into())
+        );
+        p.merge(&with(None, Some("off")));
+        assert_eq!(
+            p.hsts,
+            Hsts::Value("max-age=31536000; includeSubDomains".into()),
+            "off never wins"
+        );
+    }
+
+    #[test]
+    fn acme_hosts_join_and_first_wins_elsewhere() {
+        let mut a = Policy {
+            cert_name: Some("a".into()),
+            acme_hosts: vec!["x.foo".into()],
+            ..Policy::default()
+        };
+        let b = Policy {
+            cors: true,
+            cert_name: Some("b".into()),
+            acme_hosts: vec!["w.foo".into(), "x.foo".into()],
+            ..Policy::default()
+        };
+        assert_eq!(a.merge(&b), ["cors", "cert_name"]);
+        assert_eq!((a.cors, a.cert_name.as_deref()), (false, Some("a")));
+        assert_eq!(a.acme_hosts, [Box::from("w.foo"), Box::from("x.foo")]);
+    }
+
+    #[test]
+    fn values_are_validated_with_one_message() {
+        assert_eq!("NoHttp".parse::<HttpsMethod>(), Ok(HttpsMethod::NoHttp));
+        assert_eq!(
+            "maybe".parse::<HttpsMethod>().unwrap_err(),
+            "must be redirect, noredirect, nohttp or nohttps"
+        );
+        assert_eq!("OFF".parse::<Hsts>(), Ok(Hsts::Off));
+        assert!("max-age=60; preload".parse::<Hsts>().is_ok());
+        for bad in [
+            "yes",
+            "max-age=abc",
+            "includeSubDomains",
+            "max-age=1;\u{1}x",
+        ] {
+            assert!(bad.parse::<Hsts>().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_acme_hosts(" A.foo.bar, ,b.foo.bar").unwrap(),
+            [Box::from("a.foo.bar"), Box::from("b.foo.bar")]
+        );
+        assert!(parse_acme_hosts("*.foo.bar").is_err());
+        assert_eq!(
+            parse_cert_name("shared").unwrap().as_deref(),
+            Some("shared")
+        );
+        assert_eq!(parse_cert_name(" ").unwrap(), None);
+        assert!(parse_cert_name("../etc/x").is_err());
+    }
+}
