@@ -410,6 +410,54 @@ async fn a_bad_container_is_skipped_and_named_while_good_ones_route() {
     }
 }
 
+/// What the log says about containers is also state: the published
+/// snapshot carries each note with its container, key and value.
+#[tokio::test]
+async fn notes_on_containers_are_published_with_the_table() {
+    use branchgate::routes::{NoteKind, Origin, ProviderId, Severity};
+    let Some(engine) = engine() else { return };
+    let p = support::Proxy::builder()
+        .arg("--docker")
+        .arg(&engine.url)
+        .spawn()
+        .await;
+    let bad = engine.run(
+        "noteport",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={}", host("noteport")),
+            "-e",
+            "VIRTUAL_PORT=abc",
+        ],
+    );
+    let note = eventually(LIMIT, "the note on the bad container", || async {
+        let snapshot = p.table.load();
+        snapshot
+            .notes()
+            .iter()
+            .find(|n| n.source == bad.name)
+            .cloned()
+    })
+    .await;
+    assert_eq!(note.origin, Origin::Provider(ProviderId::Docker));
+    assert_eq!(note.severity, Severity::Warning);
+    assert_eq!(
+        note.kind,
+        NoteKind::Invalid {
+            key: "VIRTUAL_PORT".into(),
+            value: "abc".into()
+        }
+    );
+    assert!(note.message.contains("skipped"), "{}", note.message);
+    // Gone once the container stops.
+    bad.stop();
+    eventually(LIMIT, "the note to go", || async {
+        let snapshot = p.table.load();
+        (!snapshot.notes().iter().any(|n| n.source == bad.name)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn branch_labelled_containers_form_environments() {
     let Some(engine) = engine() else { return };

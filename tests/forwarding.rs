@@ -310,7 +310,8 @@ async fn websocket_and_slow_request_survive_a_table_swap() {
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("before"));
 
     let slow = tokio::spawn(get(p.addr, "ws.foo.bar", "/slow/800"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The upgrade was request 1; the slow one is in flight once it is number 2.
+    b.wait_for_requests(2).await;
     // Swap to a table where the host no longer exists at all.
     let before = p.generation();
     p.write_routes("");

@@ -210,6 +210,31 @@ async fn table_swaps_keep_upstream_state_and_idle_connections() {
 }
 
 #[tokio::test]
+async fn round_robin_goes_on_where_it_was_across_a_table_swap() {
+    let (a, b) = (Backend::spawn("a").await, Backend::spawn("b").await);
+    let p = Proxy::builder()
+        .route("rr.foo.bar", &[a.addr, b.addr], "")
+        .spawn()
+        .await;
+    let first = get(p.addr, "rr.foo.bar", "/").await.backend();
+    let before = p.generation();
+    p.write_routes(&format!(
+        "{}{}",
+        support::proxy::route_toml("rr.foo.bar", &[b.addr, a.addr], ""),
+        support::proxy::route_toml("other.foo.bar", &[a.addr], "")
+    ));
+    support::eventually(Duration::from_secs(5), "the new table", || async {
+        (p.generation() > before).then_some(())
+    })
+    .await;
+    // The pool was rebuilt from the same upstreams: its position carried over.
+    let second = get(p.addr, "rr.foo.bar", "/").await.backend();
+    assert_ne!(first, second, "the swap restarted round-robin");
+    let third = get(p.addr, "rr.foo.bar", "/").await.backend();
+    assert_eq!(third, first);
+}
+
+#[tokio::test]
 async fn a_request_never_waits_behind_another_clients_upload() {
     let a = Backend::spawn("a").await;
     let p = Proxy::builder()
@@ -246,4 +271,139 @@ fn tokio_stream_from<T: Send + 'static>(
     mut rx: tokio::sync::mpsc::Receiver<T>,
 ) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+#[tokio::test]
+async fn a_rejected_routes_file_is_a_published_note_until_it_is_fixed() {
+    use branchgate::routes::{NoteKind, Origin, ProviderId};
+    let a = Backend::spawn("a").await;
+    let good = support::proxy::route_toml("n.foo.bar", &[a.addr], "");
+    let p = Proxy::builder().toml(&good).spawn().await;
+    assert!(p.table.load().notes().is_empty());
+    p.write_routes(&format!(
+        "{good}[[route]]\nhost = \"x.foo.bar\"\nhsts = \"forever\"\n"
+    ));
+    let note = support::eventually(Duration::from_secs(5), "the note", || async {
+        p.table.load().notes().first().cloned()
+    })
+    .await;
+    assert_eq!(
+        (note.origin, &note.kind),
+        (Origin::Provider(ProviderId::File), &NoteKind::FileRejected)
+    );
+    assert!(
+        note.message
+            .contains(": route: hsts = \"forever\": must be off"),
+        "{}",
+        note.message
+    );
+    assert_eq!(
+        get(p.addr, "n.foo.bar", "/").await.status,
+        200,
+        "the routes in force stay"
+    );
+    p.write_routes(&good.replace("n.foo.bar", "m.foo.bar"));
+    support::eventually(Duration::from_secs(5), "the fix", || async {
+        let snapshot = p.table.load();
+        (snapshot.notes().is_empty() && snapshot.table().find_host("m.foo.bar").is_some())
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn specs_that_disagree_are_resolved_by_the_rule_and_noted() {
+    use branchgate::routes::{HttpsMethod, Lookup, NoteKind};
+    let (a, b) = (Backend::spawn("a").await, Backend::spawn("b").await);
+    let p = Proxy::builder()
+        .route(
+            "c.foo.bar",
+            &[a.addr],
+            "https_method = \"noredirect\"\nhsts = \"off\"",
+        )
+        .route(
+            "c.foo.bar",
+            &[b.addr],
+            "https_method = \"nohttp\"\nhsts = \"max-age=600\"",
+        )
+        .spawn()
+        .await;
+    let snapshot = p.table.load();
+    let Lookup::Found(route, _) = snapshot.table().lookup("c.foo.bar", "/") else {
+        panic!("no route")
+    };
+    assert_eq!(
+        route.policy.https_method,
+        Some(HttpsMethod::NoHttp),
+        "the strictest"
+    );
+    assert_eq!(route.policy.hsts.to_string(), "max-age=600");
+    let conflicts: Vec<&str> = snapshot
+        .notes()
+        .iter()
+        .filter(|n| n.kind == NoteKind::Conflict)
+        .map(|n| n.message.as_str())
+        .collect();
+    assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+    assert!(
+        conflicts.iter().all(|m| m.starts_with("c.foo.bar/: ")),
+        "{conflicts:?}"
+    );
+    // Both upstreams serve the route.
+    let mut seen: Vec<String> = Vec::new();
+    for _ in 0..4 {
+        seen.push(get(p.addr, "c.foo.bar", "/").await.backend());
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, ["a", "b"]);
+}
+
+#[tokio::test]
+async fn every_address_is_served_by_every_worker() {
+    let a = Backend::spawn("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let routes = dir.path().join("routes.toml");
+    std::fs::write(
+        &routes,
+        support::proxy::route_toml("l.foo.bar", &[a.addr], ""),
+    )
+    .unwrap();
+    let argv = [
+        "branchgate",
+        "--http",
+        "127.0.0.1:0,127.0.0.1:0",
+        "--http",
+        "[::1]:0",
+        "--workers",
+        "2",
+        "--no-docker",
+        "--access-log",
+        "off",
+        "--routes",
+        routes.to_str().unwrap(),
+    ];
+    let config = <branchgate::Config as clap::Parser>::try_parse_from(argv).unwrap();
+    let bound = branchgate::bind(config).await.unwrap();
+    let addrs = bound.http_addrs();
+    assert_eq!(addrs.len(), 3);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(bound.run(stop.clone()));
+    for addr in &addrs {
+        // Several connections, so both workers' sockets are likely hit.
+        for _ in 0..4 {
+            let r = get(*addr, "l.foo.bar", "/").await;
+            assert_eq!(
+                (r.status.as_u16(), r.backend().as_str()),
+                (200, "a"),
+                "{addr}"
+            );
+        }
+    }
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("every worker and background task stopped")
+        .unwrap()
+        .unwrap();
 }

@@ -35,6 +35,7 @@ pub struct Backend {
     /// Its name, reported in every JSON answer.
     pub name: String,
     accepted: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
     stop: CancellationToken,
 }
 
@@ -70,8 +71,10 @@ impl Backend {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
         let (n, s, name_c) = (accepted.clone(), stop.clone(), name.to_owned());
+        let r = requests.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
@@ -82,8 +85,12 @@ impl Backend {
                 let name = name_c.clone();
                 let tls = tls.clone();
                 let stop = s.clone();
+                let requests = r.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(name.clone(), req));
+                    let svc = service_fn(move |req| {
+                        requests.fetch_add(1, Ordering::SeqCst);
+                        handle(name.clone(), req)
+                    });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     match tls {
                         Some(acc) => {
@@ -107,8 +114,24 @@ impl Backend {
             addr,
             name: name.to_owned(),
             accepted,
+            requests,
             stop,
         }
+    }
+
+    /// Requests that reached the backend so far (counted as they arrive).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` requests have reached the backend.
+    pub async fn wait_for_requests(&self, n: usize) {
+        super::eventually(
+            Duration::from_secs(5),
+            "requests to reach the backend",
+            || async { (self.requests() >= n).then_some(()) },
+        )
+        .await;
     }
 
     /// Waits until the backend has accepted a connection (a request reached it).

@@ -1,0 +1,206 @@
+use super::*;
+
+fn conn() -> ConnInfo {
+    ConnInfo::new(
+        "[::ffff:10.0.0.7]:5555".parse().unwrap(),
+        "0.0.0.0:8080".parse().unwrap(),
+        Scheme::Http,
+    )
+}
+
+#[test]
+fn hop_by_hop_and_connection_named_headers_go() {
+    let mut h = HeaderMap::new();
+    h.insert(CONNECTION, "close, X-Secret".parse().unwrap());
+    h.insert("x-secret", "1".parse().unwrap());
+    h.insert("keep-alive", "timeout=5".parse().unwrap());
+    h.insert(TE, "trailers".parse().unwrap());
+    h.insert("x-kept", "1".parse().unwrap());
+    prepare_response(&mut h, false);
+    assert_eq!(h.len(), 1);
+    assert!(h.contains_key("x-kept"));
+}
+
+#[test]
+fn forwarded_headers_untrusted_overwrite() {
+    let mut h = HeaderMap::new();
+    h.insert(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+    h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+    h.insert("proxy", "http://evil".parse().unwrap());
+    h.insert(FORWARDED, "for=6.6.6.6;proto=https".parse().unwrap());
+    h.insert(HOST, "b.foo.bar".parse().unwrap());
+    let host = HeaderValue::from_static("a.foo.bar");
+    prepare_request(
+        &mut h,
+        &conn(),
+        &host,
+        HeaderValue::from_static("/x?y"),
+        HeaderRules {
+            trust: false,
+            underscores: false,
+        },
+        true,
+        None,
+    );
+    assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
+    assert_eq!(h[&X_REAL_IP], "10.0.0.7");
+    assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    assert_eq!(h[&X_FORWARDED_SSL], "off");
+    assert_eq!(h[&X_FORWARDED_PORT], "8080");
+    assert_eq!(h[&X_FORWARDED_HOST], "a.foo.bar");
+    assert_eq!(h[&X_ORIGINAL_URI], "/x?y");
+    assert_eq!(h[HOST], "a.foo.bar");
+    assert!(!h.contains_key("proxy"));
+    assert!(!h.contains_key(FORWARDED));
+    assert_eq!(h[HOST], "a.foo.bar", "the routed host replaces Host");
+}
+
+#[test]
+fn upgrades_keep_their_headers_only_on_http11() {
+    let host = HeaderValue::from_static("a.foo.bar");
+    let fresh = || {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(UPGRADE, "websocket".parse().unwrap());
+        h.insert("keep-alive", "5".parse().unwrap());
+        h
+    };
+    let mut h = fresh();
+    assert!(prepare_request(
+        &mut h,
+        &conn(),
+        &host,
+        HeaderValue::from_static("/"),
+        HeaderRules {
+            trust: false,
+            underscores: false
+        },
+        true,
+        None
+    ),);
+    assert_eq!(h[UPGRADE], "websocket");
+    assert_eq!(h[CONNECTION], "upgrade");
+    assert!(!h.contains_key("keep-alive"));
+    let mut h = fresh();
+    assert!(!prepare_request(
+        &mut h,
+        &conn(),
+        &host,
+        HeaderValue::from_static("/"),
+        HeaderRules {
+            trust: false,
+            underscores: false
+        },
+        false,
+        None
+    ),);
+    assert!(!h.contains_key(UPGRADE) && !h.contains_key(CONNECTION));
+}
+
+#[test]
+fn underscores_and_untrusted_forwarding_headers_go_unless_allowed() {
+    let fresh = || {
+        let mut h = HeaderMap::new();
+        for name in ["x_forwarded_for", "x_real_ip", "transfer_encoding"] {
+            h.insert(HeaderName::from_static(name), "6.6.6.6".parse().unwrap());
+        }
+        for name in UNTRUSTED {
+            h.insert(name, "6.6.6.6".parse().unwrap());
+        }
+        h.insert("x-kept", "1".parse().unwrap());
+        h
+    };
+    let host = HeaderValue::from_static("a.foo.bar");
+    let uri = || HeaderValue::from_static("/");
+    for (trust, underscores) in [(false, false), (true, false), (false, true), (true, true)] {
+        let mut h = fresh();
+        prepare_request(
+            &mut h,
+            &conn(),
+            &host,
+            uri(),
+            HeaderRules { trust, underscores },
+            true,
+            None,
+        );
+        assert!(h.contains_key("x-kept"));
+        assert_eq!(h.contains_key("x_forwarded_for"), underscores);
+        assert_eq!(h.contains_key("transfer_encoding"), underscores);
+        for name in UNTRUSTED {
+            assert_eq!(h.contains_key(name), trust, "{name} with trust={trust}");
+        }
+    }
+}
+
+#[test]
+fn known_names_map_to_their_bits() {
+    for (i, name) in DROPPED.iter().chain(&UNTRUSTED).enumerate() {
+        assert_eq!(known_bit(name.as_str()), 1 << i, "{name}");
+    }
+    assert_eq!(known_bit("content-length"), CONTENT_LENGTH_BIT);
+    for other in [
+        "host",
+        "x-forwarded-for",
+        "x-real-ip",
+        "cookie",
+        "proxy-authorization",
+        "",
+    ] {
+        assert_eq!(known_bit(other), 0, "{other}");
+    }
+}
+
+#[test]
+fn chunked_responses_lose_their_content_length() {
+    let mut h = HeaderMap::new();
+    h.insert(TRANSFER_ENCODING, "chunked".parse().unwrap());
+    h.insert(CONTENT_LENGTH, "2".parse().unwrap());
+    prepare_response(&mut h, false);
+    assert!(h.is_empty(), "{h:?}");
+    let mut h = HeaderMap::new();
+    h.insert(CONTENT_LENGTH, "2".parse().unwrap());
+    prepare_response(&mut h, false);
+    assert_eq!(h[CONTENT_LENGTH], "2");
+}
+
+#[test]
+fn content_length_is_made_canonical() {
+    for (sent, exact, forwarded) in [
+        ("007", Some(7), "7"),
+        ("5, 5", Some(5), "5"),
+        ("0", Some(0), "0"),
+        ("12", Some(12), "12"),
+        ("00", Some(0), "0"),
+    ] {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_LENGTH, sent.parse().unwrap());
+        canonical_content_length(&mut h, exact);
+        assert_eq!(h[CONTENT_LENGTH], forwarded, "{sent}");
+    }
+}
+
+#[test]
+fn forwarded_headers_trusted_append() {
+    let mut h = HeaderMap::new();
+    h.append(&X_FORWARDED_FOR, "9.9.9.9".parse().unwrap());
+    h.append(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
+    h.insert(FORWARDED, "for=9.9.9.9".parse().unwrap());
+    h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+    let host = HeaderValue::from_static("a.foo.bar");
+    prepare_request(
+        &mut h,
+        &conn(),
+        &host,
+        HeaderValue::from_static("/"),
+        HeaderRules {
+            trust: true,
+            underscores: false,
+        },
+        true,
+        None,
+    );
+    assert_eq!(h[&X_FORWARDED_FOR], "9.9.9.9, 1.2.3.4, 10.0.0.7");
+    assert!(h.contains_key(FORWARDED), "kept when trusted");
+    assert_eq!(h[&X_FORWARDED_PROTO], "https");
+    assert_eq!(h[&X_FORWARDED_SSL], "on");
+}
