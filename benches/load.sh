@@ -20,6 +20,11 @@
 #              the median of the rounds, so ROUNDS=3 or 5 tames this noisy machine
 #   ONLY       space-separated scenarios to run (default: small-c64 small-c256 64k-c64 close-c64)
 #   BG_BIN     branchgate binary to measure (default: built here with cargo build --release)
+#   BG_VARIANTS several branchgate targets in the same run, interleaved with the
+#              others: "LABEL:BINARY[:EXTRA FLAGS]" entries separated by ";", e.g.
+#              "before:/tmp/old/branchgate; after:target/release/branchgate;
+#              after+log:target/release/branchgate:--access-log text" (default:
+#              "branchgate:$BG_BIN"). Each is also compared with the first.
 #   OUT        where the markdown table goes (default target/load-results.md)
 #   QUIET_WAIT seconds to wait, before each scenario, for other processes on the
 #              machine to go quiet (default 60); "other CPU %" in the table
@@ -255,8 +260,23 @@ if [ -z "${BG_BIN:-}" ]; then
     (cd "$ROOT" && cargo build --release --bin branchgate)
     BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
 fi
-case "$BG_BIN" in /*) ;; *) BG_BIN="$ROOT/$BG_BIN" ;; esac
-[ -x "$BG_BIN" ] || die "no binary at $BG_BIN"
+abs_path() { case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac; }
+# Variants: label -> binary, label -> extra flags, in order.
+VARIANTS=()
+declare -A V_BIN V_ARGS
+IFS=';' read -r -a _entries <<<"${BG_VARIANTS:-branchgate:$BG_BIN}"
+for _e in "${_entries[@]}"; do
+    _e=$(sed 's/^[[:space:]]*//; s/[[:space:]]*$//' <<<"$_e")
+    [ -n "$_e" ] || continue
+    IFS=':' read -r _label _bin _args <<<"$_e"
+    [ -n "$_label" ] && [ -n "$_bin" ] || die "BG_VARIANTS: bad entry '$_e' (want LABEL:BINARY[:FLAGS])"
+    case "$_label" in backend | nginx) die "BG_VARIANTS: label '$_label' is taken" ;; esac
+    V_BIN[$_label]=$(abs_path "$_bin")
+    V_ARGS[$_label]=$_args
+    [ -x "${V_BIN[$_label]}" ] || die "BG_VARIANTS: no binary at ${V_BIN[$_label]}"
+    VARIANTS+=("$_label")
+done
+[ "${#VARIANTS[@]}" -gt 0 ] || die "BG_VARIANTS names no variant"
 
 # -------------------------------------------------------------- backend ---
 
@@ -288,7 +308,7 @@ BACKEND_WORKER=$(pgrep -P "$BACKEND_PID" | head -n 1 || true)
 # ------------------------------------------------------------ measuring ---
 
 read -r -a SCENARIOS <<<"${ONLY:-small-c64 small-c256 64k-c64 close-c64}"
-TARGETS=(backend branchgate nginx)
+TARGETS=(backend "${VARIANTS[@]}" nginx)
 declare -A S_PATH=([small-c64]=/ [small-c256]=/ [64k-c64]=/64k [close-c64]=/)
 declare -A S_CONNS=([small-c64]=64 [small-c256]=256 [64k-c64]=64 [close-c64]=64)
 declare -A S_CLOSE=([small-c64]=0 [small-c256]=0 [64k-c64]=0 [close-c64]=1)
@@ -422,15 +442,20 @@ echo "  pinning: proxy under test on core $PROXY_CPU (taskset -c $PROXY_CPU); wr
 echo "  backend:    nginx master $BACKEND_PID, worker ${BACKEND_WORKER:-?} on 127.0.0.1:$BACKEND_PORT, affinity $(affinity "${BACKEND_WORKER:-$BACKEND_PID}")"
 T_PORT[backend]=$BACKEND_PORT
 
-BG_ERR="$TMP/branchgate.stderr"
-taskset -c "$PROXY_CPU" "$BG_BIN" --http "127.0.0.1:$BG_PORT" --routes "$TMP/routes.toml" \
-    --workers 1 --access-log off --log-level warn >"$TMP/branchgate.stdout" 2>"$BG_ERR" &
-BG_PID=$!
-PIDS+=("$BG_PID")
-wait_listen "$BG_PID" "$BG_PORT" branchgate "$BG_ERR"
-echo "  branchgate: pid $BG_PID on 127.0.0.1:$BG_PORT, affinity $(affinity "$BG_PID"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$BG_PID/status")"
-T_PORT[branchgate]=$BG_PORT
-T_PID[branchgate]=$BG_PID
+for v in "${VARIANTS[@]}"; do
+    port=$BG_PORT
+    [ "$v" = "${VARIANTS[0]}" ] || port=$(free_port)
+    err="$TMP/$v.stderr"
+    # shellcheck disable=SC2086 # the extra flags are words
+    taskset -c "$PROXY_CPU" "${V_BIN[$v]}" --http "127.0.0.1:$port" --routes "$TMP/routes.toml" \
+        --workers 1 --access-log off --log-level warn ${V_ARGS[$v]} >"$TMP/$v.stdout" 2>"$err" &
+    pid=$!
+    PIDS+=("$pid")
+    wait_listen "$pid" "$port" "$v" "$err"
+    echo "  $v: pid $pid on 127.0.0.1:$port, affinity $(affinity "$pid"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$pid/status"), flags: --workers 1 --access-log off --log-level warn ${V_ARGS[$v]}"
+    T_PORT[$v]=$port
+    T_PID[$v]=$pid
+done
 
 taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP" -e "$TMP/proxy-error.log" -c "$TMP/nginx-proxy.conf" \
     >"$TMP/proxy.out" 2>&1 &
@@ -489,17 +514,21 @@ for k in "${!L_RPS[@]}"; do
     R_RSS[$k]=$(median "${L_RSS[$k]}")
 done
 
-if ! kill -0 "$BG_PID" 2>/dev/null; then
-    PROBLEMS+=("branchgate exited under load")
-fi
-if [ -s "$BG_ERR" ]; then
-    PROBLEMS+=("branchgate wrote to stderr (see below)")
-fi
+for v in "${VARIANTS[@]}"; do
+    if ! kill -0 "${T_PID[$v]}" 2>/dev/null; then
+        PROBLEMS+=("$v exited under load")
+    fi
+    if [ -s "$TMP/$v.stderr" ]; then
+        PROBLEMS+=("$v wrote to stderr (see below)")
+    fi
+done
 if ! kill -0 "$NGX_WORKER" 2>/dev/null; then
     PROBLEMS+=("the nginx proxy worker exited under load")
 fi
-stop_tree "$BG_PID"
-forget_pid "$BG_PID"
+for v in "${VARIANTS[@]}"; do
+    stop_tree "${T_PID[$v]}"
+    forget_pid "${T_PID[$v]}"
+done
 stop_tree "$NGX_PID"
 forget_pid "$NGX_PID"
 
@@ -523,12 +552,28 @@ TABLE="$TMP/table.md"
     echo
     echo "branchgate / nginx ratios (CPU per request and p99: lower is better; req/s: higher is better):"
     echo
-    echo "| scenario | CPU/req | req/s | p99 |"
-    echo "|---|---:|---:|---:|"
+    echo "| scenario | variant | CPU/req | req/s | p99 |"
+    echo "|---|---|---:|---:|---:|"
     for sc in "${SCENARIOS[@]}"; do
-        b="$sc/branchgate" n="$sc/nginx"
-        echo "| ${S_DESC[$sc]} | $(ratio "${R_CPU[$b]:-}" "${R_CPU[$n]:-}") | $(ratio "${R_RPS[$b]:-}" "${R_RPS[$n]:-}") | $(ratio "${R_P99[$b]:-}" "${R_P99[$n]:-}") |"
+        for v in "${VARIANTS[@]}"; do
+            b="$sc/$v" n="$sc/nginx"
+            echo "| ${S_DESC[$sc]} | $v | $(ratio "${R_CPU[$b]:-}" "${R_CPU[$n]:-}") | $(ratio "${R_RPS[$b]:-}" "${R_RPS[$n]:-}") | $(ratio "${R_P99[$b]:-}" "${R_P99[$n]:-}") |"
+        done
     done
+    if [ "${#VARIANTS[@]}" -gt 1 ]; then
+        first=${VARIANTS[0]}
+        echo
+        echo "each variant / $first (same run):"
+        echo
+        echo "| scenario | variant | CPU/req | req/s | p99 |"
+        echo "|---|---|---:|---:|---:|"
+        for sc in "${SCENARIOS[@]}"; do
+            for v in "${VARIANTS[@]:1}"; do
+                b="$sc/$v" f="$sc/$first"
+                echo "| ${S_DESC[$sc]} | $v | $(ratio "${R_CPU[$b]:-}" "${R_CPU[$f]:-}") | $(ratio "${R_RPS[$b]:-}" "${R_RPS[$f]:-}") | $(ratio "${R_P99[$b]:-}" "${R_P99[$f]:-}") |"
+            done
+        done
+    fi
 } >"$TABLE"
 
 echo
@@ -540,7 +585,10 @@ mkdir -p "$(dirname "$OUT")"
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, $($NGINX -v 2>&1 | sed 's/.*: //'), wrk -t1, ${DURATION}s per run after a ${WARMUP}s warm-up; median of $ROUNDS interleaved round(s)."
     echo "Proxy on core $PROXY_CPU; wrk and the backend (nginx, 1 worker) on core $CLIENT_CPU."
-    echo "branchgate: --workers 1 --access-log off --log-level warn. nginx: 1 worker, upstream keepalive 512."
+    for v in "${VARIANTS[@]}"; do
+        echo "$v: $(basename "${V_BIN[$v]}") --workers 1 --access-log off --log-level warn ${V_ARGS[$v]}"
+    done
+    echo "nginx: 1 worker, upstream keepalive 512."
     echo "CPU µs/req: utime+stime of the proxy process (nginx: its worker) over the wrk run / requests."
     echo "wrk errors: connect/read/write/status(non-2xx,3xx)/timeout."
     echo "other CPU %: CPU used during the run by processes other than the proxy, the backend and wrk, in % of one core."
@@ -555,11 +603,13 @@ if [ "${#PROBLEMS[@]}" -gt 0 ]; then
     echo "problems:"
     printf '  - %s\n' "${PROBLEMS[@]}"
 fi
-if [ -s "$BG_ERR" ]; then
-    echo
-    echo "branchgate stderr (last 40 lines):"
-    tail -n 40 "$BG_ERR" | sed 's/^/  /'
-fi
+for v in "${VARIANTS[@]}"; do
+    if [ -s "$TMP/$v.stderr" ]; then
+        echo
+        echo "$v stderr (last 40 lines):"
+        tail -n 40 "$TMP/$v.stderr" | sed 's/^/  /'
+    fi
+done
 for f in backend-error.log proxy-error.log; do
     if [ -s "$TMP/$f" ]; then
         echo

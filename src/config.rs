@@ -1,5 +1,6 @@
 //! Command-line flags, each also read from `BRANCHGATE_<FLAG>`, validated
-//! once at start-up.
+//! once at start-up: the start of the flow (`main` → [`Config`] →
+//! [`crate::bind`]). A bad flag is an error value here; `main` prints it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! A tiny built-in upstream for `--demo` and for test images: it answers every
 //! request with a plain-text echo of what it received (request line, headers)
-//! and its own name, so a newcomer can see what the proxy forwarded.
+//! and its own name, so a newcomer can see what the proxy forwarded. An
+//! upstream at the end of the flow, fed by the `--demo` provider entry.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;

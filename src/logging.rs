@@ -1,6 +1,8 @@
 //! Logging: the operator log (`tracing`, text or JSON, on stderr) and the
 //! access log on its own target (`branchgate::access`), written to stdout
 //! through a buffered, non-blocking writer so the hot path never waits on I/O.
+//! Beside the flow: `main` installs it; the access log is written by the
+//! request record's sink ([`crate::proxy::record`]).
 
 use std::fmt::{self, Write as _};
 use std::io::IsTerminal as _;

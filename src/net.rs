@@ -1,14 +1,14 @@
-//! A socket wrapper shared by both ends of the proxy: it tells an observer
-//! how each write went. The client side learns when a response waits for a
+//! Socket helpers below both ends of the flow ([`crate::proxy`] and
+//! [`crate::upstream`]). A socket wrapper tells an observer how each write
+//! went. The client side learns when a response waits for a
 //! client that stopped reading ([`crate::proxy::conns`]); the upstream side
-//! counts the bytes an upstream takes ([`crate::proxy::upstream`]).
+//! counts the bytes an upstream takes ([`crate::upstream`]).
 
+use std::future::Future as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-use std::future::Future as _;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};

@@ -302,3 +302,38 @@ async fn access_log_in_common_and_json_formats_and_several_workers() {
     assert!(v["duration_ms"].as_f64().is_some());
     assert!(v["timestamp"].is_string());
 }
+
+#[tokio::test]
+async fn a_refused_upstream_is_logged_once_per_request() {
+    // A port nothing listens on: bound, then closed.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let p = ProxyProcess::spawn(&route_toml("dead.foo.bar", &[dead], ""), &[]).await;
+    assert_eq!(get(p.addr, "dead.foo.bar", "/").await.status, 502);
+    // A publish logs after everything the request logged (one stderr, in order).
+    write_atomically(&p.routes, &route_toml("marker.foo.bar", &[dead], ""));
+    eventually(
+        Duration::from_secs(5),
+        "the publish after the request",
+        || async {
+            p.stderr()
+                .iter()
+                .any(|l| l.contains("route table published") && l.contains("marker.foo.bar"))
+                .then_some(())
+        },
+    )
+    .await;
+    let lines: Vec<String> = p
+        .stderr()
+        .into_iter()
+        .filter(|l| l.contains(&dead.to_string()))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("\"level\":\"WARN\"") && lines[0].contains("upstream error"),
+        "{}",
+        lines[0]
+    );
+}

@@ -323,12 +323,15 @@ mod tests {
                 "HTTPS_METHOD=redirect",
                 "LETSENCRYPT_HOST=env.foo.bar",
                 "LETSENCRYPT_EMAIL=ops@foo.bar",
+                "HSTS=max-age=60",
+                "CERT_NAME=env",
             ],
             &[
                 ("branchgate.host", "label.foo.bar"),
                 ("branchgate.proto", "https"),
                 ("branchgate.path", "/label/"),
                 ("branchgate.https_method", "nohttp"),
+                ("branchgate.cert_name", "shared"),
             ],
         );
         let r = route(&c);
@@ -337,6 +340,8 @@ mod tests {
         assert_eq!(r.path, "/label/");
         assert_eq!(r.dest.as_deref(), Some("/"));
         assert_eq!(r.policy.https_method, Some(HttpsMethod::NoHttp));
+        assert_eq!(r.policy.hsts, Hsts::Value("max-age=60".into()));
+        assert_eq!(r.policy.cert_name.as_deref(), Some("shared"));
         assert_eq!(r.policy.acme_hosts, [Box::from("env.foo.bar")]);
         assert_eq!(r.policy.acme_email.as_deref(), Some("ops@foo.bar"));
         assert_eq!(r.source, "web-1");
@@ -375,7 +380,7 @@ mod tests {
     #[test]
     fn bad_values_name_the_container_key_and_value() {
         type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str, &'a str);
-        let cases: [Case; 9] = [
+        let cases: [Case; 11] = [
             (
                 &["VIRTUAL_HOST=a.foo.bar", "VIRTUAL_PORT=abc"],
                 &[],
@@ -419,6 +424,18 @@ mod tests {
                 &[],
                 "LETSENCRYPT_HOST",
                 "*.foo.bar",
+            ),
+            (
+                &["VIRTUAL_HOST=a.foo.bar", "HSTS=forever"],
+                &[],
+                "HSTS",
+                "forever",
+            ),
+            (
+                &["VIRTUAL_HOST=a.foo.bar"],
+                &[("branchgate.cert_name", "../etc/key")],
+                "branchgate.cert_name",
+                "../etc/key",
             ),
         ];
         for (env, labels, key, value) in cases {

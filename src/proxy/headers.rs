@@ -1,5 +1,6 @@
 //! Header rules applied to every proxied request and response, edited in
-//! place on the incoming `HeaderMap` (no request is rebuilt).
+//! place on the incoming `HeaderMap` (no request is rebuilt). Used by the
+//! forward phase ([`super::forward`]).
 
 use http::header::{
     CONNECTION, CONTENT_LENGTH, COOKIE, FORWARDED, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,

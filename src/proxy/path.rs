@@ -1,4 +1,4 @@
-//! The request-path check made before routing: no dot segment, however it is
+//! The request-path check the route phase makes before the lookup: no dot segment, however it is
 //! spelled. An upstream that decodes `%2F`, treats `\` as `/` (IIS, some
 //! Java and Node servers) or cuts `;` path parameters (Tomcat, Jetty) would
 //! otherwise resolve `/api/..%2fadmin` or `/api/..;/admin` outside the
