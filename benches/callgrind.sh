@@ -6,6 +6,7 @@
 #   benches/callgrind.sh                # N=20000 requests per scenario
 #   N=50000 benches/callgrind.sh
 #   KEEP=/tmp/prof benches/callgrind.sh   # keep the callgrind profiles
+#   BG_ARGS="--access-log text" benches/callgrind.sh   # branchgate flags (default: --access-log off)
 #
 # Both proxies run under valgrind in front of the same nginx backend (not under
 # valgrind). After a warm-up, counters are zeroed, h2load sends N keep-alive
@@ -87,7 +88,7 @@ sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$NGX|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND|
 
 valgrind --tool=callgrind --callgrind-out-file="$TMP/bg.out" \
     "$BG_BIN" --http "127.0.0.1:$BG" --routes "$TMP/routes.toml" --workers 1 \
-    --access-log off --log-level warn >"$TMP/bg.log" 2>&1 &
+    --log-level warn ${BG_ARGS:---access-log off} >"$TMP/bg.log" 2>&1 &
 BG_PID=$!
 PIDS+=("$BG_PID")
 valgrind --tool=callgrind --callgrind-out-file="$TMP/ngx.out" \

@@ -263,7 +263,7 @@ fi
 abs_path() { case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac; }
 # Variants: label -> binary, label -> extra flags, in order.
 VARIANTS=()
-declare -A V_BIN V_ARGS
+declare -A V_BIN V_ARGS V_FLAGS
 IFS=';' read -r -a _entries <<<"${BG_VARIANTS:-branchgate:$BG_BIN}"
 for _e in "${_entries[@]}"; do
     _e=$(sed 's/^[[:space:]]*//; s/[[:space:]]*$//' <<<"$_e")
@@ -447,12 +447,15 @@ for v in "${VARIANTS[@]}"; do
     [ "$v" = "${VARIANTS[0]}" ] || port=$(free_port)
     err="$TMP/$v.stderr"
     # shellcheck disable=SC2086 # the extra flags are words
+    flags="--workers 1 --log-level warn ${V_ARGS[$v]}"
+    case " ${V_ARGS[$v]} " in *" --access-log "*) ;; *) flags+=" --access-log off" ;; esac
+    V_FLAGS[$v]=$flags
     taskset -c "$PROXY_CPU" "${V_BIN[$v]}" --http "127.0.0.1:$port" --routes "$TMP/routes.toml" \
-        --workers 1 --access-log off --log-level warn ${V_ARGS[$v]} >"$TMP/$v.stdout" 2>"$err" &
+        $flags >"$TMP/$v.stdout" 2>"$err" &
     pid=$!
     PIDS+=("$pid")
     wait_listen "$pid" "$port" "$v" "$err"
-    echo "  $v: pid $pid on 127.0.0.1:$port, affinity $(affinity "$pid"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$pid/status"), flags: --workers 1 --access-log off --log-level warn ${V_ARGS[$v]}"
+    echo "  $v: pid $pid on 127.0.0.1:$port, affinity $(affinity "$pid"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$pid/status"), flags: $flags"
     T_PORT[$v]=$port
     T_PID[$v]=$pid
 done
@@ -586,7 +589,7 @@ mkdir -p "$(dirname "$OUT")"
     echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, $($NGINX -v 2>&1 | sed 's/.*: //'), wrk -t1, ${DURATION}s per run after a ${WARMUP}s warm-up; median of $ROUNDS interleaved round(s)."
     echo "Proxy on core $PROXY_CPU; wrk and the backend (nginx, 1 worker) on core $CLIENT_CPU."
     for v in "${VARIANTS[@]}"; do
-        echo "$v: $(basename "${V_BIN[$v]}") --workers 1 --access-log off --log-level warn ${V_ARGS[$v]}"
+        echo "$v: ${V_BIN[$v]} ${V_FLAGS[$v]}"
     done
     echo "nginx: 1 worker, upstream keepalive 512."
     echo "CPU µs/req: utime+stime of the proxy process (nginx: its worker) over the wrk run / requests."

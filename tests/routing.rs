@@ -377,7 +377,11 @@ async fn every_address_is_served_by_every_worker() {
         "[::1]:0",
         "--workers",
         "2",
-        "--no-docker",
+        // Every kind of background task runs, and must stop with the rest:
+        // a Docker watcher retrying an engine that is not there, the demo.
+        "--docker",
+        "unix:///nonexistent/docker.sock",
+        "--demo",
         "--access-log",
         "off",
         "--routes",
@@ -387,6 +391,7 @@ async fn every_address_is_served_by_every_worker() {
     let bound = branchgate::bind(config).await.unwrap();
     let addrs = bound.http_addrs();
     assert_eq!(addrs.len(), 3);
+    let demo = bound.http_addr();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(bound.run(stop.clone()));
     for addr in &addrs {
