@@ -70,7 +70,7 @@ impl<'s> Merged<'s> {
     /// Folds in a later spec for the same route, noting each disagreement.
     pub(super) fn add(&mut self, spec: &'s RouteSpec, route: &str, notes: &mut Vec<Note>) {
         let first = self.first;
-        let mut conflict = |setting: &str, mine: String, theirs: String, applies: String| {
+        let mut conflict = |setting: String, mine: String, theirs: String, applies: String| {
             notes.push(Note {
                 origin: Origin::Build,
                 source: spec.source.clone(),
@@ -85,7 +85,7 @@ impl<'s> Merged<'s> {
         if spec.dest != first.dest {
             let show = |d: &Option<String>| d.as_deref().unwrap_or("-").to_owned();
             conflict(
-                "dest",
+                "dest".into(),
                 show(&spec.dest),
                 show(&first.dest),
                 show(&first.dest),
@@ -93,15 +93,15 @@ impl<'s> Merged<'s> {
         }
         if spec.proto != first.proto {
             let p = first.proto.to_string();
-            conflict("proto", spec.proto.to_string(), p.clone(), p);
+            conflict("proto".into(), spec.proto.to_string(), p.clone(), p);
         }
         let before = self.policy.clone();
         for setting in self.policy.merge(&spec.policy) {
             conflict(
-                setting,
-                spec.policy.describe(setting),
-                before.describe(setting),
-                self.policy.describe(setting),
+                setting.to_string(),
+                spec.policy.show(setting),
+                before.show(setting),
+                self.policy.show(setting),
             );
         }
         self.upstreams.extend(spec.upstreams.iter().copied());

@@ -200,22 +200,50 @@ fn https_rank(m: Option<HttpsMethod>) -> HttpsMethod {
     m.unwrap_or(HttpsMethod::Redirect)
 }
 
+/// One setting of a [`Policy`], as named in the routes file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// `cors`.
+    Cors,
+    /// `https_method`.
+    HttpsMethod,
+    /// `hsts`.
+    Hsts,
+    /// `cert_name`.
+    CertName,
+    /// `acme_email`.
+    AcmeEmail,
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Cors => "cors",
+            Self::HttpsMethod => "https_method",
+            Self::Hsts => "hsts",
+            Self::CertName => "cert_name",
+            Self::AcmeEmail => "acme_email",
+        })
+    }
+}
+
 impl Policy {
     /// Folds `other` (a later spec for the same route) into `self` by the
     /// documented rule; returns the settings on which the two disagreed.
-    pub fn merge(&mut self, other: &Policy) -> Vec<&'static str> {
+    pub fn merge(&mut self, other: &Policy) -> Vec<Setting> {
         let mut differ = Vec::new();
         if self.cors != other.cors {
-            differ.push("cors");
+            differ.push(Setting::Cors);
         }
         if self.cert_name != other.cert_name {
-            differ.push("cert_name");
+            differ.push(Setting::CertName);
         }
         if self.acme_email != other.acme_email {
-            differ.push("acme_email");
+            differ.push(Setting::AcmeEmail);
         }
         if self.https_method != other.https_method {
-            differ.push("https_method");
+            differ.push(Setting::HttpsMethod);
+            // An explicit `redirect` replaces the unset default it equals.
             if https_rank(other.https_method) > https_rank(self.https_method)
                 || (self.https_method.is_none()
                     && https_rank(other.https_method) == HttpsMethod::Redirect)
@@ -224,7 +252,7 @@ impl Policy {
             }
         }
         if self.hsts != other.hsts {
-            differ.push("hsts");
+            differ.push(Setting::Hsts);
             if other.hsts.strictness() > self.hsts.strictness() {
                 self.hsts = other.hsts.clone();
             }
@@ -237,17 +265,17 @@ impl Policy {
         differ
     }
 
-    /// The setting `name` as text, for notes.
-    pub fn describe(&self, name: &str) -> String {
-        match name {
-            "cors" => self.cors.to_string(),
-            "cert_name" => self.cert_name.as_deref().unwrap_or("-").to_owned(),
-            "acme_email" => self.acme_email.as_deref().unwrap_or("-").to_owned(),
-            "https_method" => self
+    /// The value of `setting` as text, for notes.
+    pub fn show(&self, setting: Setting) -> String {
+        let or_none = |v: &Option<Box<str>>| v.as_deref().unwrap_or("-").to_owned();
+        match setting {
+            Setting::Cors => self.cors.to_string(),
+            Setting::CertName => or_none(&self.cert_name),
+            Setting::AcmeEmail => or_none(&self.acme_email),
+            Setting::HttpsMethod => self
                 .https_method
                 .map_or_else(|| "redirect (default)".to_owned(), |m| m.to_string()),
-            "hsts" => self.hsts.to_string(),
-            _ => String::new(),
+            Setting::Hsts => self.hsts.to_string(),
         }
     }
 }
@@ -289,7 +317,7 @@ mod tests {
             }
         }
         let mut p = with(Some("noredirect"), None);
-        assert_eq!(p.merge(&with(Some("nohttp"), None)), ["https_method"]);
+        assert_eq!(p.merge(&with(Some("nohttp"), None)), [Setting::HttpsMethod]);
         assert_eq!(p.https_method, Some(HttpsMethod::NoHttp));
     }
 
@@ -326,7 +354,7 @@ mod tests {
             acme_hosts: vec!["w.foo".into(), "x.foo".into()],
             ..Policy::default()
         };
-        assert_eq!(a.merge(&b), ["cors", "cert_name"]);
+        assert_eq!(a.merge(&b), [Setting::Cors, Setting::CertName]);
         assert_eq!((a.cors, a.cert_name.as_deref()), (false, Some("a")));
         assert_eq!(a.acme_hosts, [Box::from("w.foo"), Box::from("x.foo")]);
     }

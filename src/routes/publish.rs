@@ -212,11 +212,11 @@ mod tests {
         p.publish(&desired(vec![spec("a.foo", &[1]), spec("b.foo", &[2])]));
         let old = reader.load_full();
         let b = pool_of(&old, "b.foo");
-        assert_eq!(p.registry().len(), (2, 2));
+        assert_eq!(p.registry().counts(), (2, 2));
 
         let next = p.prepare(&desired(vec![spec("a.foo", &[1])]));
         assert_eq!(
-            p.registry().len(),
+            p.registry().counts(),
             (2, 2),
             "nothing forgotten before the store"
         );
@@ -224,7 +224,7 @@ mod tests {
         p.commit(next, Instant::now());
         assert_eq!(reader.load().generation(), 2);
         assert_eq!(
-            p.registry().len(),
+            p.registry().counts(),
             (1, 1),
             "b.foo's pool and upstream forgotten"
         );

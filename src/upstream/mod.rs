@@ -123,14 +123,9 @@ impl Registry {
         self.upstreams.retain(|k, _| used.contains(k));
     }
 
-    /// Live pools and upstreams, for tests and the API.
-    pub fn len(&self) -> (usize, usize) {
+    /// How many pools and upstreams are live, for tests and the API.
+    pub fn counts(&self) -> (usize, usize) {
         (self.pools.len(), self.upstreams.len())
-    }
-
-    /// Whether the registry holds nothing.
-    pub fn is_empty(&self) -> bool {
-        self.pools.is_empty()
     }
 }
 
@@ -200,9 +195,9 @@ mod tests {
         // Another pool over one of its upstreams shares that upstream's state.
         let b = r.resolve(&key(1));
         assert!(Arc::ptr_eq(&a.upstreams()[0], &b.upstreams()[0]));
-        assert_eq!(r.len(), (2, 2));
+        assert_eq!(r.counts(), (2, 2));
         r.prune(std::slice::from_ref(&b));
-        assert_eq!(r.len(), (1, 1), "pool 1..2 and upstream :2 forgotten");
+        assert_eq!(r.counts(), (1, 1), "pool 1..2 and upstream :2 forgotten");
         assert!(
             !Arc::ptr_eq(&a, &r.resolve(&key(2))),
             "a new pool after the prune"
