@@ -6,7 +6,7 @@
 #   benches/callgrind.sh                # N=20000 requests per scenario
 #   N=50000 benches/callgrind.sh
 #   KEEP=/tmp/prof benches/callgrind.sh   # keep the callgrind profiles
-#   BG_ARGS="--access-log text" benches/callgrind.sh   # branchgate flags (default: --access-log off)
+#   BG_ARGS="--access-log common" benches/callgrind.sh   # branchgate flags (default: --access-log off)
 #
 # Both proxies run under valgrind in front of the same nginx backend (not under
 # valgrind). After a warm-up, counters are zeroed, h2load sends N keep-alive

@@ -23,7 +23,7 @@
 #   BG_VARIANTS several branchgate targets in the same run, interleaved with the
 #              others: "LABEL:BINARY[:EXTRA FLAGS]" entries separated by ";", e.g.
 #              "before:/tmp/old/branchgate; after:target/release/branchgate;
-#              after+log:target/release/branchgate:--access-log text" (default:
+#              after+log:target/release/branchgate:--access-log common" (default:
 #              "branchgate:$BG_BIN"). Each is also compared with the first.
 #   OUT        where the markdown table goes (default target/load-results.md)
 #   QUIET_WAIT seconds to wait, before each scenario, for other processes on the

@@ -1,26 +1,48 @@
-//! Differential: `RouteTable::lookup` agrees with a naive linear scan.
+//! Differential: `RouteTable::lookup` agrees with a naive linear scan, branch
+//! environments included.
 //!
 //! The fuzzer picks a few routes (host patterns over a small label alphabet,
 //! so that they overlap and actually match, and paths from a small set), an
-//! optional `--default-host`, and some requests. For every request whose host
-//! `normalize_host` accepts, the model scans all patterns with
-//! `HostPattern::matches` and picks by precedence: exact, then the longest
-//! `*.suffix`, then the longest `prefix.*`, then the first regex by source
-//! text, else the default host (itself resolved by the same scan); then the
-//! longest path prefix of that host that the request path starts with. The
-//! table must name the same host pattern, the same `HostMatch`, and the same
-//! path prefix, or say `NoHost` / `NoPath` exactly when the model does.
+//! optional `--default-host`, optionally branch environments, and some
+//! requests. Branch environments get a domain from the same alphabet (often
+//! one of the generated patterns' names, so branch hosts collide with exact
+//! and wildcard patterns), API prefixes (`/api`, sometimes also `/app1`) and a
+//! default branch; some routes are then branch members (a branch name from a
+//! small set whose slugs collide, such as `a`, `A`, `feature/a`, `feature-a`,
+//! and a role), with or without host patterns of their own. Every route has
+//! its own upstream port, which identifies it.
+//!
+//! For every request whose host `normalize_host` accepts, the model decides:
+//! 1. an exact pattern (`HostPattern::matches`) names the host: that host;
+//! 2. else, with branch environments on: the host equal to the domain is the
+//!    matrix; a host that is `<fe>.<domain>` or `<fe>.<be>.<domain>` (one or
+//!    two non-empty labels) asks the backends for `be` (the default branch's
+//!    slug when there is no `be`) if the path is under an API prefix by whole
+//!    segments, else the frontends for `fe`. If exactly one branch name of
+//!    that role has that slug (by `slug`, the only code reused), the answer is
+//!    that member, whose pool is the upstreams of every spec with that branch
+//!    name and role, at path prefix `/`; otherwise (no such branch, or two
+//!    names sharing the slug) it is that role and slug missing. Any other
+//!    host goes on;
+//! 3. else the longest `*.suffix`, then the longest `prefix.*`, then the first
+//!    regex by source text, else the default host (itself resolved by steps 1
+//!    and 3 only, as the build does); then the longest path prefix of that
+//!    host that the request path starts with.
+//!
+//! The table must name the same host pattern, the same `HostMatch`, and the
+//! same path prefix; or the same member (by its pool's addresses, with
+//! `HostMatch::Branch`); or say `Matrix`, `MissingBranch` (same role and slug),
+//! `NoHost` or `NoPath` exactly when the model does. The branch index must also
+//! list exactly the model's members and slug conflicts per role.
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
-use std::time::Duration;
 
 use arbitrary::Arbitrary;
-use branchgate::proxy::upstream::{ClientSettings, UpstreamRegistry};
 use branchgate::routes::{
-    BuildOptions, HostMatch, HostPattern, Lookup, MAX_HOST_LEN, Proto, RouteSpec, build,
-    normalize_host,
+    BranchSettings, BuildOptions, HostMatch, HostPattern, Lookup, MAX_HOST_LEN, Policy, Proto,
+    Role, RouteSpec, build, normalize_host, slug,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -57,6 +79,28 @@ const REQUEST_PATHS: &[&str] = &[
 ];
 /// Request-host suffixes: nothing, a port, a bad port.
 const TAILS: &[&str] = &["", "", ":8080", ".", ".:80", ":", ":x"];
+/// Git branch names: several share a slug (`a`/`A`, `feature/a`/`feature-a`,
+/// `main`/`Main`), some slugs are labels of `PIECES` (`a`, `b`, `foo`,
+/// `x-1`), and `--` has no letter or digit (its slug is a hash).
+const BRANCHES: &[&str] = &[
+    "a",
+    "A",
+    "feature/a",
+    "feature-a",
+    "b",
+    "main",
+    "Main",
+    "foo",
+    "x_1",
+    "--",
+];
+/// Branch-host labels besides the branches' slugs: an empty one, unknown
+/// ones, an uppercase one.
+const EXTRA_LABELS: &[&str] = &["", "x", "FOO", "bar", "feature"];
+/// `--api-prefix` lists (as the config hands them: no trailing `/`).
+const API_PREFIXES: &[&[&str]] = &[&["/api"], &["/api"], &["/app1", "/api"]];
+/// Domain used to build branch-looking hosts when branch environments are off.
+const FALLBACK_DOMAIN: &str = "foo.bar";
 
 #[derive(Arbitrary, Debug)]
 struct Name(Vec<u8>);
@@ -97,10 +141,67 @@ impl PatternIn {
     }
 }
 
+/// Whether a route is a branch-environment member; only `Member` makes one.
+#[derive(Arbitrary, Debug)]
+enum MemberIn {
+    No,
+    /// Branch name (index into `BRANCHES`) and role (frontend when true).
+    Member(u8, bool),
+    /// A branch without a role: not a member.
+    BranchOnly(u8),
+    /// A role without a branch: not a member.
+    RoleOnly(bool),
+}
+
 #[derive(Arbitrary, Debug)]
 struct RouteIn {
     hosts: Vec<PatternIn>,
     path: u8,
+    member: MemberIn,
+}
+
+#[derive(Arbitrary, Debug)]
+enum DomainIn {
+    /// Labels and separators, then a tail (normalised like `--branch-domain`).
+    Built(Name, u8),
+    /// The name of the `n`th generated pattern (an exact host, or what a
+    /// wildcard is anchored to), so branch hosts overlap with patterns; when
+    /// the flag is set, without its first label (an exact `a.foo.bar` gives
+    /// `foo.bar`, under which the exact host is a branch host).
+    Near(u8, bool),
+}
+
+#[derive(Arbitrary, Debug)]
+struct BranchesIn {
+    domain: DomainIn,
+    api: u8,
+    default_branch: u8,
+}
+
+/// What request hosts are generated from.
+struct Ctx<'a> {
+    patterns: Vec<&'a PatternIn>,
+    /// The branch domain, or `FALLBACK_DOMAIN` when branches are off.
+    domain: String,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(routes: &'a [RouteIn]) -> Self {
+        Self {
+            patterns: routes
+                .iter()
+                .take(MAX_ROUTES)
+                .flat_map(|r| r.hosts.iter().take(MAX_HOSTS))
+                .collect(),
+            domain: FALLBACK_DOMAIN.to_owned(),
+        }
+    }
+
+    fn pattern(&self, i: u8) -> Option<&'a PatternIn> {
+        self.patterns
+            .get(usize::from(i) % self.patterns.len().max(1))
+            .copied()
+    }
 }
 
 #[derive(Arbitrary, Debug)]
@@ -111,27 +212,52 @@ enum HostIn {
     /// wildcard patterns are hit often: the exact name itself, or `extra`
     /// put where the wildcard is.
     Near(u8, Name),
+    /// `<fe>.<domain>` or `<fe>.<be>.<domain>` with labels from the branch
+    /// slugs and `EXTRA_LABELS`, then a tail.
+    Branch(u8, Option<u8>, u8),
+    /// The branch domain itself, optionally one label deeper than a branch
+    /// host (`x.<fe>.<be>.<domain>`), then a tail.
+    Domain(bool, u8),
     /// Anything at all.
     Raw(String),
 }
 
+fn branch_label(i: u8) -> String {
+    let i = usize::from(i) % (BRANCHES.len() + EXTRA_LABELS.len());
+    match BRANCHES.get(i) {
+        Some(b) => slug(b),
+        None => EXTRA_LABELS[i - BRANCHES.len()].to_owned(),
+    }
+}
+
 impl HostIn {
-    fn text(&self, routes: &[RouteIn]) -> String {
+    fn text(&self, ctx: &Ctx<'_>) -> String {
         match self {
             Self::Built(n, tail) => n.text() + TAILS[usize::from(*tail) % TAILS.len()],
-            Self::Near(i, extra) => {
-                let patterns: Vec<&PatternIn> = routes
-                    .iter()
-                    .take(MAX_ROUTES)
-                    .flat_map(|r| r.hosts.iter().take(MAX_HOSTS))
-                    .collect();
-                match patterns.get(usize::from(*i) % patterns.len().max(1)) {
-                    Some(PatternIn::Exact(n)) => n.text(),
-                    Some(PatternIn::Suffix(n)) => format!("{}.{}", extra.text(), n.text()),
-                    Some(PatternIn::Prefix(n)) => format!("{}.{}", n.text(), extra.text()),
-                    Some(PatternIn::Regex(_)) | None => extra.text(),
+            Self::Near(i, extra) => match ctx.pattern(*i) {
+                Some(PatternIn::Exact(n)) => n.text(),
+                Some(PatternIn::Suffix(n)) => format!("{}.{}", extra.text(), n.text()),
+                Some(PatternIn::Prefix(n)) => format!("{}.{}", n.text(), extra.text()),
+                Some(PatternIn::Regex(_)) | None => extra.text(),
+            },
+            Self::Branch(fe, be, tail) => {
+                let mut s = branch_label(*fe);
+                if let Some(be) = be {
+                    s.push('.');
+                    s.push_str(&branch_label(*be));
                 }
+                format!(
+                    "{s}.{}{}",
+                    ctx.domain,
+                    TAILS[usize::from(*tail) % TAILS.len()]
+                )
             }
+            Self::Domain(deeper, tail) => format!(
+                "{}{}{}",
+                if *deeper { "x.a.b." } else { "" },
+                ctx.domain,
+                TAILS[usize::from(*tail) % TAILS.len()]
+            ),
             Self::Raw(s) => s.clone(),
         }
     }
@@ -141,13 +267,75 @@ impl HostIn {
 struct Input {
     routes: Vec<RouteIn>,
     default_host: Option<HostIn>,
+    branches: Option<BranchesIn>,
     requests: Vec<(HostIn, u8)>,
+}
+
+/// The reference for branch hosts.
+#[derive(Debug)]
+struct BranchModel {
+    domain: String,
+    api_prefixes: &'static [&'static str],
+    default_branch: &'static str,
+    /// Role, branch name and upstream port of every member spec.
+    members: Vec<(Role, &'static str, u16)>,
+}
+
+impl BranchModel {
+    /// Branch names of `role` whose slug is `want`.
+    fn names(&self, role: Role, want: &str) -> BTreeSet<&'static str> {
+        self.members
+            .iter()
+            .filter(|(r, name, _)| *r == role && slug(name) == want)
+            .map(|(_, name, _)| *name)
+            .collect()
+    }
+
+    /// True when the path's segments begin with an API prefix's segments.
+    fn is_api(&self, path: &str) -> bool {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.api_prefixes
+            .iter()
+            .any(|p| segments.starts_with(&p.split('/').collect::<Vec<_>>()))
+    }
+
+    /// The answer for a host under the branch domain, `None` for any other.
+    fn lookup(&self, host: &str, path: &str) -> Option<ModelLookup> {
+        if host == self.domain {
+            return Some(ModelLookup::Matrix);
+        }
+        let rest = host.strip_suffix(&format!(".{}", self.domain))?;
+        let labels: Vec<&str> = rest.split('.').collect();
+        if labels.len() > 2 || labels.iter().any(|l| l.is_empty()) {
+            return None;
+        }
+        let (role, want) = if self.is_api(path) {
+            let be = labels
+                .get(1)
+                .map_or_else(|| slug(self.default_branch), |be| (*be).to_owned());
+            (Role::Backend, be)
+        } else {
+            (Role::Frontend, labels[0].to_owned())
+        };
+        let names = self.names(role, &want);
+        let [name] = names.into_iter().collect::<Vec<_>>()[..] else {
+            return Some(ModelLookup::Missing(role, want));
+        };
+        Some(ModelLookup::Member(
+            self.members
+                .iter()
+                .filter(|(r, n, _)| *r == role && *n == name)
+                .map(|(_, _, port)| *port)
+                .collect(),
+        ))
+    }
 }
 
 /// The reference: every distinct pattern (by `Display`) with its paths.
 struct Model {
     hosts: BTreeMap<String, (HostPattern, BTreeSet<&'static str>)>,
     default: Option<(String, HostMatch)>,
+    branches: Option<BranchModel>,
 }
 
 impl Model {
@@ -187,6 +375,13 @@ impl Model {
     }
 
     fn lookup(&self, host: &str, path: &str) -> ModelLookup {
+        let exact = self
+            .hosts
+            .values()
+            .any(|(p, _)| matches!(p, HostPattern::Exact(_)) && p.matches(host));
+        if !exact && let Some(answer) = self.branches.as_ref().and_then(|b| b.lookup(host, path)) {
+            return answer;
+        }
         let Some((text, how)) = self.find_host(host).or_else(|| {
             self.default
                 .as_ref()
@@ -209,6 +404,10 @@ impl Model {
 #[derive(Debug, PartialEq)]
 enum ModelLookup {
     Found(String, HostMatch, &'static str),
+    /// A branch member (`HostMatch::Branch`, prefix `/`), by its upstream ports.
+    Member(BTreeSet<u16>),
+    Matrix,
+    Missing(Role, String),
     NoPath,
     NoHost,
 }
@@ -218,12 +417,23 @@ fn normalized(raw: &str) -> Option<String> {
     normalize_host(raw, &mut buf).map(str::to_owned)
 }
 
+/// As `--branch-domain` accepts it: a normalised name with a dot, not an IP literal.
+fn branch_domain(raw: &str) -> Option<String> {
+    normalized(raw).filter(|h| h.contains('.') && !h.starts_with('['))
+}
+
+fn port(i: usize) -> u16 {
+    9000 + i as u16
+}
+
 fuzz_target!(|input: Input| {
     let mut specs = Vec::new();
     let mut model = Model {
         hosts: BTreeMap::new(),
         default: None,
+        branches: None,
     };
+    let mut members = Vec::new();
     for (i, route) in input.routes.iter().take(MAX_ROUTES).enumerate() {
         let path = ROUTE_PATHS[usize::from(route.path) % ROUTE_PATHS.len()];
         let hosts: Vec<HostPattern> = route
@@ -240,50 +450,141 @@ fuzz_target!(|input: Input| {
                 .1
                 .insert(path);
         }
+        let branch = |b: u8| BRANCHES[usize::from(b) % BRANCHES.len()];
+        let role = |frontend: bool| {
+            if frontend {
+                Role::Frontend
+            } else {
+                Role::Backend
+            }
+        };
+        let (branch, role) = match route.member {
+            MemberIn::No => (None, None),
+            MemberIn::Member(b, fe) => {
+                members.push((role(fe), branch(b), port(i)));
+                (Some(branch(b)), Some(role(fe)))
+            }
+            MemberIn::BranchOnly(b) => (Some(branch(b)), None),
+            MemberIn::RoleOnly(fe) => (None, Some(role(fe))),
+        };
         specs.push(RouteSpec {
             source: format!("fuzz:{i}"),
             hosts,
             path: path.to_owned(),
             dest: None,
             proto: Proto::Http,
-            upstreams: vec![([127, 0, 0, 1], 9000 + i as u16).into()],
-            branch: None,
-            role: None,
-            cors: false,
+            upstreams: vec![([127, 0, 0, 1], port(i)).into()],
+            branch: branch.map(str::to_owned),
+            role,
+            policy: Policy::default(),
         });
     }
-    let default_host = input.default_host.as_ref().map(|h| h.text(&input.routes));
+
+    let mut ctx = Ctx::new(&input.routes);
+    let branches = input.branches.as_ref().and_then(|b| {
+        let raw = match &b.domain {
+            DomainIn::Built(n, tail) => n.text() + TAILS[usize::from(*tail) % TAILS.len()],
+            DomainIn::Near(i, parent) => {
+                let name = match ctx.pattern(*i) {
+                    Some(PatternIn::Exact(n) | PatternIn::Suffix(n)) => n.text(),
+                    Some(PatternIn::Prefix(n)) => format!("{}.foo", n.text()),
+                    Some(PatternIn::Regex(_)) | None => FALLBACK_DOMAIN.to_owned(),
+                };
+                match name.split_once('.') {
+                    Some((_, rest)) if *parent => rest.to_owned(),
+                    _ => name,
+                }
+            }
+        };
+        let domain = branch_domain(&raw)?;
+        Some(BranchSettings {
+            domain,
+            api_prefixes: API_PREFIXES[usize::from(b.api) % API_PREFIXES.len()]
+                .iter()
+                .map(|p| (*p).to_owned())
+                .collect(),
+            default_branch: BRANCHES[usize::from(b.default_branch) % BRANCHES.len()].to_owned(),
+        })
+    });
+    if let Some((b, settings)) = input.branches.as_ref().zip(branches.as_ref()) {
+        ctx.domain = settings.domain.clone();
+        model.branches = Some(BranchModel {
+            domain: settings.domain.clone(),
+            api_prefixes: API_PREFIXES[usize::from(b.api) % API_PREFIXES.len()],
+            default_branch: BRANCHES[usize::from(b.default_branch) % BRANCHES.len()],
+            members,
+        });
+    }
+
+    let default_host = input.default_host.as_ref().map(|h| h.text(&ctx));
     model.default = default_host
         .as_deref()
         .and_then(normalized)
         .and_then(|h| model.find_host(&h));
 
-    let registry = UpstreamRegistry::new(
-        ClientSettings {
-            connect_timeout: Duration::from_secs(1),
-            idle_timeout: Duration::from_secs(1),
-        },
-        1,
-    );
     let opts = BuildOptions {
         default_host,
-        ..BuildOptions::default()
+        branches,
     };
-    let (table, _warnings) = build(&specs, &opts, &registry, 1);
+    let table = build(&specs, &opts, 1).table;
     assert_eq!(
         table.host_count(),
         model.hosts.len(),
         "distinct host patterns"
     );
 
+    // The index holds exactly the model's members and conflicts.
+    match (&model.branches, table.branches()) {
+        (None, None) => {}
+        (Some(bm), Some(index)) => {
+            assert_eq!(index.domain(), bm.domain);
+            for role in [Role::Frontend, Role::Backend] {
+                let mut by_slug: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+                for (_, name, _) in bm.members.iter().filter(|(r, _, _)| *r == role) {
+                    by_slug.entry(slug(name)).or_default().insert(name);
+                }
+                let want_list: Vec<(&str, &str)> = by_slug
+                    .iter()
+                    .filter(|(_, names)| names.len() == 1)
+                    .map(|(s, names)| (s.as_str(), *names.first().expect("one name")))
+                    .collect();
+                let want_conflicts: Vec<(&str, Vec<&str>)> = by_slug
+                    .iter()
+                    .filter(|(_, names)| names.len() > 1)
+                    .map(|(s, names)| (s.as_str(), names.iter().copied().collect()))
+                    .collect();
+                let members = index.members(role);
+                assert_eq!(members.list(), want_list, "{role} members");
+                let conflicts: Vec<(&str, Vec<&str>)> = members
+                    .conflicts()
+                    .iter()
+                    .map(|(s, names)| (&**s, names.iter().map(String::as_str).collect()))
+                    .collect();
+                assert_eq!(conflicts, want_conflicts, "{role} slug conflicts");
+            }
+        }
+        (want, got) => panic!("branch index: model {want:?}, table {got:?}"),
+    }
+
     for (host_in, path_i) in input.requests.iter().take(MAX_REQUESTS) {
-        let raw = host_in.text(&input.routes);
+        let raw = host_in.text(&ctx);
         let Some(host) = normalized(&raw) else {
             continue;
         };
         let path = REQUEST_PATHS[usize::from(*path_i) % REQUEST_PATHS.len()];
         let want = model.lookup(&host, path);
+        let index = || table.branches().expect("branch answer without an index");
         let got = match table.lookup(&host, path) {
+            Lookup::Found(route, HostMatch::Branch) => {
+                assert_eq!(&*route.prefix, "/", "a branch member routes at `/`");
+                ModelLookup::Member(
+                    table.pool_keys()[route.pool.index()]
+                        .addrs()
+                        .iter()
+                        .map(|a| a.port())
+                        .collect(),
+                )
+            }
             Lookup::Found(route, how) => {
                 let routes = if how == HostMatch::Default {
                     let d = normalized(opts.default_host.as_deref().expect("default used"))
@@ -311,17 +612,27 @@ fuzz_target!(|input: Input| {
             }
             Lookup::NoPath => ModelLookup::NoPath,
             Lookup::NoHost => ModelLookup::NoHost,
-            // This target builds no branch index.
-            Lookup::Matrix(_) | Lookup::MissingBranch { .. } => {
-                unreachable!("branch lookup without --branch-domain")
+            Lookup::Matrix(i) => {
+                assert!(std::ptr::eq(i, index()), "the table's own index");
+                ModelLookup::Matrix
+            }
+            Lookup::MissingBranch {
+                index: i,
+                role,
+                slug,
+            } => {
+                assert!(std::ptr::eq(i, index()), "the table's own index");
+                ModelLookup::Missing(role, slug.to_owned())
             }
         };
         assert_eq!(
             got,
             want,
-            "request {raw:?} (normalised {host:?}) path {path:?}; patterns {:?}; default {:?}",
+            "request {raw:?} (normalised {host:?}) path {path:?}; patterns {:?}; default {:?}; \
+             branches {:?}",
             model.hosts.keys().collect::<Vec<_>>(),
             opts.default_host,
+            model.branches,
         );
     }
 });
