@@ -406,7 +406,10 @@ async fn every_address_is_served_by_every_worker() {
         }
     }
     let demo = get(demo, "localhost", "/").await;
-    assert_eq!(demo.status, 200, "the demo backend answers through the proxy");
+    assert_eq!(
+        demo.status, 200,
+        "the demo backend answers through the proxy"
+    );
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
