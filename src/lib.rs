@@ -44,9 +44,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::{oneshot, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
 pub use config::Config;
 use proxy::listener::{Listener, Scheme};
@@ -271,8 +271,14 @@ impl Bound {
     /// and stops every background task.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let grace = self.config.grace_period;
+        // Workers stop on `shutdown`, or when `run` returns early on an error.
+        let stop = shutdown.child_token();
+        let _stop_workers = stop.clone().drop_guard();
+        // Background tasks stop after the workers (the sweep keeps timing
+        // connections out while they drain), or when `run` returns early.
         let background = CancellationToken::new();
-        let tasks = TaskTracker::new();
+        let _stop_background = background.clone().drop_guard();
+        let mut tasks = JoinSet::new();
         tasks.spawn(self.publisher.run(self.tx.subscribe(), background.clone()));
         if let Some((path, text)) = self.file {
             let watch = providers::file::watch(path, text, self.tx.clone(), background.clone());
@@ -291,8 +297,6 @@ impl Bound {
             let name = "the branchgate demo backend".to_owned();
             tasks.spawn(demo::serve(l, name, background.clone()));
         }
-        // The sweep keeps timing connections out while they drain, so it
-        // stops with the other background tasks, after every listener.
         tasks.spawn(self.shared.conns.clone().sweep(background.clone()));
 
         let mut sets = self.workers.into_iter();
@@ -304,7 +308,7 @@ impl Bound {
         for (i, set) in sets.enumerate() {
             let (tx, rx) = oneshot::channel::<()>();
             let server = Server::new(self.shared.clone());
-            let shutdown = shutdown.clone();
+            let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("branchgate-worker-{}", i + 1))
                 .spawn(move || {
@@ -313,25 +317,30 @@ impl Bound {
                         .enable_all()
                         .build()
                         .expect("a worker runtime starts");
-                    rt.block_on(server.serve(set, shutdown, grace));
+                    rt.block_on(server.serve(set, stop, grace));
                     let _ = tx.send(());
                 })
                 .context("cannot start a worker thread")?;
             done.push(rx);
         }
         Server::new(self.shared.clone())
-            .serve(first, shutdown.clone(), grace)
+            .serve(first, stop.clone(), grace)
             .await;
         for rx in done {
             let _ = rx.await;
         }
         background.cancel();
-        tasks.close();
-        if tokio::time::timeout(BACKGROUND_STOP, tasks.wait())
-            .await
-            .is_err()
-        {
-            warn!(left = tasks.len(), "background tasks did not stop in time");
+        let stopped = tokio::time::timeout(BACKGROUND_STOP, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if stopped.is_err() {
+            // A task that ignores its token is a bug: stop it anyway, and say so.
+            let left = tasks.len();
+            tasks.shutdown().await;
+            anyhow::bail!(
+                "{left} background task(s) did not stop within {BACKGROUND_STOP:?}; aborted"
+            );
         }
         info!("stopped");
         Ok(())

@@ -40,7 +40,7 @@ fn main() -> std::process::ExitCode {
         match branchgate::run(config, shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("cannot start: {e:#}");
+                tracing::error!("{e:#}");
                 std::process::ExitCode::FAILURE
             }
         }

@@ -302,11 +302,29 @@ async fn a_rejected_routes_file_is_a_published_note_until_it_is_fixed() {
         200,
         "the routes in force stay"
     );
-    p.write_routes(&good.replace("n.foo.bar", "m.foo.bar"));
+    let fixed = good.replace("n.foo.bar", "m.foo.bar");
+    p.write_routes(&fixed);
     support::eventually(Duration::from_secs(5), "the fix", || async {
         let snapshot = p.table.load();
         (snapshot.notes().is_empty() && snapshot.table().find_host("m.foo.bar").is_some())
             .then_some(())
+    })
+    .await;
+    // Gone: a note, the routes stay. Back with the same text: the note goes.
+    std::fs::remove_file(&p.routes).unwrap();
+    let note = support::eventually(Duration::from_secs(5), "the unreadable note", || async {
+        p.table.load().notes().first().cloned()
+    })
+    .await;
+    assert!(
+        note.message.starts_with("cannot be read"),
+        "{}",
+        note.message
+    );
+    assert_eq!(get(p.addr, "m.foo.bar", "/").await.status, 200);
+    p.write_routes(&fixed);
+    support::eventually(Duration::from_secs(5), "the note to go", || async {
+        p.table.load().notes().is_empty().then_some(())
     })
     .await;
 }
@@ -372,9 +390,9 @@ async fn every_address_is_served_by_every_worker() {
     let argv = [
         "branchgate",
         "--http",
-        "127.0.0.1:0,127.0.0.1:0",
+        "127.0.0.1:0,127.0.0.2:0",
         "--http",
-        "[::1]:0",
+        "127.0.0.3:0",
         "--workers",
         "2",
         // Every kind of background task runs, and must stop with the rest:
@@ -395,7 +413,8 @@ async fn every_address_is_served_by_every_worker() {
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(bound.run(stop.clone()));
     for addr in &addrs {
-        // Several connections, so both workers' sockets are likely hit.
+        // Each address has one socket per worker (SO_REUSEPORT); the kernel
+        // picks which one takes a connection.
         for _ in 0..4 {
             let r = get(*addr, "l.foo.bar", "/").await;
             assert_eq!(

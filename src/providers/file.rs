@@ -195,10 +195,12 @@ fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
 /// `last` is the content already published (by the start-up load).
 pub async fn watch(
     path: PathBuf,
-    mut last: Vec<u8>,
+    last: Vec<u8>,
     tx: Arc<watch::Sender<Desired>>,
     shutdown: CancellationToken,
 ) {
+    // The content last taken (published or refused); `None` while unreadable.
+    let mut last = Some(last);
     let mut pending: Option<Vec<u8>> = None;
     let mut ticker = tokio::time::interval(POLL_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -208,18 +210,17 @@ pub async fn watch(
             _ = ticker.tick() => {}
         }
         let Ok(bytes) = tokio::fs::read(&path).await else {
-            if !last.is_empty() {
+            if last.take().is_some() {
                 error!(file = %path.display(), "routes file cannot be read; keeping the routes in force");
                 reject(
                     &tx,
                     &path,
                     "cannot be read; the routes in force stay".into(),
                 );
-                last.clear();
             }
             continue;
         };
-        if bytes == last {
+        if last.as_ref() == Some(&bytes) {
             pending = None;
             continue;
         }
@@ -244,7 +245,7 @@ pub async fn watch(
                 reject(&tx, &path, format!("{reason}; the routes in force stay"));
             }
         }
-        last = bytes;
+        last = Some(bytes);
     }
 }
 

@@ -90,7 +90,7 @@ pub fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Ur
 /// request has a body: the response timeout starts once it is sent in full.
 pub async fn forward(
     connection: &Arc<Connection>,
-    pool: Arc<Pool>,
+    pool: &Pool,
     req: Request<RequestBody>,
     client_upgrade: Option<OnUpgrade>,
     body_sent: Option<Arc<Sent>>,

@@ -67,6 +67,7 @@ impl Drop for Busy {
 
 /// A request that passed route and policy, edited for its upstream.
 struct Ready {
+    /// The route's pool (goes into the record once forwarded).
     pool: Arc<Pool>,
     req: Request<Incoming>,
     upgrade: Option<OnUpgrade>,
@@ -94,15 +95,16 @@ pub async fn handle(
             let body =
                 RequestBody::new(body, settings.client_body_timeout, http1, body_sent.clone());
             let req = Request::from_parts(parts, body);
-            match forward(
+            let forwarded = forward(
                 connection,
-                ready.pool,
+                &ready.pool,
                 req,
                 ready.upgrade,
                 body_sent.clone(),
             )
-            .await
-            {
+            .await;
+            record.pool = Some(ready.pool);
+            match forwarded {
                 Ok((mut resp, lease)) => {
                     ready.decoration.apply(resp.headers_mut());
                     record.status = resp.status();
@@ -151,19 +153,30 @@ fn decide(
         respond(answer, json)
     };
     let routed = route(&snapshot, &req).map_err(fail)?;
-    record.route = Some(routed.route.name.clone());
-    let decoration = policy(&routed.route.policy, &req, &shared.settings.cors).map_err(fail)?;
-    if routed.pool.upstreams().is_empty() {
-        return Err(fail(ProxyError::NoUpstream.into()));
-    }
+    // The one clone of the pool per request: it forwards, and its key names
+    // the route in the record.
     let pool = routed.pool.clone();
-    let upgrade = prepare(&mut req, &routed, connection).map_err(|e| fail(e.into()))?;
-    Ok(Ready {
-        pool,
-        req,
-        upgrade,
-        decoration,
-    })
+    let ready = policy(&routed.route.policy, &req, &shared.settings.cors)
+        .map_err(fail)
+        .and_then(|decoration| {
+            if pool.upstreams().is_empty() {
+                return Err(fail(ProxyError::NoUpstream.into()));
+            }
+            let upgrade = prepare(&mut req, &routed, connection).map_err(|e| fail(e.into()))?;
+            Ok((upgrade, decoration))
+        });
+    match ready {
+        Ok((upgrade, decoration)) => Ok(Ready {
+            pool,
+            req,
+            upgrade,
+            decoration,
+        }),
+        Err(reply) => {
+            record.pool = Some(pool);
+            Err(reply)
+        }
+    }
 }
 
 fn synthetic(reply: Reply, mut record: RequestRecord, busy: Busy) -> Response<ProxyBody> {

@@ -4,8 +4,9 @@
 //! handed to one [`Sink`]. The access log is the first sink; metrics and a
 //! live feed read the same record.
 //!
-//! Starting a record copies nothing: the method, URI and host are cheap
-//! clones of what hyper parsed.
+//! Starting a record copies nothing: the method, URI and `Host` header are
+//! reference-counted clones of what hyper parsed, and the route is named by
+//! the pool the request already holds.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
 
 use crate::logging::ACCESS_TARGET;
+use crate::upstream::Pool;
 
 /// What happened to one request.
 #[derive(Debug)]
@@ -26,12 +28,12 @@ pub struct RequestRecord {
     pub method: Method,
     /// HTTP version the client spoke.
     pub version: Version,
-    /// The host it asked for (`:authority` or `Host`), as sent.
-    pub host: Option<HeaderValue>,
+    /// The `Host` header, as sent (see [`RequestRecord::host`]).
+    pub host_header: Option<HeaderValue>,
     /// The request target as the client sent it.
     pub uri: Uri,
-    /// The route that served it, by name.
-    pub route: Option<Arc<str>>,
+    /// The pool of the route that took it, if one did; its key names the route.
+    pub pool: Option<Arc<Pool>>,
     /// The upstream that answered, if any.
     pub upstream: Option<SocketAddr>,
     /// Response status.
@@ -47,24 +49,34 @@ pub struct RequestRecord {
 impl RequestRecord {
     /// Starts the record of `req` from `client`.
     pub fn start<B>(req: &Request<B>, client: IpAddr) -> Self {
-        let host = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
-            None => req.headers().get(http::header::HOST).cloned(),
-        };
         Self {
             start: Instant::now(),
             client,
             method: req.method().clone(),
             version: req.version(),
-            host,
+            host_header: req.headers().get(http::header::HOST).cloned(),
             uri: req.uri().clone(),
-            route: None,
+            pool: None,
             upstream: None,
             status: StatusCode::OK,
             bytes: 0,
             duration: Duration::ZERO,
             complete: false,
         }
+    }
+
+    /// The host it asked for: the target's authority (HTTP/2, absolute
+    /// form), else the `Host` header.
+    pub fn host(&self) -> Option<&str> {
+        match self.uri.authority() {
+            Some(a) => Some(a.as_str()),
+            None => self.host_header.as_ref().and_then(|h| h.to_str().ok()),
+        }
+    }
+
+    /// The name of the route that took it.
+    pub fn route(&self) -> Option<&str> {
+        self.pool.as_ref().map(|p| &**p.key().route())
     }
 
     /// The path and query, `/` when the target has none.
@@ -102,7 +114,7 @@ pub struct AccessLog;
 
 impl Sink for AccessLog {
     fn record(&self, r: &RequestRecord) {
-        let host = r.host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or("-");
+        let host = r.host().unwrap_or("-");
         let upstream = r.upstream.map_or_else(|| "-".to_owned(), |u| u.to_string());
         tracing::info!(
             target: ACCESS_TARGET,
@@ -115,7 +127,7 @@ impl Sink for AccessLog {
             bytes = r.bytes,
             duration_ms = r.duration.as_secs_f64() * 1000.0,
             upstream = %upstream,
-            route = %r.route.as_deref().unwrap_or("-"),
+            route = %r.route().unwrap_or("-"),
             complete = r.complete,
             "request"
         );
@@ -132,15 +144,12 @@ mod tests {
             .body(())
             .unwrap();
         let mut r = RequestRecord::start(&req, [10, 0, 0, 1].into());
-        assert_eq!(r.host.as_ref().unwrap(), "app.foo.bar:8080");
+        assert_eq!(r.host(), Some("app.foo.bar:8080"));
         assert_eq!(r.path(), "/x?y=1");
         r.complete(42, true);
         assert_eq!((r.bytes, r.complete), (42, true));
         let req = Request::get("/").header("host", "h").body(()).unwrap();
         let r = RequestRecord::start(&req, [10, 0, 0, 1].into());
-        assert_eq!(
-            (r.host.as_ref().unwrap(), r.path()),
-            (&HeaderValue::from_static("h"), "/")
-        );
+        assert_eq!((r.host(), r.path(), r.route()), (Some("h"), "/", None));
     }
 }

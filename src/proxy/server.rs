@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::Shared;
 use super::conns::{End, Slot, Tracked, drive};
@@ -97,7 +97,7 @@ impl Server {
         {
             Ok(l) => l,
             Err(error) => {
-                warn!(%error, "listener cannot be served");
+                error!(%error, "listener cannot be served");
                 return;
             }
         };

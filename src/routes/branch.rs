@@ -214,9 +214,7 @@ pub(super) fn build_index<'s>(
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(Merged::new(spec));
             }
-            std::collections::btree_map::Entry::Occupied(mut e) => {
-                e.get_mut().add(spec, &format!("{role} {branch}"), notes);
-            }
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().add(spec),
         }
     }
     let mut index = BranchIndex {
@@ -252,7 +250,7 @@ pub(super) fn build_index<'s>(
             continue;
         }
         let (branch, merged) = names.into_iter().next().expect("one name");
-        let route = merged.route(format!("{role} {branch}"), "/", pools);
+        let route = merged.route(format!("{role} {branch}"), "/", false, pools, notes);
         members.by_slug.insert(
             slug.into(),
             Member {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::branch::{BranchSettings, build_index};
 use super::host::{HostPattern, MAX_HOST_LEN, normalize_host};
 use super::notes::{Note, NoteKind, Origin, Severity};
-use super::policy::Policy;
+use super::policy::{Policy, Setting};
 use super::spec::RouteSpec;
 use super::table::{HostRoutes, PathRoute, PoolId, RouteTable};
 use crate::upstream::PoolKey;
@@ -33,86 +33,122 @@ pub struct Built {
     pub notes: Vec<Note>,
 }
 
-/// Gives each distinct pool one [`PoolId`], in first-use order.
+/// The pools of a table being built, one per route, in order.
 #[derive(Default)]
-pub(super) struct Pools {
-    ids: BTreeMap<PoolKey, PoolId>,
-    keys: Vec<PoolKey>,
-}
+pub(super) struct Pools(Vec<PoolKey>);
 
 impl Pools {
-    pub(super) fn id(&mut self, key: PoolKey) -> PoolId {
-        let next = PoolId(self.keys.len() as u32);
-        *self.ids.entry(key).or_insert_with_key(|k| {
-            self.keys.push(k.clone());
-            next
-        })
+    pub(super) fn add(&mut self, key: PoolKey) -> PoolId {
+        self.0.push(key);
+        PoolId((self.0.len() - 1) as u32)
     }
 }
 
-/// Specs merged for one route: the first decides `dest` and `proto`, the
+/// Specs merged into one route: the first decides `dest` and `proto`, the
 /// policies merge by [`Policy::merge`], the upstreams join.
 pub(super) struct Merged<'s> {
-    pub(super) first: &'s RouteSpec,
-    pub(super) policy: Policy,
-    pub(super) upstreams: Vec<SocketAddr>,
+    specs: Vec<&'s RouteSpec>,
+    policy: Policy,
+    upstreams: Vec<SocketAddr>,
 }
 
 impl<'s> Merged<'s> {
     pub(super) fn new(first: &'s RouteSpec) -> Self {
         Self {
-            first,
+            specs: vec![first],
             policy: first.policy.clone(),
             upstreams: first.upstreams.clone(),
         }
     }
 
-    /// Folds in a later spec for the same route, noting each disagreement.
-    pub(super) fn add(&mut self, spec: &'s RouteSpec, route: &str, notes: &mut Vec<Note>) {
-        let first = self.first;
-        let mut conflict = |setting: String, mine: String, theirs: String, applies: String| {
+    /// Folds in a later spec for the same route.
+    pub(super) fn add(&mut self, spec: &'s RouteSpec) {
+        self.policy.merge(&spec.policy);
+        self.upstreams.extend(spec.upstreams.iter().copied());
+        self.specs.push(spec);
+    }
+
+    /// The route, named `name`, at `prefix`; `dest` says whether
+    /// `VIRTUAL_DEST` applies (never to branch members, which own their
+    /// host). Every spec whose setting lost to the rule is noted once.
+    pub(super) fn route(
+        self,
+        name: String,
+        prefix: &str,
+        dest: bool,
+        pools: &mut Pools,
+        notes: &mut Vec<Note>,
+    ) -> PathRoute {
+        let first = self.specs[0];
+        let name: Arc<str> = name.into();
+        let mut lost = |spec: &RouteSpec,
+                        setting: &str,
+                        theirs: String,
+                        applied: String,
+                        by: &str,
+                        rule: &str| {
             notes.push(Note {
                 origin: Origin::Build,
                 source: spec.source.clone(),
                 severity: Severity::Warning,
                 kind: NoteKind::Conflict,
                 message: format!(
-                    "{route}: {setting} {mine} differs from {theirs} of {}; {applies} applies",
-                    first.source
+                    "{name}: {setting} {theirs} of {} is overridden by {applied} of {by} ({rule})",
+                    spec.source
                 ),
             });
         };
-        if spec.dest != first.dest {
-            let show = |d: &Option<String>| d.as_deref().unwrap_or("-").to_owned();
-            conflict(
-                "dest".into(),
-                show(&spec.dest),
-                show(&first.dest),
-                show(&first.dest),
-            );
+        let show = |d: &Option<String>| d.as_deref().unwrap_or("-").to_owned();
+        for spec in &self.specs[1..] {
+            if dest && spec.dest != first.dest {
+                let (theirs, applied) = (show(&spec.dest), show(&first.dest));
+                lost(
+                    spec,
+                    "dest",
+                    theirs,
+                    applied,
+                    &first.source,
+                    "the first spec decides",
+                );
+            }
+            if spec.proto != first.proto {
+                let (theirs, applied) = (spec.proto.to_string(), first.proto.to_string());
+                lost(
+                    spec,
+                    "proto",
+                    theirs,
+                    applied,
+                    &first.source,
+                    "the first spec decides",
+                );
+            }
         }
-        if spec.proto != first.proto {
-            let p = first.proto.to_string();
-            conflict("proto".into(), spec.proto.to_string(), p.clone(), p);
+        for setting in Setting::ALL {
+            let applied = self.policy.show(setting);
+            // The first spec whose own value is the one that applies.
+            let by = self
+                .specs
+                .iter()
+                .find(|s| s.policy.same(setting, &self.policy))
+                .map_or("the merge", |s| &s.source);
+            for spec in &self.specs {
+                if !spec.policy.same(setting, &self.policy) {
+                    lost(
+                        spec,
+                        &setting.to_string(),
+                        spec.policy.show(setting),
+                        applied.clone(),
+                        by,
+                        setting.rule(),
+                    );
+                }
+            }
         }
-        let before = self.policy.clone();
-        for setting in self.policy.merge(&spec.policy) {
-            conflict(
-                setting.to_string(),
-                spec.policy.show(setting),
-                before.show(setting),
-                self.policy.show(setting),
-            );
-        }
-        self.upstreams.extend(spec.upstreams.iter().copied());
-    }
-
-    pub(super) fn route(self, name: String, prefix: &str, pools: &mut Pools) -> PathRoute {
         PathRoute {
-            name: name.into(),
+            name: name.clone(),
             prefix: prefix.into(),
-            dest: self.first.dest.as_deref().map(Into::into),
-            pool: pools.id(PoolKey::new(self.first.proto, self.upstreams)),
+            dest: first.dest.as_deref().filter(|_| dest).map(Into::into),
+            pool: pools.add(PoolKey::new(name, first.proto, self.upstreams)),
             policy: self.policy,
         }
     }
@@ -147,10 +183,7 @@ pub fn build<'s>(
                 std::collections::btree_map::Entry::Vacant(e) => {
                     e.insert(Merged::new(spec));
                 }
-                std::collections::btree_map::Entry::Occupied(mut e) => {
-                    e.get_mut()
-                        .add(spec, &format!("{text}{}", spec.path), &mut notes);
-                }
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().add(spec),
             }
         }
     }
@@ -163,7 +196,15 @@ pub fn build<'s>(
     for (text, (pattern, paths)) in hosts {
         let mut paths: Vec<PathRoute> = paths
             .into_iter()
-            .map(|(prefix, merged)| merged.route(format!("{text}{prefix}"), prefix, &mut pools))
+            .map(|(prefix, merged)| {
+                merged.route(
+                    format!("{text}{prefix}"),
+                    prefix,
+                    true,
+                    &mut pools,
+                    &mut notes,
+                )
+            })
             .collect();
         // Longest prefix first; ties cannot happen (paths are map keys).
         paths.sort_by(|a, b| {
@@ -187,7 +228,7 @@ pub fn build<'s>(
             }
         };
     }
-    table.pools = pools.keys.into();
+    table.pools = pools.0.into();
 
     if let Some(default) = &opts.default_host {
         let mut buf = [0; MAX_HOST_LEN];
@@ -265,27 +306,83 @@ mod tests {
                 conflicts.iter().all(|m| m.starts_with("app.foo.bar/: ")),
                 "{conflicts:?}"
             );
-            assert!(
-                conflicts
+            // Each note is on the spec whose value lost, and names the winner.
+            let note = |setting: &str| {
+                let n = built
+                    .notes
                     .iter()
-                    .any(|m| m.contains("https_method") && m.ends_with("nohttp applies")),
-                "{conflicts:?}"
+                    .find(|n| n.message.contains(setting))
+                    .unwrap();
+                (n.source.as_str(), n.message.as_str())
+            };
+            assert_eq!(
+                note("https_method"),
+                (
+                    "a",
+                    "app.foo.bar/: https_method noredirect of a is overridden by nohttp of b (the strictest wins)"
+                )
             );
-            assert!(built.notes.iter().all(|n| n.source == second.source));
+            let (dest_source, dest) = note("dest");
+            assert_eq!(dest_source, second.source);
+            assert!(
+                dest.ends_with(&format!("of {} (the first spec decides)", first.source)),
+                "{dest}"
+            );
         }
     }
 
     #[test]
-    fn routes_with_the_same_upstreams_share_one_pool() {
+    fn each_route_has_its_own_pool_over_shared_upstreams() {
         let (a, b) = (spec("a", "a.foo", 1), spec("b", "b.foo", 1));
-        let c = spec("c", "c.foo", 2);
-        let t = build([&a, &b, &c], &BuildOptions::default(), 1).table;
-        let id = |h| match t.lookup(h, "/") {
-            Lookup::Found(r, _) => r.pool,
+        let t = build([&a, &b], &BuildOptions::default(), 1).table;
+        let key = |h| match t.lookup(h, "/") {
+            Lookup::Found(r, _) => t.pool_keys()[r.pool.index()].clone(),
             _ => panic!("{h}"),
         };
-        assert_eq!(id("a.foo"), id("b.foo"));
-        assert_ne!(id("a.foo"), id("c.foo"));
+        // Each route balances on its own; the registry shares the upstreams.
+        assert_ne!(key("a.foo"), key("b.foo"));
+        assert_eq!(key("a.foo").addrs(), key("b.foo").addrs());
+        assert_eq!(&**key("b.foo").route(), "b.foo/");
         assert_eq!(t.pool_keys().len(), 2);
+    }
+
+    #[test]
+    fn branch_members_never_take_a_dest_and_merge_like_routes() {
+        use crate::routes::{BranchSettings, Role};
+        let member = |source: &str, port, dest: &str, https: HttpsMethod| {
+            let mut s = spec(source, "x.foo", port);
+            s.hosts.clear();
+            s.branch = Some("main".into());
+            s.role = Some(Role::Backend);
+            s.dest = Some(dest.into());
+            s.policy.https_method = Some(https);
+            s
+        };
+        let a = member("a", 1, "/v1/", HttpsMethod::NoRedirect);
+        let b = member("b", 2, "/v2/", HttpsMethod::NoHttp);
+        let opts = BuildOptions {
+            default_host: None,
+            branches: Some(BranchSettings {
+                domain: "env.foo".into(),
+                api_prefixes: vec!["/api".into()],
+                default_branch: "main".into(),
+            }),
+        };
+        let built = build([&a, &b], &opts, 1);
+        let Lookup::Found(route, HostMatch::Branch) =
+            built.table.lookup("fe.main.env.foo", "/api/x")
+        else {
+            panic!("no member")
+        };
+        assert_eq!(route.dest, None, "a member owns its host: no VIRTUAL_DEST");
+        assert_eq!(route.policy.https_method, Some(HttpsMethod::NoHttp));
+        assert_eq!(built.table.pool_keys()[route.pool.index()].addrs().len(), 2);
+        let messages: Vec<&str> = built.notes.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "backend main: https_method noredirect of a is overridden by nohttp of b (the strictest wins)"
+            ]
+        );
     }
 }

@@ -84,28 +84,44 @@ impl FromStr for Hsts {
             return Ok(Self::Off);
         }
         let bad = || {
-            "must be off or a Strict-Transport-Security value such as max-age=31536000".to_owned()
+            "must be off or a Strict-Transport-Security value such as max-age=31536000 \
+             (each directive once)"
+                .to_owned()
         };
         if http::HeaderValue::from_str(s).is_err() {
             return Err(bad());
         }
-        let max_age = directives(s).find_map(|(name, value)| {
-            name.eq_ignore_ascii_case("max-age")
-                .then(|| value.and_then(|v| v.trim_matches('"').parse::<u64>().ok()))
-        });
-        match max_age {
-            Some(Some(_)) => Ok(Self::Value(s.into())),
-            _ => Err(bad()),
-        }
+        hsts_strictness(s).ok_or_else(bad)?;
+        Ok(Self::Value(s.into()))
     }
 }
 
-/// `name[=value]` directives of a header value separated by `;`.
-fn directives(s: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    s.split(';').map(|d| match d.split_once('=') {
-        Some((n, v)) => (n.trim(), Some(v.trim())),
-        None => (d.trim(), None),
-    })
+/// (on, max-age, includeSubDomains, preload) of a `Strict-Transport-Security`
+/// value; `None` unless it has a numeric `max-age` and no directive twice
+/// (a browser ignores such a header, RFC 6797 6.1).
+fn hsts_strictness(s: &str) -> Option<(bool, u64, bool, bool)> {
+    let mut seen = std::collections::HashSet::new();
+    let (mut max_age, mut sub, mut preload) = (None, false, false);
+    for d in s.split(';') {
+        let (name, value) = match d.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            None => (d.trim(), None),
+        };
+        if name.is_empty() {
+            continue;
+        }
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return None;
+        }
+        if name.eq_ignore_ascii_case("max-age") {
+            max_age = Some(value?.parse::<u64>().ok()?);
+        } else if name.eq_ignore_ascii_case("includesubdomains") {
+            sub = true;
+        } else if name.eq_ignore_ascii_case("preload") {
+            preload = true;
+        }
+    }
+    Some((true, max_age?, sub, preload))
 }
 
 impl Hsts {
@@ -115,21 +131,8 @@ impl Hsts {
         match self {
             Self::Off => (false, 0, false, false),
             Self::Default => (true, DEFAULT_HSTS_MAX_AGE, false, false),
-            Self::Value(v) => {
-                let mut out = (true, 0, false, false);
-                for (name, value) in directives(v) {
-                    if name.eq_ignore_ascii_case("max-age") {
-                        out.1 = value
-                            .and_then(|v| v.trim_matches('"').parse().ok())
-                            .unwrap_or(0);
-                    } else if name.eq_ignore_ascii_case("includesubdomains") {
-                        out.2 = true;
-                    } else if name.eq_ignore_ascii_case("preload") {
-                        out.3 = true;
-                    }
-                }
-                out
-            }
+            // Parsed (and so valid) when made; a hand-made bad one protects nothing.
+            Self::Value(v) => hsts_strictness(v).unwrap_or((false, 0, false, false)),
         }
     }
 }
@@ -200,7 +203,8 @@ fn https_rank(m: Option<HttpsMethod>) -> HttpsMethod {
     m.unwrap_or(HttpsMethod::Redirect)
 }
 
-/// One setting of a [`Policy`], as named in the routes file.
+/// A setting of a [`Policy`] that one value decides, as named in the routes
+/// file (`acme_host` is not one: every spec's hosts count).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Setting {
     /// `cors`.
@@ -213,6 +217,25 @@ pub enum Setting {
     CertName,
     /// `acme_email`.
     AcmeEmail,
+}
+
+impl Setting {
+    /// Every setting, in note order.
+    pub const ALL: [Setting; 5] = [
+        Self::HttpsMethod,
+        Self::Hsts,
+        Self::Cors,
+        Self::CertName,
+        Self::AcmeEmail,
+    ];
+
+    /// The rule that decides it, for notes.
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::HttpsMethod | Self::Hsts => "the strictest wins",
+            Self::Cors | Self::CertName | Self::AcmeEmail => "the first spec decides",
+        }
+    }
 }
 
 impl fmt::Display for Setting {
@@ -229,40 +252,32 @@ impl fmt::Display for Setting {
 
 impl Policy {
     /// Folds `other` (a later spec for the same route) into `self` by the
-    /// documented rule; returns the settings on which the two disagreed.
-    pub fn merge(&mut self, other: &Policy) -> Vec<Setting> {
-        let mut differ = Vec::new();
-        if self.cors != other.cors {
-            differ.push(Setting::Cors);
+    /// documented rule: the strictest `https_method` and `hsts` (on a tie
+    /// the earlier value stays), every ACME host, and the earlier value of
+    /// everything else.
+    pub fn merge(&mut self, other: &Policy) {
+        if https_rank(other.https_method) > https_rank(self.https_method) {
+            self.https_method = other.https_method;
         }
-        if self.cert_name != other.cert_name {
-            differ.push(Setting::CertName);
+        if other.hsts.strictness() > self.hsts.strictness() {
+            self.hsts = other.hsts.clone();
         }
-        if self.acme_email != other.acme_email {
-            differ.push(Setting::AcmeEmail);
+        self.acme_hosts.extend(other.acme_hosts.iter().cloned());
+        self.acme_hosts.sort_unstable();
+        self.acme_hosts.dedup();
+    }
+
+    /// Whether `self` says the same as `other` for `setting`: equal in
+    /// effect (an unset `https_method` is `redirect`, an unset `hsts` is
+    /// `max-age=31536000`), not only in spelling.
+    pub fn same(&self, setting: Setting, other: &Policy) -> bool {
+        match setting {
+            Setting::Cors => self.cors == other.cors,
+            Setting::HttpsMethod => https_rank(self.https_method) == https_rank(other.https_method),
+            Setting::Hsts => self.hsts.strictness() == other.hsts.strictness(),
+            Setting::CertName => self.cert_name == other.cert_name,
+            Setting::AcmeEmail => self.acme_email == other.acme_email,
         }
-        if self.https_method != other.https_method {
-            differ.push(Setting::HttpsMethod);
-            // An explicit `redirect` replaces the unset default it equals.
-            if https_rank(other.https_method) > https_rank(self.https_method)
-                || (self.https_method.is_none()
-                    && https_rank(other.https_method) == HttpsMethod::Redirect)
-            {
-                self.https_method = other.https_method;
-            }
-        }
-        if self.hsts != other.hsts {
-            differ.push(Setting::Hsts);
-            if other.hsts.strictness() > self.hsts.strictness() {
-                self.hsts = other.hsts.clone();
-            }
-        }
-        for h in &other.acme_hosts {
-            if let Err(i) = self.acme_hosts.binary_search(h) {
-                self.acme_hosts.insert(i, h.clone());
-            }
-        }
-        differ
     }
 
     /// The value of `setting` as text, for notes.
@@ -317,8 +332,36 @@ mod tests {
             }
         }
         let mut p = with(Some("noredirect"), None);
-        assert_eq!(p.merge(&with(Some("nohttp"), None)), [Setting::HttpsMethod]);
+        p.merge(&with(Some("nohttp"), None));
         assert_eq!(p.https_method, Some(HttpsMethod::NoHttp));
+        // Unset is the default, `redirect`: the same, not a conflict.
+        assert!(with(None, None).same(Setting::HttpsMethod, &with(Some("redirect"), None)));
+    }
+
+    #[test]
+    fn the_strictest_hsts_wins_in_any_order() {
+        let values = [
+            None,
+            Some("off"),
+            Some("max-age=300"),
+            Some("max-age=31536000"),
+            Some("max-age=31536000; includeSubDomains"),
+            Some("max-age=63072000; preload"),
+        ];
+        for a in values {
+            for b in values {
+                let (mut ab, mut ba) = (with(None, a), with(None, b));
+                ab.merge(&with(None, b));
+                ba.merge(&with(None, a));
+                assert!(ab.same(Setting::Hsts, &ba), "{a:?} + {b:?}");
+                let stricter = with(None, a)
+                    .hsts
+                    .strictness()
+                    .max(with(None, b).hsts.strictness());
+                assert_eq!(ab.hsts.strictness(), stricter, "{a:?} + {b:?}");
+            }
+        }
+        assert!(with(None, None).same(Setting::Hsts, &with(None, Some("max-age=31536000"))));
     }
 
     #[test]
@@ -354,8 +397,9 @@ mod tests {
             acme_hosts: vec!["w.foo".into(), "x.foo".into()],
             ..Policy::default()
         };
-        assert_eq!(a.merge(&b), [Setting::Cors, Setting::CertName]);
+        a.merge(&b);
         assert_eq!((a.cors, a.cert_name.as_deref()), (false, Some("a")));
+        assert!(!a.same(Setting::Cors, &b) && !a.same(Setting::CertName, &b));
         assert_eq!(a.acme_hosts, [Box::from("w.foo"), Box::from("x.foo")]);
     }
 

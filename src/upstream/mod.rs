@@ -147,6 +147,7 @@ mod tests {
 
     fn key(n: u16) -> PoolKey {
         PoolKey::new(
+            "r",
             Proto::Http,
             (1..=n).map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
         )
@@ -187,17 +188,32 @@ mod tests {
         assert_eq!(order(&a), [1, 2]);
         // Same addresses in another order: the same pool, its position kept.
         let again = r.resolve(&PoolKey::new(
+            "r",
             Proto::Http,
             [([127, 0, 0, 1], 2).into(), ([127, 0, 0, 1], 1).into()],
         ));
         assert!(Arc::ptr_eq(&a, &again));
         assert_eq!(order(&again), [2, 1]);
-        // Another pool over one of its upstreams shares that upstream's state.
+        // Another route over the same upstreams: its own position, the same
+        // upstreams (health, idle connections).
+        let other = r.resolve(&PoolKey::new(
+            "s",
+            Proto::Http,
+            a.key().addrs().iter().copied(),
+        ));
+        assert!(!Arc::ptr_eq(&a, &other));
+        assert_eq!(order(&other), [1, 2]);
+        assert!(Arc::ptr_eq(&a.upstreams()[1], &other.upstreams()[1]));
+        r.prune(&[a.clone(), other]);
         let b = r.resolve(&key(1));
         assert!(Arc::ptr_eq(&a.upstreams()[0], &b.upstreams()[0]));
-        assert_eq!(r.counts(), (2, 2));
+        assert_eq!(r.counts(), (3, 2));
         r.prune(std::slice::from_ref(&b));
-        assert_eq!(r.counts(), (1, 1), "pool 1..2 and upstream :2 forgotten");
+        assert_eq!(
+            r.counts(),
+            (1, 1),
+            "the other pools and upstream :2 forgotten"
+        );
         assert!(
             !Arc::ptr_eq(&a, &r.resolve(&key(2))),
             "a new pool after the prune"

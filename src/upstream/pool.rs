@@ -1,6 +1,9 @@
 //! A route's upstreams, balanced round-robin. A [`Pool`] is live state like
-//! its upstreams: the registry hands out one per [`PoolKey`], so its
-//! round-robin position carries over every publish that keeps the key.
+//! its upstreams: the registry hands out one per [`PoolKey`] (a route and
+//! its upstream set), so its round-robin position carries over every publish
+//! that keeps the key. Each route balances on its own, as before pools were
+//! live state; routes over the same upstreams share those [`Upstream`]s
+//! (health, idle connections), not a position.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,25 +11,37 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Proto, Upstream};
 
-/// What a pool is made of: a protocol and a set of addresses (sorted, no
-/// duplicates). Plain data; a table build produces these without touching
-/// any live state.
+/// What a pool is: the route it serves, a protocol and a set of addresses
+/// (sorted, no duplicates). Plain data; a table build produces these without
+/// touching any live state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
+    route: Arc<str>,
     proto: Proto,
     addrs: Box<[SocketAddr]>,
 }
 
 impl PoolKey {
-    /// The pool of `addrs` spoken to over `proto`; order and repeats do not matter.
-    pub fn new(proto: Proto, addrs: impl IntoIterator<Item = SocketAddr>) -> Self {
+    /// The pool of `route` over `addrs` spoken to over `proto`; order and
+    /// repeats of the addresses do not matter.
+    pub fn new(
+        route: impl Into<Arc<str>>,
+        proto: Proto,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+    ) -> Self {
         let mut addrs: Vec<SocketAddr> = addrs.into_iter().collect();
         addrs.sort_unstable();
         addrs.dedup();
         Self {
+            route: route.into(),
             proto,
             addrs: addrs.into(),
         }
+    }
+
+    /// The route this pool serves (`app.foo.bar/api/`, `frontend main`).
+    pub fn route(&self) -> &Arc<str> {
+        &self.route
     }
 
     /// The protocol.
