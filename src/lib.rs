@@ -307,7 +307,7 @@ impl Bound {
         let mut done = Vec::new();
         for (i, set) in sets.enumerate() {
             let (tx, rx) = oneshot::channel::<()>();
-            let server = Server::new(self.shared.clone());
+            let server = Arc::new(Server::new(self.shared.clone()));
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("branchgate-worker-{}", i + 1))
@@ -323,7 +323,7 @@ impl Bound {
                 .context("cannot start a worker thread")?;
             done.push(rx);
         }
-        Server::new(self.shared.clone())
+        Arc::new(Server::new(self.shared.clone()))
             .serve(first, stop.clone(), grace)
             .await;
         for rx in done {

@@ -2,11 +2,13 @@
 //! HTTP/1.1 and h2 on one port, under the connection cap ([`super::conns`]),
 //! with a graceful drain on shutdown.
 //!
-//! A worker serves a set of listeners, each with its [`Scheme`]; every
-//! accepted stream goes through [`Server::serve_connection`], which is
-//! generic over the stream, so a TLS stream plugs in after its handshake
+//! A worker serves a set of listeners, each with its scheme; every accepted
+//! stream gets its own task, which runs [`Server::serve_connection`] to the
+//! connection's end. It is generic over the stream, so a TLS listener's
+//! handshake runs first in that same task and its stream plugs in there,
 //! without a second accept loop.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,8 +52,9 @@ impl Server {
         }
     }
 
-    /// Serves one accepted connection, whatever its stream, in its own task.
-    pub fn serve_connection<IO>(&self, io: IO, info: ConnInfo, slot: Slot)
+    /// Serves one accepted connection, whatever its stream, until it ends.
+    /// Run it in the connection's own task (see [`Server::spawn`]).
+    pub async fn serve_connection<IO>(&self, io: IO, info: ConnInfo, slot: Slot)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -70,25 +73,28 @@ impl Server {
             .builder
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        self.tracker.spawn(async move {
-            let (end, res) = drive(connection, &conn.slot).await;
-            match (end, res) {
-                (End::Dropped, _) => {
-                    debug!(client = %peer, "connection with a half-sent request head closed");
-                }
-                (End::SendTimeout, _) => {
-                    debug!(client = %peer, "client stopped reading its response; closed");
-                }
-                (_, Err(error)) => {
-                    debug!(client = %peer, error = %error, "connection ended with an error");
-                }
-                (End::Done | End::Evicted | End::Aborted, Ok(())) => {}
+        let (end, res) = drive(connection, &conn.slot).await;
+        match (end, res) {
+            (End::Dropped, _) => {
+                debug!(client = %peer, "connection with a half-sent request head closed");
             }
-        });
+            (End::SendTimeout, _) => {
+                debug!(client = %peer, "client stopped reading its response; closed");
+            }
+            (_, Err(error)) => {
+                debug!(client = %peer, error = %error, "connection ended with an error");
+            }
+            (End::Done | End::Evicted | End::Aborted, Ok(())) => {}
+        }
+    }
+
+    /// Runs `task` (a connection's whole life) in a task the drain waits for.
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(task);
     }
 
     /// Accepts on `listener` until `shutdown`.
-    async fn accept_loop(&self, listener: Listener, shutdown: &CancellationToken) {
+    async fn accept_loop(self: &Arc<Self>, listener: Listener, shutdown: &CancellationToken) {
         let scheme = listener.scheme;
         let (socket, local) = match listener
             .socket
@@ -122,7 +128,9 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            self.serve_connection(stream, ConnInfo::new(peer, local, scheme), slot);
+            let info = ConnInfo::new(peer, local, scheme);
+            let server = self.clone();
+            self.spawn(async move { server.serve_connection(stream, info, slot).await });
         }
     }
 
@@ -130,7 +138,7 @@ impl Server {
     /// accepting, asks every connection to finish its in-flight requests,
     /// and returns when they have, or when `grace` is over (closing the rest).
     pub async fn serve(
-        self,
+        self: Arc<Self>,
         listeners: Vec<Listener>,
         shutdown: CancellationToken,
         grace: Duration,
