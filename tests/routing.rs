@@ -378,7 +378,7 @@ async fn specs_that_disagree_are_resolved_by_the_rule_and_noted() {
 }
 
 #[tokio::test]
-async fn every_address_is_served_by_every_worker() {
+async fn every_address_answers_on_two_workers_and_everything_stops() {
     let a = Backend::spawn("a").await;
     let dir = tempfile::tempdir().unwrap();
     let routes = dir.path().join("routes.toml");

@@ -7,13 +7,8 @@ use std::fmt::Write as _;
 
 use crate::routes::{BranchIndex, Role};
 
-/// True when `Accept` asks for JSON over HTML.
-pub fn wants_json(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| a.contains("application/json") && !a.contains("text/html"))
-}
-
 /// Escapes text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
+fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -37,7 +32,7 @@ fn json_members(b: &BranchIndex, role: Role) -> serde_json::Value {
 }
 
 /// A whole HTML page around `body`.
-pub fn html_page(title: &str, body: &str) -> String {
+fn html_page(title: &str, body: &str) -> String {
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\
          <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.3em .6em;border:1px solid #ccc}}\

@@ -145,7 +145,6 @@ impl<'s> Merged<'s> {
             }
         }
         PathRoute {
-            name: name.clone(),
             prefix: prefix.into(),
             dest: first.dest.as_deref().filter(|_| dest).map(Into::into),
             pool: pools.add(PoolKey::new(name, first.proto, self.upstreams)),

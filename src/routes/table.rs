@@ -52,14 +52,12 @@ impl PoolId {
 /// One path rule under a host (or one branch member).
 #[derive(Debug)]
 pub struct PathRoute {
-    /// Names the route in logs and request records: `app.foo.bar/api/`,
-    /// `frontend feature/login`.
-    pub name: Arc<str>,
     /// The path prefix (`VIRTUAL_PATH`).
     pub prefix: Box<str>,
     /// What replaces the prefix upstream (`VIRTUAL_DEST`).
     pub dest: Option<Box<str>>,
-    /// Where requests go.
+    /// Where requests go; its [`PoolKey`] also names the route
+    /// (`app.foo.bar/api/`, `frontend feature/login`).
     pub pool: PoolId,
     /// What the route demands before forwarding.
     pub policy: Policy,

@@ -148,14 +148,6 @@ impl Upstream {
         }
     }
 
-    /// Idle pooled connections across all workers.
-    pub fn idle_count(&self) -> usize {
-        self.idle
-            .iter()
-            .map(|q| q.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
-    }
-
     pub(super) fn record_failure(&self) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let now = self.client.epoch.elapsed().as_millis() as u64 + 1;

@@ -104,7 +104,7 @@ fn a_host_and_path_find_their_route_and_live_pool() {
     }
     let req = get("/api/x", Some("app.foo.bar"));
     let r = route(&snap, &req).unwrap();
-    assert_eq!(&*r.route.name, "app.foo.bar/api/");
+    assert_eq!(&**r.pool.key().route(), "app.foo.bar/api/");
     assert_eq!(r.host, "app.foo.bar");
 }
 
