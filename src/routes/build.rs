@@ -125,12 +125,13 @@ impl<'s> Merged<'s> {
         }
         for setting in Setting::ALL {
             let applied = self.policy.show(setting);
-            // The first spec whose own value is the one that applies.
+            // The first spec whose own value is the one that applies (the
+            // merge only ever keeps some spec's value).
             let by = self
                 .specs
                 .iter()
                 .find(|s| s.policy.same(setting, &self.policy))
-                .map_or("the merge", |s| &s.source);
+                .map_or(&first.source, |s| &s.source);
             for spec in &self.specs {
                 if !spec.policy.same(setting, &self.policy) {
                     lost(
