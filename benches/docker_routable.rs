@@ -68,6 +68,8 @@ fn main() {
         .args([
             "--http",
             &addr.to_string(),
+            "--https",
+            "off",
             "--workers",
             "1",
             "--access-log",

@@ -449,6 +449,7 @@ for v in "${VARIANTS[@]}"; do
     # shellcheck disable=SC2086 # the extra flags are words
     flags="--workers 1 --log-level warn ${V_ARGS[$v]}"
     case " ${V_ARGS[$v]} " in *" --access-log "*) ;; *) flags+=" --access-log off" ;; esac
+    case " ${V_ARGS[$v]} " in *" --https "*) ;; *) flags+=" --https off" ;; esac
     V_FLAGS[$v]=$flags
     taskset -c "$PROXY_CPU" "${V_BIN[$v]}" --http "127.0.0.1:$port" --routes "$TMP/routes.toml" \
         $flags >"$TMP/$v.stdout" 2>"$err" &

@@ -35,15 +35,32 @@ pub enum AccessLogFormat {
 #[command(name = "branchgate", version, about, long_about = None)]
 pub struct Config {
     /// Address of an HTTP listener (HTTP/1.1 and h2c). Repeatable, or a
-    /// comma list, to listen on several addresses.
+    /// comma list, to listen on several addresses. Default 0.0.0.0:80
+    /// (127.0.0.1:8080 with --demo).
     #[arg(
         long,
         env = "BRANCHGATE_HTTP",
         value_name = "ADDR",
-        default_value = "0.0.0.0:80",
         value_delimiter = ','
     )]
     pub http: Vec<SocketAddr>,
+
+    /// Address of an HTTPS listener (TLS 1.2/1.3, HTTP/1.1 and h2 by ALPN), or `off`. Repeatable,
+    /// or a comma list. Default 0.0.0.0:443 (127.0.0.1:8443 with --demo).
+    #[arg(long, env = "BRANCHGATE_HTTPS", value_name = "ADDR|off", value_delimiter = ',',
+          value_parser = parse_listen)]
+    pub https: Vec<Listen>,
+
+    /// Certificate directory in nginx-proxy's layout: `<host>.crt` + `<host>.key`, `default.crt`
+    /// + `default.key`. Watched: files added, replaced or removed are live within 2 s.
+    #[arg(long, env = "BRANCHGATE_CERTS", value_name = "DIR")]
+    pub certs: Option<PathBuf>,
+
+    /// Status of the HTTP→HTTPS redirect for methods other than GET and HEAD (nginx-proxy's
+    /// NON_GET_REDIRECT): 301, 302, 303, 307 or 308. 307/308 keep the method and body.
+    #[arg(long, env = "BRANCHGATE_NON_GET_REDIRECT", value_name = "CODE", default_value = "301",
+          value_parser = parse_redirect)]
+    pub non_get_redirect: u16,
 
     /// Static routes file (TOML), watched for changes.
     #[arg(long, env = "BRANCHGATE_ROUTES", value_name = "FILE")]
@@ -216,12 +233,68 @@ impl Config {
         }))
     }
 
+    /// The HTTP listeners' addresses: `--http`, else the default.
+    pub fn http_addrs(&self) -> Vec<SocketAddr> {
+        match (self.http.is_empty(), self.demo) {
+            (false, _) => self.http.clone(),
+            (true, false) => vec![SocketAddr::from(([0, 0, 0, 0], 80))],
+            (true, true) => vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+        }
+    }
+
+    /// The HTTPS listeners' addresses: `--https` (none for `off`), else the default.
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        if self.https.contains(&Listen::Off) {
+            return Vec::new();
+        }
+        match (self.https.is_empty(), self.demo) {
+            (false, _) => self
+                .https
+                .iter()
+                .filter_map(|l| match l {
+                    Listen::Addr(a) => Some(*a),
+                    Listen::Off => None,
+                })
+                .collect(),
+            (true, false) => vec![SocketAddr::from(([0, 0, 0, 0], 443))],
+            (true, true) => vec![SocketAddr::from(([127, 0, 0, 1], 8443))],
+        }
+    }
+
     /// Number of worker runtimes to start.
     pub fn worker_count(&self) -> usize {
         match self.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => usize::from(n),
         }
+    }
+}
+
+/// A listener flag's value: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    /// Listen here.
+    Addr(SocketAddr),
+    /// No listener of this kind.
+    Off,
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Listen::Off);
+    }
+    s.trim()
+        .parse()
+        .map(Listen::Addr)
+        .map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:443 or [::]:443, nor off"))
+}
+
+fn parse_redirect(s: &str) -> Result<u16, String> {
+    match s.trim().parse() {
+        Ok(code @ (301 | 302 | 303 | 307 | 308)) => Ok(code),
+        _ => Err(format!(
+            "{s:?}: a redirect status is 301, 302, 303, 307 or 308"
+        )),
     }
 }
 

@@ -55,3 +55,18 @@ fn echo(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     );
     resp
 }
+
+/// A self-signed certificate for `localhost` and `*.localhost`, made at
+/// start, so `--demo` shows HTTPS too (browsers and `curl` without `-k` will
+/// not trust it, by design).
+pub fn certificate(provider: &rustls::crypto::CryptoProvider) -> anyhow::Result<crate::tls::Cert> {
+    let names = vec!["localhost".to_owned(), "*.localhost".to_owned()];
+    let made = rcgen::generate_simple_self_signed(names)?;
+    crate::tls::Cert::parse(
+        std::path::Path::new("(demo, self-signed)"),
+        made.cert.pem().as_bytes(),
+        made.signing_key.serialize_pem().as_bytes(),
+        provider,
+    )
+    .map_err(|e| anyhow::anyhow!(e))
+}

@@ -29,6 +29,8 @@ pub mod routes;
 
 pub mod upstream;
 
+pub mod tls;
+
 pub mod proxy;
 
 pub mod logging;
@@ -73,12 +75,56 @@ pub struct Bound {
     tx: Arc<watch::Sender<Desired>>,
     file: Option<(PathBuf, Vec<u8>)>,
     demo: Option<std::net::TcpListener>,
+    /// `--certs`, watched once running.
+    certs: Option<tls::dir::CertDir>,
+}
+
+/// The HTTPS side: the certificates of `--certs` (and the demo's
+/// self-signed one), and the rustls configuration.
+fn tls_for(
+    config: &Config,
+    routes: Reader,
+) -> anyhow::Result<(Arc<tls::Tls>, Option<tls::dir::CertDir>)> {
+    let provider = tls::provider();
+    let builtin = if config.demo {
+        Some(Arc::new(
+            demo::certificate(&provider).context("--demo: cannot make a certificate")?,
+        ))
+    } else {
+        None
+    };
+    let mut certs = tls::Certs::with_builtin(Default::default(), None, builtin.as_ref());
+    let mut dir = None;
+    if let Some(path) = &config.certs {
+        if !path.is_dir() {
+            anyhow::bail!("--certs {}: not a directory", path.display());
+        }
+        let mut d = tls::dir::CertDir::new(path.clone(), provider, builtin);
+        certs = d.load();
+        info!(certificates = certs.len(), dir = %path.display(), "certificates in force");
+        dir = Some(d);
+    }
+    let selector = Arc::new(tls::Selector::new(
+        Arc::new(tls::CertStore::new(certs)),
+        routes,
+    ));
+    let tls = tls::Tls::new(selector, config.client_header_timeout).context("cannot set up TLS")?;
+    Ok((Arc::new(tls), dir))
 }
 
 /// Binds the listeners and publishes the first table. A routes file that does
 /// not load is an error here (at start-up) rather than a warning.
 pub async fn bind(config: Config) -> anyhow::Result<Bound> {
-    let workers = bind_workers(&config.http, config.worker_count())?;
+    let addrs: Vec<(Scheme, SocketAddr)> = (config.http_addrs().into_iter())
+        .map(|a| (Scheme::Http, a))
+        .chain(config.https_addrs().into_iter().map(|a| (Scheme::Https, a)))
+        .collect();
+    let workers = bind_workers(&addrs, config.worker_count())?;
+    let https_port = workers[0]
+        .iter()
+        .find(|l| l.scheme == Scheme::Https)
+        .map(|l| l.socket.local_addr().map(|a| a.port()))
+        .transpose()?;
 
     if let Some(url) = config.docker_url() {
         // --docker is checked by the flag parser; DOCKER_HOST only here.
@@ -123,6 +169,13 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     };
     let mut publisher = Publisher::new(registry, opts);
     publisher.publish(&desired);
+    let (tls, certs) = match https_port {
+        None => (None, None),
+        Some(_) => {
+            let (tls, dir) = tls_for(&config, publisher.reader())?;
+            (Some(tls), dir)
+        }
+    };
     let sink: Box<dyn Sink> = match config.access_log {
         config::AccessLogFormat::Off => Box::new(Discard),
         _ => Box::new(AccessLog),
@@ -137,6 +190,9 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             client_send_timeout: config.client_send_timeout,
             upstream_read_timeout: config.upstream_read_timeout,
             allow_underscore_headers: config.allow_underscore_headers,
+            https_port,
+            non_get_redirect: http::StatusCode::from_u16(config.non_get_redirect)
+                .expect("checked by the flag parser"),
             cors: proxy::cors::CorsPolicy {
                 domain: config.branch_domain.clone(),
                 origins: config.cors_origins.clone(),
@@ -150,8 +206,10 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             },
         ),
         sink,
+        tls,
     });
     Ok(Bound {
+        certs,
         config,
         workers,
         shared,
@@ -205,16 +263,16 @@ fn demo_spec(addr: SocketAddr) -> RouteSpec {
 /// Binds every address `workers` times: worker `i` gets the `i`-th socket of
 /// each address. With several workers the sockets share the port with
 /// `SO_REUSEPORT` and the kernel spreads connections, as nginx's workers do.
-fn bind_workers(addrs: &[SocketAddr], workers: usize) -> anyhow::Result<Vec<Vec<Listener>>> {
+fn bind_workers(
+    addrs: &[(Scheme, SocketAddr)],
+    workers: usize,
+) -> anyhow::Result<Vec<Vec<Listener>>> {
     let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
-    for &addr in addrs {
+    for &(scheme, addr) in addrs {
         let sockets = bind_reuseport(addr, workers)
-            .with_context(|| format!("--http {addr}: cannot listen"))?;
+            .with_context(|| format!("--{scheme} {addr}: cannot listen"))?;
         for (set, socket) in sets.iter_mut().zip(sockets) {
-            set.push(Listener {
-                socket,
-                scheme: Scheme::Http,
-            });
+            set.push(Listener { socket, scheme });
         }
     }
     Ok(sets)
@@ -245,6 +303,23 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::T
 }
 
 impl Bound {
+    /// Every HTTPS listener's address, in `--https` order.
+    pub fn https_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs(Scheme::Https)
+    }
+
+    fn addrs(&self, scheme: Scheme) -> Vec<SocketAddr> {
+        self.workers[0]
+            .iter()
+            .filter(|l| l.scheme == scheme)
+            .map(|l| {
+                l.socket
+                    .local_addr()
+                    .expect("a bound listener has an address")
+            })
+            .collect()
+    }
+
     /// The address of the first HTTP listener.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addrs()[0]
@@ -252,14 +327,7 @@ impl Bound {
 
     /// Every HTTP listener's address, in `--http` order.
     pub fn http_addrs(&self) -> Vec<SocketAddr> {
-        self.workers[0]
-            .iter()
-            .map(|l| {
-                l.socket
-                    .local_addr()
-                    .expect("a bound listener has an address")
-            })
-            .collect()
+        self.addrs(Scheme::Http)
     }
 
     /// A read-only handle on the published snapshot.
@@ -298,11 +366,19 @@ impl Bound {
             tasks.spawn(demo::serve(l, name, background.clone()));
         }
         tasks.spawn(self.shared.conns.clone().sweep(background.clone()));
+        if let (Some(dir), Some(tls)) = (self.certs, &self.shared.tls) {
+            let store = tls.selector.certs.clone();
+            tasks.spawn(dir.watch(store, background.clone()));
+        }
 
         let mut sets = self.workers.into_iter();
         let first = sets.next().expect("at least one worker");
         for l in &first {
-            info!(addr = %l.socket.local_addr()?, scheme = %l.scheme, workers = sets.len() + 1, "listening (HTTP/1.1, h2c)");
+            let what = match l.scheme {
+                Scheme::Http => "HTTP/1.1, h2c",
+                Scheme::Https => "TLS 1.2/1.3: HTTP/1.1, h2",
+            };
+            info!(addr = %l.socket.local_addr()?, scheme = %l.scheme, workers = sets.len() + 1, "listening ({what})");
         }
         let mut done = Vec::new();
         for (i, set) in sets.enumerate() {

@@ -234,7 +234,7 @@ async fn bad_flags_exit_with_one_line_naming_the_flag() {
     )
     .unwrap();
     let out = std::process::Command::new(bin)
-        .args(["--http", "127.0.0.1:0", "--routes"])
+        .args(["--http", "127.0.0.1:0", "--https", "off", "--routes"])
         .arg(&f)
         .output()
         .unwrap();
@@ -249,7 +249,7 @@ async fn bad_flags_exit_with_one_line_naming_the_flag() {
 
     // DOCKER_HOST is the default engine address, so it is checked as one.
     let out = std::process::Command::new(bin)
-        .args(["--http", "127.0.0.1:0"])
+        .args(["--http", "127.0.0.1:0", "--https", "off"])
         .env("DOCKER_HOST", "ftp://engine")
         .env_remove("BRANCHGATE_DOCKER")
         .output()

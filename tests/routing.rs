@@ -393,6 +393,8 @@ async fn every_address_answers_on_two_workers_and_everything_stops() {
         "127.0.0.1:0,127.0.0.2:0",
         "--http",
         "127.0.0.3:0",
+        "--https",
+        "127.0.0.1:0",
         "--workers",
         "2",
         // Every kind of background task runs, and must stop with the rest:

@@ -44,6 +44,12 @@ pub enum ProxyError {
     /// No route matches the host and there is no default host.
     #[error("no route for this host")]
     NoHost,
+    /// The route is served over HTTPS only (`HTTPS_METHOD=nohttp`).
+    #[error("this host is served over HTTPS only")]
+    HttpsOnly,
+    /// The route is not served over HTTPS (`HTTPS_METHOD=nohttps`).
+    #[error("this host is not served over HTTPS")]
+    NotOverHttps,
     /// The host has routes, but none for this path.
     #[error("no route for this path")]
     NoPath,
@@ -79,7 +85,9 @@ impl ProxyError {
             Self::UriTooLong => StatusCode::URI_TOO_LONG,
             Self::ClientBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::UnexpectedUpgrade => StatusCode::BAD_GATEWAY,
-            Self::NoHost | Self::NoUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoHost | Self::NoUpstream | Self::HttpsOnly | Self::NotOverHttps => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::NoPath => StatusCode::NOT_FOUND,
             Self::Connect(ConnectError::Timeout(_))
             | Self::ResponseTimeout(_)
@@ -108,6 +116,8 @@ impl ProxyError {
             | Self::ClientBodyTimeout(_)
             | Self::ClientBody(_)
             | Self::NoHost
+            | Self::HttpsOnly
+            | Self::NotOverHttps
             | Self::NoPath
             | Self::NoUpstream => Source::Client,
             Self::Rewrite => Source::Internal,
@@ -126,6 +136,8 @@ impl ProxyError {
             | Self::ClientBody(_) => true,
             Self::DotSegments
             | Self::NoHost
+            | Self::HttpsOnly
+            | Self::NotOverHttps
             | Self::NoPath
             | Self::NoUpstream
             | Self::Connect(_)

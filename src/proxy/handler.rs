@@ -14,7 +14,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::header::{ACCEPT, CONNECTION};
+use http::header::{ACCEPT, CONNECTION, STRICT_TRANSPORT_SECURITY};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -26,7 +26,7 @@ use super::conns::Slot;
 use super::error::ProxyError;
 use super::forward::{forward, prepare};
 use super::listener::ConnInfo;
-use super::policy::{Decoration, policy};
+use super::policy::{Context, Decoration, policy};
 use super::record::{RequestRecord, Sink};
 use super::respond::{Answer, Reply, respond, wants_json};
 use super::route::route;
@@ -116,7 +116,9 @@ pub async fn handle(
                 }
                 Err(err) => {
                     err.log(connection.info.peer);
-                    synthetic(respond(Answer::Error(err), json), record, busy)
+                    let mut reply = respond(Answer::Error(err), json);
+                    ready.decoration.apply_hsts(&mut reply.headers);
+                    synthetic(reply, record, busy)
                 }
             }
         }
@@ -146,17 +148,39 @@ fn decide(
 ) -> Result<Ready, Reply> {
     let shared = &connection.shared;
     let snapshot = shared.routes.load();
-    let fail = |answer: Answer<'_>| {
-        if let Answer::Error(err) = &answer {
+    let log = |answer: &Answer<'_>| {
+        if let Answer::Error(err) = answer {
             err.log(connection.info.peer);
         }
-        respond(answer, json)
     };
-    let routed = route(&snapshot, &req).map_err(fail)?;
+    let routed = route(&snapshot, &req).map_err(|answer| {
+        log(&answer);
+        respond(answer, json)
+    })?;
     // The one clone of the pool per request: it forwards, and its key names
     // the route in the record.
     let pool = routed.pool.clone();
-    let ready = policy(&routed.route.policy, &req, &shared.settings.cors)
+    let scheme = connection.info.scheme;
+    // From here on, branchgate's own answers on this route carry its HSTS.
+    let hsts = super::policy::hsts(&routed.route.policy, scheme);
+    let fail = |answer: Answer<'_>| {
+        log(&answer);
+        let mut reply = respond(answer, json);
+        if let Some(v) = &hsts {
+            reply.headers.insert(STRICT_TRANSPORT_SECURITY, v.clone());
+        }
+        reply
+    };
+    let settings = &shared.settings;
+    let certs = shared.tls.as_ref().map(|t| t.selector.certs.load());
+    let cx = Context {
+        scheme,
+        origins: &settings.cors,
+        https_port: settings.https_port,
+        certs: certs.as_deref().map(|c| &**c),
+        non_get_redirect: settings.non_get_redirect,
+    };
+    let ready = policy(&routed.route.policy, &req, &routed.host, &cx)
         .map_err(fail)
         .and_then(|decoration| {
             if pool.upstreams().is_empty() {

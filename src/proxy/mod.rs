@@ -54,6 +54,11 @@ pub struct ProxySettings {
     pub allow_underscore_headers: bool,
     /// Origins that `branchgate.cors` routes allow.
     pub cors: cors::CorsPolicy,
+    /// The first HTTPS listener's port (redirects name it unless 443);
+    /// `None` with `--https off`.
+    pub https_port: Option<u16>,
+    /// The HTTP→HTTPS redirect status for methods other than GET and HEAD.
+    pub non_get_redirect: http::StatusCode,
 }
 
 /// State every connection shares.
@@ -67,4 +72,6 @@ pub struct Shared {
     pub conns: Arc<conns::Conns>,
     /// Where every request's record goes.
     pub sink: Box<dyn record::Sink>,
+    /// Certificates and the TLS configuration, unless `--https off`.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }

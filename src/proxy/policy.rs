@@ -1,21 +1,57 @@
-//! The policy phase: what a route demands before its request is forwarded.
-//! Today that is CORS (a preflight answered here, a grant added to the
-//! response); HTTPS redirects, ACME challenges, auth, allow lists and limits
-//! go here and nowhere else. Synchronous, run under the table guard; reads
-//! only the route's [`Policy`] and the request.
+//! The policy phase: what a route demands before its request is forwarded:
+//! nginx-proxy's HTTP/HTTPS rules (`HTTPS_METHOD`, HSTS) and CORS (a
+//! preflight answered here, a grant added to the response); ACME
+//! challenges, auth, allow lists and limits go here and nowhere else.
+//! Synchronous, run under the table guard; reads only the route's
+//! [`Policy`], the request and the certificates in force.
+//!
+//! | `HTTPS_METHOD` | over HTTP, host with a certificate | over HTTPS |
+//! |---|---|---|
+//! | `redirect` (default) | 301 to `https://` (`--non-get-redirect` for other methods) | served, HSTS |
+//! | `noredirect` | served | served, no HSTS |
+//! | `nohttp` | 503 | served, HSTS |
+//! | `nohttps` | served | 503 |
+//!
+//! A host without any certificate (not even `default.crt`) is served over
+//! HTTP whatever its method, and `/.well-known/acme-challenge/` is never
+//! redirected.
 
+use http::header::STRICT_TRANSPORT_SECURITY;
 use http::header::{ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
-use http::{HeaderMap, HeaderValue, Method, Request};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
 use super::cors::{self, CorsPolicy};
-use super::respond::{Answer, Preflight};
-use crate::routes::Policy;
+use super::error::ProxyError;
+use super::listener::Scheme;
+use super::respond::{Answer, Preflight, Redirect};
+use crate::routes::{HttpsMethod, MAX_HOST_LEN, Policy, normalize_host};
+use crate::tls::Certs;
+
+/// The path prefix of ACME HTTP-01 challenges: never redirected.
+pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// What the policy phase reads besides the route and the request.
+#[derive(Debug)]
+pub struct Context<'a> {
+    /// The scheme the request came in over.
+    pub scheme: Scheme,
+    /// Origins that CORS routes allow.
+    pub origins: &'a CorsPolicy,
+    /// The HTTPS port redirects go to; `None` with HTTPS off.
+    pub https_port: Option<u16>,
+    /// The certificates in force (HTTPS on).
+    pub certs: Option<&'a Certs>,
+    /// Redirect status for methods other than GET and HEAD.
+    pub non_get_redirect: StatusCode,
+}
 
 /// What the policy phase adds to the upstream's response.
 #[derive(Debug, Default)]
 pub struct Decoration {
     /// CORS route with an `Origin`: the origin, and whether it is allowed.
     cors: Option<(HeaderValue, bool)>,
+    /// `Strict-Transport-Security`, over TLS.
+    hsts: Option<HeaderValue>,
 }
 
 impl Decoration {
@@ -24,22 +60,45 @@ impl Decoration {
         if let Some((origin, allowed)) = &self.cors {
             cors::decorate(headers, Some(origin), *allowed);
         }
+        self.apply_hsts(headers);
+    }
+
+    /// Adds HSTS only: what branchgate's own answers on this route get.
+    pub fn apply_hsts(&self, headers: &mut HeaderMap) {
+        if let Some(v) = &self.hsts {
+            headers.insert(STRICT_TRANSPORT_SECURITY, v.clone());
+        }
     }
 }
 
-/// Applies `policy` to `req`: an answer when the route answers it itself,
-/// else what to add to the forwarded response. `origins` are the origins
-/// CORS routes allow.
+/// The `Strict-Transport-Security` value a response on `policy`'s route
+/// gets over `scheme`: only over TLS, never with `noredirect` or `HSTS=off`.
+pub fn hsts(policy: &Policy, scheme: Scheme) -> Option<HeaderValue> {
+    let method = policy.https_method.unwrap_or(HttpsMethod::Redirect);
+    match (scheme, method) {
+        (Scheme::Http, _) | (_, HttpsMethod::NoRedirect | HttpsMethod::NoHttps) => None,
+        (Scheme::Https, _) => policy.hsts.header(),
+    }
+}
+
+/// Applies `policy` to `req` (sent to `host`, as the client named it): an
+/// answer when the route answers it itself, else what to add to the
+/// forwarded response.
 pub fn policy<'a, B>(
     policy: &Policy,
     req: &Request<B>,
-    origins: &CorsPolicy,
+    host: &HeaderValue,
+    cx: &Context<'_>,
 ) -> Result<Decoration, Answer<'a>> {
-    let mut out = Decoration::default();
+    scheme_rule(policy, req, host, cx)?;
+    let mut out = Decoration {
+        cors: None,
+        hsts: hsts(policy, cx.scheme),
+    };
     if policy.cors
         && let Some(origin) = req.headers().get(ORIGIN)
     {
-        let allowed = origin.to_str().is_ok_and(|o| origins.allows(o));
+        let allowed = origin.to_str().is_ok_and(|o| cx.origins.allows(o));
         if req.method() == Method::OPTIONS
             && let Some(method) = req.headers().get(ACCESS_CONTROL_REQUEST_METHOD)
         {
@@ -55,11 +114,60 @@ pub fn policy<'a, B>(
     Ok(out)
 }
 
+/// nginx-proxy's `HTTPS_METHOD` with `TRUST_DEFAULT_CERT=true` and
+/// `ENABLE_HTTP_ON_MISSING_CERT=true`.
+fn scheme_rule<'a, B>(
+    policy: &Policy,
+    req: &Request<B>,
+    host: &HeaderValue,
+    cx: &Context<'_>,
+) -> Result<(), Answer<'a>> {
+    let method = policy.https_method.unwrap_or(HttpsMethod::Redirect);
+    if cx.scheme == Scheme::Https {
+        return match method {
+            HttpsMethod::NoHttps => Err(ProxyError::NotOverHttps.into()),
+            _ => Ok(()),
+        };
+    }
+    if matches!(method, HttpsMethod::NoHttps | HttpsMethod::NoRedirect)
+        || req.uri().path().starts_with(ACME_CHALLENGE)
+    {
+        return Ok(());
+    }
+    let (Some(port), Some(certs)) = (cx.https_port, cx.certs) else {
+        return Ok(());
+    };
+    let mut buf = [0; MAX_HOST_LEN];
+    let Some(name) = host.to_str().ok().and_then(|h| normalize_host(h, &mut buf)) else {
+        return Ok(());
+    };
+    // No certificate at all for this host: served over HTTP rather than locked out.
+    if certs.select(name, policy.cert_name.as_deref()).is_none() {
+        return Ok(());
+    }
+    if method == HttpsMethod::NoHttp {
+        return Err(ProxyError::HttpsOnly.into());
+    }
+    let status = match *req.method() {
+        Method::GET | Method::HEAD => StatusCode::MOVED_PERMANENTLY,
+        _ => cx.non_get_redirect,
+    };
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = match port {
+        443 => format!("https://{name}{target}"),
+        port => format!("https://{name}:{port}{target}"),
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(location) => Err(Answer::Redirect(Redirect { status, location })),
+        // Unreachable: the host and target were valid header values already.
+        Err(_) => Err(ProxyError::BadHost.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::proxy::respond::respond;
-    use http::StatusCode;
 
     fn origins() -> CorsPolicy {
         CorsPolicy {
@@ -75,6 +183,18 @@ mod tests {
         }
     }
 
+    fn run<'a>(p: &Policy, req: &Request<()>) -> Result<Decoration, Answer<'a>> {
+        let origins = origins();
+        let cx = Context {
+            scheme: Scheme::Http,
+            origins: &origins,
+            https_port: None,
+            certs: None,
+            non_get_redirect: StatusCode::MOVED_PERMANENTLY,
+        };
+        policy(p, req, &HeaderValue::from_static("fe.foo.bar"), &cx)
+    }
+
     fn preflight(origin: &str) -> Request<()> {
         Request::options("/api")
             .header("origin", origin)
@@ -86,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_preflight_from_an_allowed_origin_is_granted() {
-        let Err(answer) = policy(&cors(), &preflight("https://fe.foo.bar"), &origins()) else {
+        let Err(answer) = run(&cors(), &preflight("https://fe.foo.bar")) else {
             panic!("a preflight is answered here")
         };
         let reply = respond(answer, false);
@@ -102,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_preflight_from_another_origin_is_refused_without_cors_headers() {
-        let Err(answer) = policy(&cors(), &preflight("https://evil.example"), &origins()) else {
+        let Err(answer) = run(&cors(), &preflight("https://evil.example")) else {
             panic!("a preflight is answered here")
         };
         let reply = respond(answer, true);
@@ -113,12 +233,7 @@ mod tests {
     #[test]
     fn other_requests_pass_with_a_decoration() {
         // Not a CORS route: nothing to do, even for a preflight.
-        let d = policy(
-            &Policy::default(),
-            &preflight("https://fe.foo.bar"),
-            &origins(),
-        )
-        .unwrap();
+        let d = run(&Policy::default(), &preflight("https://fe.foo.bar")).unwrap();
         let mut h = HeaderMap::new();
         d.apply(&mut h);
         assert!(h.is_empty());
@@ -127,7 +242,7 @@ mod tests {
             .header("origin", "https://fe.foo.bar")
             .body(())
             .unwrap();
-        let d = policy(&cors(), &req, &origins()).unwrap();
+        let d = run(&cors(), &req).unwrap();
         let mut h = HeaderMap::new();
         h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
         d.apply(&mut h);
@@ -137,7 +252,7 @@ mod tests {
             .header("origin", "https://x.example")
             .body(())
             .unwrap();
-        let d = policy(&cors(), &req, &origins()).unwrap();
+        let d = run(&cors(), &req).unwrap();
         let mut h = HeaderMap::new();
         d.apply(&mut h);
         assert!(!h.contains_key("access-control-allow-origin"));

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONNECTION, CONTENT_TYPE,
-    VARY,
+    LOCATION, VARY,
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
@@ -40,6 +40,17 @@ pub enum Answer<'a> {
     },
     /// A CORS preflight on a `cors` route (boxed: rare, and four headers long).
     Preflight(Box<Preflight>),
+    /// Plain HTTP for a host served over HTTPS (`HTTPS_METHOD=redirect`).
+    Redirect(Redirect),
+}
+
+/// An HTTP→HTTPS redirect.
+#[derive(Debug)]
+pub struct Redirect {
+    /// 301 for GET and HEAD, else `--non-get-redirect`.
+    pub status: StatusCode,
+    /// `https://host[:port]/path?query`.
+    pub location: HeaderValue,
 }
 
 impl From<ProxyError> for Answer<'_> {
@@ -99,7 +110,7 @@ pub fn respond(answer: Answer<'_>, json: bool) -> Reply {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             let status = err.status();
-            (status, error_body(status, &err, json))
+            (status, status_page(status, &err.to_string(), json))
         }
         Answer::Matrix { index, port } => (StatusCode::OK, pages::matrix(index, port, json)),
         Answer::MissingBranch {
@@ -112,6 +123,11 @@ pub fn respond(answer: Answer<'_>, json: bool) -> Reply {
             pages::missing(index, role, &slug, port, json),
         ),
         Answer::Preflight(p) => (preflight(*p, &mut headers), String::new()),
+        Answer::Redirect(r) => {
+            let body = status_page(r.status, r.location.to_str().unwrap_or_default(), json);
+            headers.insert(LOCATION, r.location);
+            (r.status, body)
+        }
     };
     if !body.is_empty() {
         let kind = if json {
@@ -128,12 +144,12 @@ pub fn respond(answer: Answer<'_>, json: bool) -> Reply {
     }
 }
 
-/// nginx's small error page, or `{"status", "error", "detail"}`.
-fn error_body(status: StatusCode, err: &ProxyError, json: bool) -> String {
+/// nginx's small status page, or `{"status", "error", "detail"}`.
+fn status_page(status: StatusCode, detail: &str, json: bool) -> String {
     let reason = status.canonical_reason().unwrap_or("Error");
     let code = status.as_u16();
     if json {
-        return serde_json::json!({ "status": code, "error": reason, "detail": err.to_string() })
+        return serde_json::json!({ "status": code, "error": reason, "detail": detail })
             .to_string();
     }
     format!(

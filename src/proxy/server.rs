@@ -24,7 +24,7 @@ use tracing::{debug, error, info, warn};
 use super::Shared;
 use super::conns::{End, Slot, Tracked, drive};
 use super::handler::{Connection, handle};
-use super::listener::{ConnInfo, Listener};
+use super::listener::{ConnInfo, Listener, Scheme};
 
 /// What one worker's connections share: the proxy state, the HTTP
 /// connection builder and the tracker that the drain waits on.
@@ -130,7 +130,21 @@ impl Server {
             let _ = stream.set_nodelay(true);
             let info = ConnInfo::new(peer, local, scheme);
             let server = self.clone();
-            self.spawn(async move { server.serve_connection(stream, info, slot).await });
+            match (scheme, &self.shared.tls) {
+                (Scheme::Https, Some(tls)) => {
+                    let tls = tls.clone();
+                    self.spawn(async move {
+                        // The handshake runs here, in the connection's task.
+                        match tls.handshake(stream).await {
+                            Ok(stream) => server.serve_connection(stream, info, slot).await,
+                            Err(refused) => {
+                                debug!(client = %peer, %refused, "TLS handshake refused");
+                            }
+                        }
+                    });
+                }
+                _ => self.spawn(async move { server.serve_connection(stream, info, slot).await }),
+            }
         }
     }
 

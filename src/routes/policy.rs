@@ -125,6 +125,15 @@ fn hsts_strictness(s: &str) -> Option<(bool, u64, bool, bool)> {
 }
 
 impl Hsts {
+    /// The `Strict-Transport-Security` value to send, if any.
+    pub fn header(&self) -> Option<http::HeaderValue> {
+        match self {
+            Self::Default => Some(http::HeaderValue::from_static("max-age=31536000")),
+            Self::Off => None,
+            Self::Value(v) => http::HeaderValue::from_str(v).ok(),
+        }
+    }
+
     /// How much this protects, compared field by field: (on, max-age,
     /// includeSubDomains, preload).
     fn strictness(&self) -> (bool, u64, bool, bool) {

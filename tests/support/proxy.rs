@@ -101,6 +101,9 @@ impl ProxyBuilder {
         if !self.args.iter().any(|a| a.starts_with("--docker")) {
             argv.push("--no-docker".into());
         }
+        if !self.args.iter().any(|a| a.starts_with("--https")) {
+            argv.extend(["--https".into(), "off".into()]);
+        }
         argv.extend(self.args);
         let config = <branchgate::Config as clap::Parser>::try_parse_from(argv).unwrap();
         let bound = branchgate::bind(config).await.unwrap();
@@ -193,6 +196,11 @@ impl ProxyProcess {
                 &[][..]
             } else {
                 &["--no-docker"][..]
+            })
+            .args(if args.iter().any(|a| a.starts_with("--https")) {
+                &[][..]
+            } else {
+                &["--https", "off"][..]
             })
             .args(args)
             .stdin(Stdio::null())

@@ -1,0 +1,153 @@
+//! HTTPS: the certificates in force and the TLS handshake of the HTTPS
+//! listeners. Sits beside [`crate::routes`]: like the route table, the
+//! certificate set is published whole and read without locks.
+//!
+//! ```text
+//! --certs DIR ──poll──▶ dir::CertDir ──store──▶ CertStore (ArcSwap<Certs>)
+//!                                                   │ load() per handshake
+//! TCP ─▶ accept::handshake (connection's task, under a timeout)
+//!          plain HTTP? 400 · ClientHello · SNI checks · certs.select(SNI, route's CERT_NAME)
+//!          └─▶ rustls (TLS 1.2/1.3, ALPN h2 + http/1.1, tickets + session cache) ─▶ proxy::server
+//! ```
+
+pub mod accept;
+pub mod certs;
+pub mod dir;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
+use rustls::sign::CertifiedKey;
+
+use crate::routes::{Lookup, MAX_HOST_LEN, Reader, normalize_host};
+pub use certs::{Cert, Certs, Source};
+
+/// Sessions kept for TLS 1.2 session-id resumption, per process.
+const SESSION_CACHE: usize = 4096;
+
+/// The certificates in force: replaced whole, read without locks.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    current: ArcSwap<Certs>,
+}
+
+impl CertStore {
+    /// A store serving `certs`.
+    pub fn new(certs: Certs) -> Self {
+        Self {
+            current: ArcSwap::from_pointee(certs),
+        }
+    }
+
+    /// The set in force.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Certs>> {
+        self.current.load()
+    }
+
+    /// Replaces the set.
+    pub fn store(&self, certs: Certs) {
+        self.current.store(Arc::new(certs));
+    }
+}
+
+/// The HTTPS side of the proxy: the certificate selection and the rustls
+/// configuration every HTTPS listener shares.
+pub struct Tls {
+    /// Chooses a certificate per handshake.
+    pub selector: Arc<Selector>,
+    config: Arc<ServerConfig>,
+    /// How long a handshake may take, from accept.
+    pub handshake_timeout: Duration,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("certificates", &self.selector.certs.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The crypto provider every TLS part uses (ring, rustls' safe defaults).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Tls {
+    /// rustls with its safe defaults (TLS 1.2 and 1.3, forward-secret AEAD
+    /// suites only), ALPN `h2` and `http/1.1`, stateless tickets and a
+    /// session cache, and certificates chosen per SNI by `selector`.
+    pub fn new(selector: Arc<Selector>, handshake_timeout: Duration) -> anyhow::Result<Self> {
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(selector.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        Ok(Self {
+            selector,
+            config: Arc::new(config),
+            handshake_timeout,
+        })
+    }
+
+    /// The shared rustls configuration.
+    pub fn config(&self) -> &Arc<ServerConfig> {
+        &self.config
+    }
+}
+
+/// Chooses the certificate of a handshake: the certificates in force, and
+/// the route table for the route's `CERT_NAME`. Also rustls' resolver.
+#[derive(Debug)]
+pub struct Selector {
+    /// The certificates in force.
+    pub certs: Arc<CertStore>,
+    routes: Reader,
+}
+
+impl Selector {
+    /// A selector over `certs` and the routes of `routes`.
+    pub fn new(certs: Arc<CertStore>, routes: Reader) -> Self {
+        Self { certs, routes }
+    }
+
+    /// The certificate for a handshake naming `sni`, or
+    /// without SNI; `None` when nothing may be served.
+    pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let certs = self.certs.load();
+        let mut buf = [0; MAX_HOST_LEN];
+        let cert = match sni.map(|s| normalize_host(s, &mut buf)) {
+            None => certs.fallback(),
+            // Not a host name: nothing to serve.
+            Some(None) => None,
+            Some(Some(host)) => {
+                let snapshot = self.routes.load();
+                certs
+                    .select(host, cert_name(&snapshot, host))
+                    .map(|(c, _)| c)
+            }
+        };
+        cert.map(|c| c.key.clone())
+    }
+}
+
+/// The `CERT_NAME` of the route serving `host` at `/`, if any.
+pub fn cert_name<'a>(snapshot: &'a crate::routes::Snapshot, host: &str) -> Option<&'a str> {
+    match snapshot.table().lookup(host, "/") {
+        Lookup::Found(route, _) => route.policy.cert_name.as_deref(),
+        _ => None,
+    }
+}
+
+impl ResolvesServerCert for Selector {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.select(hello.server_name())
+    }
+}
