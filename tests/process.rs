@@ -337,3 +337,144 @@ async fn a_refused_upstream_is_logged_once_per_request() {
         lines[0]
     );
 }
+
+#[tokio::test]
+async fn unusable_certificate_files_get_one_warning_each_and_the_rest_serve() {
+    use support::tls::{self, Ca, Key};
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ca.issue("good", &["good.foo.bar"], Key::Ec)
+        .write(d, "good.foo.bar");
+    let nokey = ca.issue("nokey", &["nokey.foo.bar"], Key::Ec);
+    write_atomically(&d.join("nokey.foo.bar.crt"), &nokey.chain);
+    let mismatch = ca.issue("mismatch", &["mismatch.foo.bar"], Key::Ec);
+    write_atomically(&d.join("mismatch.foo.bar.crt"), &mismatch.chain);
+    write_atomically(&d.join("mismatch.foo.bar.key"), &nokey.key);
+    ca.issue_expired("expired", &["expired.foo.bar"])
+        .write(d, "expired.foo.bar");
+    write_atomically(&d.join("garbage.foo.bar.crt"), "not a certificate\n");
+    write_atomically(&d.join("garbage.foo.bar.key"), &nokey.key);
+    let unreadable = d.join("unreadable.foo.bar.crt");
+    std::os::unix::fs::symlink(d.join("dangling"), &unreadable).unwrap();
+    let be = Backend::spawn("be").await;
+    let hosts = [
+        "good",
+        "nokey",
+        "mismatch",
+        "expired",
+        "garbage",
+        "unreadable",
+    ];
+    let routes: String = hosts
+        .iter()
+        .map(|h| route_toml(&format!("{h}.foo.bar"), &[be.addr], ""))
+        .collect();
+    let p = ProxyProcess::spawn(
+        &routes,
+        &["--https", "127.0.0.1:0", "--certs", d.to_str().unwrap()],
+    )
+    .await;
+    let https = p.https.unwrap();
+    assert_eq!(tls::get(https, "good.foo.bar", "/").await.backend(), "be");
+    // Several polls later, still one warning per file.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let warnings: Vec<serde_json::Value> = p
+        .stderr()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "certificate skipped")
+        .collect();
+    for (host, why) in [
+        ("nokey", "no nokey.foo.bar.key beside it"),
+        ("mismatch", "its .key does not belong to the certificate"),
+        ("expired", "expired"),
+        ("garbage", "holds no certificate"),
+        ("unreadable", "cannot be read"),
+    ] {
+        let file = d.join(format!("{host}.foo.bar.crt"));
+        let mine: Vec<_> = warnings
+            .iter()
+            .filter(|v| v["fields"]["file"] == file.to_str().unwrap())
+            .collect();
+        assert_eq!(mine.len(), 1, "{host}: {warnings:#?}");
+        let reason = mine[0]["fields"]["reason"].as_str().unwrap();
+        assert!(reason.contains(why), "{host}: {reason}");
+        let err = tls::Client::new(&format!("{host}.foo.bar"))
+            .connect(https)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{host} must not be served"));
+        assert_eq!(tls::alert(&err), "UnrecognisedName");
+    }
+    assert_eq!(warnings.len(), 5, "{warnings:#?}");
+}
+
+#[tokio::test]
+async fn an_https_listener_that_cannot_bind_stops_start_up_naming_the_flag() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_branchgate"))
+        .args(["--http", "127.0.0.1:0", "--https", &addr, "--no-docker"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains(&format!("--https {addr}: cannot listen")),
+        "{err}"
+    );
+    for (args, flag) in [
+        (&["--https", "nope"][..], "--https"),
+        (&["--non-get-redirect", "200"][..], "--non-get-redirect"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_branchgate"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains(flag), "{err}");
+    }
+}
+
+/// The README's first command, as a user who is not root runs it: loopback
+/// ports and a self-signed certificate for `localhost` made at start.
+#[tokio::test]
+async fn demo_defaults_to_loopback_ports_with_a_self_signed_certificate() {
+    use support::tls::Client;
+    for port in [8080, 8443] {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            support::skip_unless_ci(
+                "demo_defaults_to_loopback_ports_with_a_self_signed_certificate",
+                &format!("127.0.0.1:{port} is taken on this machine"),
+            );
+            return;
+        }
+    }
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_branchgate"))
+        .args(["--demo", "--no-docker", "--workers", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let https: std::net::SocketAddr = "127.0.0.1:8443".parse().unwrap();
+    let session = eventually(
+        Duration::from_secs(10),
+        "the demo's HTTPS listener",
+        || async { Client::new("app.localhost").connect(https).await.ok() },
+    )
+    .await;
+    assert_eq!(session.cn, "rcgen self signed cert");
+    let (r, _) = session.get("app.localhost", "/hello").await;
+    assert_eq!(r.status, http::StatusCode::OK);
+    // Plain HTTP is redirected to the HTTPS port.
+    let r = get("127.0.0.1:8080".parse().unwrap(), "localhost", "/hello").await;
+    assert_eq!(r.status, http::StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(r.headers["location"], "https://localhost:8443/hello");
+    child.kill().await.unwrap();
+}

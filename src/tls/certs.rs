@@ -26,7 +26,7 @@ pub struct Cert {
     /// What rustls serves.
     pub key: Arc<CertifiedKey>,
     /// The DNS names of the leaf's subjectAltName, lower case (`*.` wildcards kept).
-    pub names: Box<[Box<str>]>,
+    pub names: Names,
     /// Where it came from (for logs).
     pub file: PathBuf,
     /// The leaf's `notAfter`, in seconds since the epoch.
@@ -92,8 +92,11 @@ pub fn name_covers(name: &str, host: &str) -> bool {
     }
 }
 
+/// DNS names, lower case.
+type Names = Box<[Box<str>]>;
+
 /// The leaf's DNS SANs and `notAfter`.
-fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Box<[Box<str>]>, i64), String> {
+fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Names, i64), String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(leaf.as_ref())
         .map_err(|e| format!("the first certificate does not parse ({e})"))?;

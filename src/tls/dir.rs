@@ -34,6 +34,13 @@ struct Stamp {
 }
 
 impl Stamp {
+    /// A file that is listed but cannot be looked at.
+    const UNREADABLE: Self = Self {
+        len: 0,
+        mtime_ns: 0,
+        ino: 0,
+    };
+
     fn of(meta: &std::fs::Metadata) -> Self {
         Self {
             len: meta.len(),
@@ -139,10 +146,10 @@ impl CertDir {
 
     fn read(&self, crt: &Path, has_key: bool) -> Result<Arc<Cert>, String> {
         let key = crt.with_extension("key");
+        let chain = std::fs::read(crt).map_err(|e| format!("cannot be read: {e}"))?;
         if !has_key {
             return Err(format!("no {} beside it", file_name(&key)));
         }
-        let chain = std::fs::read(crt).map_err(|e| format!("cannot be read: {e}"))?;
         let key_pem =
             std::fs::read(&key).map_err(|e| format!("{} cannot be read: {e}", file_name(&key)))?;
         Cert::parse(crt, &chain, &key_pem, &self.provider).map(Arc::new)
@@ -162,18 +169,18 @@ impl CertDir {
             ) else {
                 continue;
             };
-            // Follows symlinks, as a mounted volume of links (acme-companion) needs.
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
+            // Follows symlinks, as a mounted volume of links (acme-companion)
+            // needs; one that leads nowhere is read, and fails, once.
+            let stamp = match std::fs::metadata(&path) {
+                Ok(meta) if meta.is_dir() => continue,
+                Ok(meta) => Stamp::of(&meta),
+                Err(_) => Stamp::UNREADABLE,
             };
-            if !meta.is_file() {
-                continue;
-            }
             let key = std::fs::metadata(path.with_extension("key"))
                 .ok()
                 .filter(|m| m.is_file())
                 .map(|m| Stamp::of(&m));
-            out.insert(stem.to_owned(), (Stamp::of(&meta), key));
+            out.insert(stem.to_owned(), (stamp, key));
         }
         out
     }

@@ -8,6 +8,7 @@ pub mod client;
 pub mod docker;
 pub mod proxy;
 pub mod raw;
+pub mod tls;
 
 pub use backend::Backend;
 pub use client::{Reply, get, get_with, raw};

@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Proxy {
     /// The HTTP listener.
     pub addr: SocketAddr,
+    /// The first HTTPS listener, when `--https` was given.
+    pub https: Option<SocketAddr>,
     /// The published snapshot (read-only).
     pub table: Reader,
     /// The routes file.
@@ -109,10 +111,12 @@ impl ProxyBuilder {
         let bound = branchgate::bind(config).await.unwrap();
         let stop = CancellationToken::new();
         let addr = bound.http_addr();
+        let https = bound.https_addrs().first().copied();
         let table = bound.routes();
         let task = tokio::spawn(bound.run(stop.clone()));
         Proxy {
             addr,
+            https,
             table,
             routes,
             stop,
@@ -142,6 +146,8 @@ pub fn write_atomically(path: &Path, text: &str) {
 pub struct ProxyProcess {
     /// The HTTP listener.
     pub addr: SocketAddr,
+    /// The first HTTPS listener, when `--https` was given.
+    pub https: Option<SocketAddr>,
     /// Child process id.
     pub pid: u32,
     /// The routes file.
@@ -239,8 +245,29 @@ impl ProxyProcess {
             }
         })
         .await;
+        let wants_https = args
+            .iter()
+            .position(|a| *a == "--https")
+            .is_some_and(|i| args.get(i + 1) != Some(&"off"));
+        let https = match wants_https {
+            false => None,
+            true => Some(
+                super::eventually(Duration::from_secs(10), "the HTTPS listener", || {
+                    let lines = lines.clone();
+                    async move {
+                        lines.lock().unwrap().iter().find_map(|l| {
+                            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                            (v["fields"]["scheme"].as_str()? == "https")
+                                .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
+                        })
+                    }
+                })
+                .await,
+            ),
+        };
         Self {
             addr,
+            https,
             pid,
             routes,
             child,

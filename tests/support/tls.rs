@@ -1,0 +1,346 @@
+//! TLS for tests: a throw-away CA (rcgen) that issues certificates into an
+//! nginx-proxy style directory, and a client that says which certificate it
+//! was served and which protocol it agreed on.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::Reply;
+
+/// The key of an issued certificate, and how its `.key` file is written.
+#[derive(Clone, Copy, Debug)]
+pub enum Key {
+    /// A fresh ECDSA P-256 key, PKCS#8.
+    Ec,
+    /// The fixture P-256 key, written as SEC1 (`BEGIN EC PRIVATE KEY`).
+    EcSec1,
+    /// The fixture RSA 2048 key, written as PKCS#8.
+    Rsa,
+    /// The fixture RSA 2048 key, written as PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+    RsaPkcs1,
+}
+
+fn fixture(name: &str) -> String {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+impl Key {
+    /// The signing key, and the PEM text of its `.key` file.
+    fn make(self) -> (KeyPair, String) {
+        match self {
+            Key::Ec => {
+                let k = KeyPair::generate().unwrap();
+                let pem = k.serialize_pem();
+                (k, pem)
+            }
+            Key::EcSec1 => (
+                KeyPair::from_pem(&fixture("ec-pkcs8.key")).unwrap(),
+                fixture("ec-sec1.key"),
+            ),
+            Key::Rsa | Key::RsaPkcs1 => {
+                let k = KeyPair::from_pkcs8_pem_and_sign_algo(
+                    &fixture("rsa-pkcs8.key"),
+                    &rcgen::PKCS_RSA_SHA256,
+                )
+                .unwrap();
+                let file = match self {
+                    Key::Rsa => "rsa-pkcs8.key",
+                    _ => "rsa-pkcs1.key",
+                };
+                (k, fixture(file))
+            }
+        }
+    }
+}
+
+/// A throw-away certificate authority.
+pub struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// An issued certificate: PEM chain (leaf, then the CA) and key.
+pub struct Issued {
+    /// `<name>.crt` content.
+    pub chain: String,
+    /// `<name>.key` content.
+    pub key: String,
+}
+
+impl Issued {
+    /// Writes `<dir>/<name>.crt` and `.key` (the key first, so a poll never
+    /// sees a new certificate with the old key).
+    pub fn write(&self, dir: &Path, name: &str) {
+        super::proxy::write_atomically(&dir.join(format!("{name}.key")), &self.key);
+        super::proxy::write_atomically(&dir.join(format!("{name}.crt")), &self.chain);
+    }
+}
+
+impl Ca {
+    /// A new CA.
+    pub fn new() -> Self {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "branchgate test CA");
+        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        Self { issuer }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A leaf for `names` whose common name is `cn` (tests read it back to
+    /// see which certificate was served), valid now.
+    pub fn issue(&self, cn: &str, names: &[&str], key: Key) -> Issued {
+        self.issue_with(cn, names, key, false)
+    }
+
+    /// Like [`Ca::issue`], but expired since 2020.
+    pub fn issue_expired(&self, cn: &str, names: &[&str]) -> Issued {
+        self.issue_with(cn, names, Key::Ec, true)
+    }
+
+    fn issue_with(&self, cn: &str, names: &[&str], key: Key, expired: bool) -> Issued {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = CertificateParams::new(names).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }
+        let (signing, key_pem) = key.make();
+        let cert = params.signed_by(&signing, &self.issuer).unwrap();
+        Issued {
+            chain: format!("{}{}", cert.pem(), self.issuer.pem()),
+            key: key_pem,
+        }
+    }
+}
+
+/// What a handshake gave.
+pub struct Session {
+    /// The stream, ready for HTTP.
+    pub stream: TlsStream<TcpStream>,
+    /// The common name of the served leaf.
+    pub cn: String,
+    /// The ALPN protocol agreed, if any.
+    pub alpn: Option<Vec<u8>>,
+    /// `TLSv1_2` or `TLSv1_3`.
+    pub version: rustls::ProtocolVersion,
+}
+
+/// How a test client connects.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// SNI to send (`None`: none, as for an IP address).
+    pub sni: Option<String>,
+    /// ALPN protocols to offer.
+    pub alpn: Vec<Vec<u8>>,
+    /// Only this TLS version, if set.
+    pub version: Option<&'static rustls::SupportedProtocolVersion>,
+    /// Trust only this CA (PEM) and check the name; `None` accepts any certificate.
+    pub ca: Option<String>,
+}
+
+impl Client {
+    /// Offers `h2` and `http/1.1`, sends `sni`, accepts any certificate.
+    pub fn new(sni: &str) -> Self {
+        Self {
+            sni: Some(sni.to_owned()),
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            version: None,
+            ca: None,
+        }
+    }
+
+    /// Connects and completes the handshake.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<Session, std::io::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: Vec<&'static rustls::SupportedProtocolVersion> = match self.version {
+            Some(v) => vec![v],
+            None => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+        };
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&versions)
+            .unwrap();
+        let mut config = match &self.ca {
+            Some(pem) => {
+                use rustls::pki_types::pem::PemObject;
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                builder.with_root_certificates(roots).with_no_client_auth()
+            }
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+                .with_no_client_auth(),
+        };
+        config.alpn_protocols = self.alpn.clone();
+        config.enable_sni = self.sni.is_some();
+        let name = match &self.sni {
+            Some(s) => ServerName::try_from(s.clone()).unwrap(),
+            None => ServerName::IpAddress(addr.ip().into()),
+        };
+        let tcp = TcpStream::connect(addr).await?;
+        let stream = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await?;
+        let (_, conn) = stream.get_ref();
+        let leaf = conn.peer_certificates().unwrap()[0].clone();
+        let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
+        let version = conn.protocol_version().unwrap();
+        Ok(Session {
+            cn: common_name(&leaf),
+            alpn,
+            version,
+            stream,
+        })
+    }
+}
+
+/// The subject CN of a certificate.
+pub fn common_name(der: &CertificateDer<'_>) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, c) = X509Certificate::from_der(der.as_ref()).unwrap();
+    c.subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The name of the alert a failed handshake received (`UnrecognisedName`, ...).
+pub fn alert(err: &std::io::Error) -> String {
+    let text = format!("{err:?}");
+    match text.split_once("AlertReceived(") {
+        Some((_, rest)) => rest.split(')').next().unwrap_or_default().to_owned(),
+        None => panic!("not an alert: {text}"),
+    }
+}
+
+impl Session {
+    /// Sends one GET for `path` with `Host: host` over HTTP/2 if agreed, else HTTP/1.1.
+    pub async fn get(self, host: &str, path: &str) -> (Reply, http::Version) {
+        let req = Request::get(path)
+            .header("host", host)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Sends `req` (HTTP/2 if agreed, else HTTP/1.1) and reads the whole answer.
+    pub async fn send(self, mut req: Request<Full<Bytes>>) -> (Reply, http::Version) {
+        let io = TokioIo::new(self.stream);
+        let resp = if self.alpn.as_deref() == Some(b"h2") {
+            // HTTP/2 names the host in :authority.
+            let host = req.headers_mut().remove("host").unwrap();
+            let uri = format!("https://{}{}", host.to_str().unwrap(), req.uri());
+            *req.uri_mut() = uri.parse().unwrap();
+            let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        } else {
+            let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            tokio::spawn(conn);
+            send.send_request(req).await.unwrap()
+        };
+        let version = resp.version();
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        (
+            Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            },
+            version,
+        )
+    }
+}
+
+/// GET `https://host{path}` at `addr` with SNI `host`; panics if the handshake fails.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    let session = Client::new(host)
+        .connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("handshake for {host}: {e}"));
+    session.get(host, path).await.0
+}
+
+/// The status only.
+pub async fn status(addr: SocketAddr, host: &str, path: &str) -> StatusCode {
+    get(addr, host, path).await.status
+}
+
+/// Accepts any certificate (tests look at what was served themselves).
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
