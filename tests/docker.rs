@@ -559,3 +559,82 @@ async fn at_the_connection_cap_the_watcher_keeps_routing_new_containers() {
     assert!(!log.contains("Too many open files"), "{log}");
     assert!(log.contains("client connection limit reached"), "{log}");
 }
+
+#[tokio::test]
+async fn containers_choose_their_certificate_and_https_method() {
+    use support::tls::{self, Ca, Client, Key};
+    let Some(engine) = engine() else { return };
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (named, env_only, redirect) = (host("certname"), host("httpsenv"), host("redirect"));
+    // One certificate for two containers, chosen by CERT_NAME (env) and the label.
+    ca.issue("shared", &[&named, &env_only], Key::Ec)
+        .write(dir.path(), "shared");
+    ca.issue("own", &[&redirect], Key::Ec)
+        .write(dir.path(), &redirect);
+    let p = ProxyProcess::spawn(
+        "",
+        &[
+            "--docker",
+            &engine.url,
+            "--https",
+            "127.0.0.1:0",
+            "--certs",
+            dir.path().to_str().unwrap(),
+        ],
+    )
+    .await;
+    let https = p.https.unwrap();
+    let _a = engine.run(
+        "certname",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={named}"),
+            "--label",
+            "branchgate.cert_name=shared",
+            "--label",
+            "branchgate.https_method=nohttp",
+        ],
+    );
+    let _b = engine.run(
+        "httpsenv",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={env_only}"),
+            "-e",
+            "CERT_NAME=shared",
+            "-e",
+            "HTTPS_METHOD=noredirect",
+            "-e",
+            "HSTS=off",
+        ],
+    );
+    let _c = engine.run("redirect", &["-e", &format!("VIRTUAL_HOST={redirect}")]);
+    // nohttp: plain HTTP is refused, HTTPS serves with the CERT_NAME certificate.
+    until_status(&p, &named, "/", 503).await;
+    let s = Client::new(&named).connect(https).await.unwrap();
+    assert_eq!(s.cn, "shared");
+    let (r, _) = s.get(&named, "/").await;
+    assert_eq!(r.status, http::StatusCode::OK);
+    assert_eq!(r.headers["strict-transport-security"], "max-age=31536000");
+    // noredirect and HSTS=off from the environment.
+    until_status(&p, &env_only, "/", 200).await;
+    let r = tls::get(https, &env_only, "/").await;
+    assert_eq!(r.status, http::StatusCode::OK);
+    assert!(!r.headers.contains_key("strict-transport-security"));
+    assert_eq!(
+        Client::new(&env_only).connect(https).await.unwrap().cn,
+        "shared"
+    );
+    // Its own certificate, and the default method: redirected.
+    until_status(&p, &redirect, "/x", 301).await;
+    let r = get(p.addr, &redirect, "/x").await;
+    assert_eq!(
+        r.headers["location"],
+        format!("https://{redirect}:{}/x", https.port()).as_str()
+    );
+    assert_eq!(
+        tls::status(https, &redirect, "/").await,
+        http::StatusCode::OK
+    );
+}

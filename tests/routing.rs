@@ -384,7 +384,7 @@ async fn every_address_answers_on_two_workers_and_everything_stops() {
     let routes = dir.path().join("routes.toml");
     std::fs::write(
         &routes,
-        support::proxy::route_toml("l.foo.bar", &[a.addr], ""),
+        support::proxy::route_toml("l.foo.bar", &[a.addr], "https_method = \"noredirect\""),
     )
     .unwrap();
     let argv = [
@@ -411,7 +411,8 @@ async fn every_address_answers_on_two_workers_and_everything_stops() {
     let bound = branchgate::bind(config).await.unwrap();
     let addrs = bound.http_addrs();
     assert_eq!(addrs.len(), 3);
-    let demo = bound.http_addr();
+    let demo_http = bound.http_addr();
+    let bound_https = bound.https_addrs();
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(bound.run(stop.clone()));
     for addr in &addrs {
@@ -426,11 +427,22 @@ async fn every_address_answers_on_two_workers_and_everything_stops() {
             );
         }
     }
-    let demo = get(demo, "localhost", "/").await;
+    // Over HTTPS too, on every worker, with the demo's certificate.
+    let https = bound_https[0];
+    for _ in 0..4 {
+        assert_eq!(
+            support::tls::get(https, "l.foo.bar", "/").await.backend(),
+            "a"
+        );
+    }
+    let demo = support::tls::get(https, "localhost", "/").await;
     assert_eq!(
         demo.status, 200,
         "the demo backend answers through the proxy"
     );
+    // Over plain HTTP, a host with a certificate is redirected.
+    let r = get(demo_http, "localhost", "/").await;
+    assert_eq!(r.status, 301);
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await

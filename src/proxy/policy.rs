@@ -258,4 +258,44 @@ mod tests {
         assert!(!h.contains_key("access-control-allow-origin"));
         assert_eq!(h["vary"], "Origin");
     }
+
+    #[test]
+    fn redirects_name_the_port_unless_443() {
+        let cert = std::sync::Arc::new(
+            crate::demo::certificate(&crate::tls::provider()).expect("a certificate"),
+        );
+        let certs = Certs::with_builtin(Default::default(), None, Some(&cert));
+        let origins = origins();
+        let req = Request::get("/p?q").body(()).unwrap();
+        for (port, host, want) in [
+            (443, "app.localhost", "https://app.localhost/p?q"),
+            (443, "App.Localhost.:80", "https://app.localhost/p?q"),
+            (8443, "app.localhost:8080", "https://app.localhost:8443/p?q"),
+        ] {
+            let cx = Context {
+                scheme: Scheme::Http,
+                origins: &origins,
+                https_port: Some(port),
+                certs: Some(&certs),
+                non_get_redirect: StatusCode::MOVED_PERMANENTLY,
+            };
+            let host = HeaderValue::from_static(host);
+            let Err(Answer::Redirect(r)) = policy(&Policy::default(), &req, &host, &cx) else {
+                panic!("{host:?} is redirected");
+            };
+            assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+            assert_eq!(r.location, want);
+        }
+        // Without a certificate for the host (and no default), no redirect.
+        let empty = Certs::default();
+        let cx = Context {
+            scheme: Scheme::Http,
+            origins: &origins,
+            https_port: Some(443),
+            certs: Some(&empty),
+            non_get_redirect: StatusCode::MOVED_PERMANENTLY,
+        };
+        let host = HeaderValue::from_static("app.localhost");
+        assert!(policy(&Policy::default(), &req, &host, &cx).is_ok());
+    }
 }
