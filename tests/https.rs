@@ -165,6 +165,45 @@ async fn rsa_and_ecdsa_keys_in_every_format_over_tls_1_2_and_1_3() {
 }
 
 #[tokio::test]
+async fn sessions_resume_by_ticket_and_by_session_id() {
+    use rustls::client::{Resumption, Tls12Resumption};
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue("s", &["s.foo.bar"], Key::Ec)
+        .write(dir.path(), "s.foo.bar");
+    let be = Backend::spawn("be").await;
+    let p = proxy(
+        dir.path(),
+        &route("s.foo.bar", &be, ""),
+        &["--workers", "2"],
+    )
+    .await;
+    let https = p.https.unwrap();
+    for (version, tls12) in [
+        // TLS 1.3: tickets.
+        (&rustls::version::TLS13, Tls12Resumption::SessionIdOrTickets),
+        // TLS 1.2: tickets, and the server's session cache (session ids).
+        (&rustls::version::TLS12, Tls12Resumption::SessionIdOrTickets),
+        (&rustls::version::TLS12, Tls12Resumption::SessionIdOnly),
+    ] {
+        let mut c = Client::new("s.foo.bar");
+        c.version = Some(version);
+        c.resumption = Resumption::in_memory_sessions(8).tls12_resumption(tls12);
+        let connector = c.connector();
+        let first = c.connect_via(&connector, https).await.unwrap();
+        assert!(!first.resumed);
+        // A TLS 1.3 ticket arrives after the handshake: read a response first.
+        assert_eq!(first.get("s.foo.bar", "/").await.0.backend(), "be");
+        // Tickets and the session cache are shared by the workers.
+        for _ in 0..4 {
+            let again = c.connect_via(&connector, https).await.unwrap();
+            assert!(again.resumed, "{:?} {tls12:?}", version.version);
+            assert_eq!(again.get("s.foo.bar", "/").await.0.backend(), "be");
+        }
+    }
+}
+
+#[tokio::test]
 async fn certificates_added_replaced_and_removed_are_live_without_a_restart() {
     let ca = Ca::new();
     let dir = tempfile::tempdir().unwrap();

@@ -90,8 +90,6 @@ impl ProxyBuilder {
             "branchgate",
             "--http",
             "127.0.0.1:0",
-            "--workers",
-            "1",
             "--access-log",
             "off",
             "--routes",
@@ -105,6 +103,9 @@ impl ProxyBuilder {
         }
         if !self.args.iter().any(|a| a.starts_with("--https")) {
             argv.extend(["--https".into(), "off".into()]);
+        }
+        if !self.args.iter().any(|a| a.starts_with("--workers")) {
+            argv.extend(["--workers".into(), "1".into()]);
         }
         argv.extend(self.args);
         let config = <branchgate::Config as clap::Parser>::try_parse_from(argv).unwrap();

@@ -146,6 +146,8 @@ pub struct Session {
     pub alpn: Option<Vec<u8>>,
     /// `TLSv1_2` or `TLSv1_3`.
     pub version: rustls::ProtocolVersion,
+    /// Whether the handshake resumed an earlier session.
+    pub resumed: bool,
 }
 
 /// How a test client connects.
@@ -159,6 +161,8 @@ pub struct Client {
     pub version: Option<&'static rustls::SupportedProtocolVersion>,
     /// Trust only this CA (PEM) and check the name; `None` accepts any certificate.
     pub ca: Option<String>,
+    /// How sessions are resumed (rustls' default: tickets, and session ids for TLS 1.2).
+    pub resumption: rustls::client::Resumption,
 }
 
 impl Client {
@@ -169,11 +173,17 @@ impl Client {
             alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             version: None,
             ca: None,
+            resumption: rustls::client::Resumption::default(),
         }
     }
 
     /// Connects and completes the handshake.
     pub async fn connect(&self, addr: SocketAddr) -> Result<Session, std::io::Error> {
+        self.connect_via(&self.connector(), addr).await
+    }
+
+    /// A connector that keeps its sessions for resumption across connections.
+    pub fn connector(&self) -> TlsConnector {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let versions: Vec<&'static rustls::SupportedProtocolVersion> = match self.version {
             Some(v) => vec![v],
@@ -198,19 +208,29 @@ impl Client {
         };
         config.alpn_protocols = self.alpn.clone();
         config.enable_sni = self.sni.is_some();
+        config.resumption = self.resumption.clone();
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// Connects through `connector` (from [`Client::connector`]).
+    pub async fn connect_via(
+        &self,
+        connector: &TlsConnector,
+        addr: SocketAddr,
+    ) -> Result<Session, std::io::Error> {
         let name = match &self.sni {
             Some(s) => ServerName::try_from(s.clone()).unwrap(),
             None => ServerName::IpAddress(addr.ip().into()),
         };
         let tcp = TcpStream::connect(addr).await?;
-        let stream = TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await?;
+        let stream = connector.connect(name, tcp).await?;
         let (_, conn) = stream.get_ref();
         let leaf = conn.peer_certificates().unwrap()[0].clone();
         let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
         let version = conn.protocol_version().unwrap();
+        let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         Ok(Session {
+            resumed,
             cn: common_name(&leaf),
             alpn,
             version,
