@@ -164,11 +164,8 @@ async fn refuse_not_tls(mut stream: TcpStream, first: &[u8]) -> Refused {
 /// (RFC 6066 3: "Literal IPv4 and IPv6 addresses are not permitted").
 /// Anything that does not parse is `false`: rustls has read the same bytes.
 pub fn sni_is_ip(raw: &[u8]) -> bool {
-    let Some(hello) = handshake_bytes(raw) else {
-        return false;
-    };
-    server_name(&hello).is_some_and(|name| {
-        std::str::from_utf8(name).is_ok_and(|s| {
+    sni(raw).is_some_and(|name| {
+        std::str::from_utf8(&name).is_ok_and(|s| {
             let s = s
                 .strip_prefix('[')
                 .and_then(|s| s.strip_suffix(']'))
@@ -176,6 +173,14 @@ pub fn sni_is_ip(raw: &[u8]) -> bool {
             s.parse::<IpAddr>().is_ok()
         })
     })
+}
+
+/// The first `host_name` of the `server_name` extension of the ClientHello
+/// in `raw` (TLS records as received), as sent; `None` when there is none or
+/// the bytes do not parse.
+pub fn sni(raw: &[u8]) -> Option<Vec<u8>> {
+    let hello = handshake_bytes(raw)?;
+    server_name(&hello).map(<[u8]>::to_vec)
 }
 
 /// The handshake-layer bytes of the records in `raw`.
