@@ -13,12 +13,28 @@
 # proxies CPU time per request (utime+stime from /proc/PID/stat) and peak RSS
 # (VmHWM), then a markdown table, also written to ${OUT:-target/load-results.md}.
 #
+# TLS scenarios run branchgate (--https, --certs in nginx-proxy's layout) and
+# nginx (ssl) with the same throw-away ECDSA P-256 certificate, made here with
+# openssl; wrk connects to https://bench.local:PORT (report.lua resolves every
+# name to 127.0.0.1), so the SNI is the routed host. The backend has no TLS
+# listener: its TLS rows are "-".
+#   tls-c64        keep-alive HTTP/1.1 over TLS, 64 connections
+#   handshake-c64  Connection: close over TLS: one full handshake per request.
+#                  Debian's wrk resumes the previous session on every reconnect
+#                  (its SSL_clear keeps it), so wrk runs with LD_PRELOAD of
+#                  load/noresume.c (built here with cc), which drops it; before
+#                  measuring, nginx's $ssl_session_reused confirms that no
+#                  handshake was resumed. req/s is handshakes/s, CPU µs/req is
+#                  CPU per handshake.
+#   resume-c64     the same with wrk's own resumption (tickets, TLS 1.3 PSK)
+#
 # Environment:
 #   DURATION   seconds per measured wrk run (default 10)
 #   WARMUP     seconds of warm-up per target (default 2)
 #   ROUNDS     interleaved rounds of every scenario (default 1); the table shows
 #              the median of the rounds, so ROUNDS=3 or 5 tames this noisy machine
-#   ONLY       space-separated scenarios to run (default: small-c64 small-c256 64k-c64 close-c64)
+#   ONLY       space-separated scenarios to run (default: small-c64 small-c256 64k-c64 close-c64
+#              tls-c64 handshake-c64; also resume-c64)
 #   BG_BIN     branchgate binary to measure (default: built here with cargo build --release)
 #   BG_VARIANTS several branchgate targets in the same run, interleaved with the
 #              others: "LABEL:BINARY[:EXTRA FLAGS]" entries separated by ";", e.g.
@@ -32,6 +48,9 @@
 #   KEEP_TMP=1 keep the temporary directory (configs, logs, wrk output)
 #
 # Every process is started here and only those PIDs are stopped on exit.
+# branchgate always gets an HTTPS listener (unless a variant's flags name
+# --https); the bench route says https_method = "noredirect", so plain HTTP
+# is proxied, not redirected, although a certificate exists for it.
 
 set -euo pipefail
 
@@ -60,11 +79,41 @@ case "$QUIET_WAIT" in '' | *[!0-9]*) die "QUIET_WAIT must be a whole number of s
 [ "$DURATION" -ge 1 ] || die "DURATION must be at least 1"
 case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
 
+# ------------------------------------------------------------ scenarios ---
+
+read -r -a SCENARIOS <<<"${ONLY:-small-c64 small-c256 64k-c64 close-c64 tls-c64 handshake-c64}"
+declare -A S_PATH=([small-c64]=/ [small-c256]=/ [64k-c64]=/64k [close-c64]=/
+    [tls-c64]=/ [handshake-c64]=/ [resume-c64]=/)
+declare -A S_CONNS=([small-c64]=64 [small-c256]=256 [64k-c64]=64 [close-c64]=64
+    [tls-c64]=64 [handshake-c64]=64 [resume-c64]=64)
+declare -A S_CLOSE=([small-c64]=0 [small-c256]=0 [64k-c64]=0 [close-c64]=1
+    [tls-c64]=0 [handshake-c64]=1 [resume-c64]=1)
+# Over TLS; and with wrk's session resumption taken away (noresume.c).
+declare -A S_TLS=([tls-c64]=1 [handshake-c64]=1 [resume-c64]=1)
+declare -A S_NORESUME=([handshake-c64]=1)
+declare -A S_DESC=(
+    [small-c64]="small body, 64 conns"
+    [small-c256]="small body, 256 conns"
+    [64k-c64]="64 KiB body, 64 conns"
+    [close-c64]="Connection: close, 64 conns"
+    [tls-c64]="TLS keep-alive, 64 conns"
+    [handshake-c64]="TLS full handshake per request, 64 conns"
+    [resume-c64]="TLS resumed handshake per request, 64 conns"
+)
+WANT_TLS=0 WANT_NORESUME=0
+for sc in "${SCENARIOS[@]}"; do
+    [ -n "${S_DESC[$sc]:-}" ] || die "ONLY: unknown scenario '$sc' (known: ${!S_DESC[*]})"
+    [ "${S_TLS[$sc]:-0}" = 1 ] && WANT_TLS=1
+    [ "${S_NORESUME[$sc]:-0}" = 1 ] && WANT_NORESUME=1
+done
+
 # ---------------------------------------------------------------- tools ---
 
 need_install=()
 command -v nginx >/dev/null 2>&1 || need_install+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_install+=(wrk)
+command -v openssl >/dev/null 2>&1 || need_install+=(openssl)
+[ "$WANT_NORESUME" = 1 ] && ! command -v cc >/dev/null 2>&1 && need_install+=(cc)
 if [ "${#need_install[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
         log "installing: ${need_install[*]}"
@@ -74,6 +123,7 @@ if [ "${#need_install[@]}" -gt 0 ]; then
         for t in "${need_install[@]}"; do
             case "$t" in
                 nginx) pkgs+=(nginx-light) ;;
+                cc) pkgs+=(gcc libc6-dev) ;;
                 *) pkgs+=("$t") ;;
             esac
         done
@@ -86,7 +136,7 @@ if [ "${#need_install[@]}" -gt 0 ]; then
         die "missing ${need_install[*]} (run as root on Debian to install them)"
     fi
 fi
-for t in nginx wrk taskset ss pgrep getconf cargo awk; do
+for t in nginx wrk openssl taskset ss pgrep getconf cargo awk; do
     command -v "$t" >/dev/null 2>&1 || die "missing tool: $t"
 done
 HAVE_CURL=0
@@ -283,15 +333,38 @@ done
 BACKEND_PORT=$(free_port)
 BG_PORT=$(free_port)
 NGX_PORT=$(free_port)
+NGX_TLS_PORT=$(free_port)
 BACKEND="127.0.0.1:$BACKEND_PORT"
 
-mkdir -p "$TMP/www" "$TMP/backend-tmp" "$TMP/proxy-tmp" "$TMP/wrk"
+mkdir -p "$TMP/www" "$TMP/backend-tmp" "$TMP/proxy-tmp" "$TMP/wrk" "$TMP/certs"
 head -c 65536 /dev/zero | tr '\0' 'x' >"$TMP/www/64k"
 chmod -R a+rX "$TMP/www"
+
+# One throw-away ECDSA P-256 certificate for bench.local, served by both
+# proxies (branchgate: default.crt/.key in nginx-proxy's layout), made
+# whatever the scenarios: both proxies always listen for TLS too.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=bench.local -addext subjectAltName=DNS:bench.local \
+    -keyout "$TMP/certs/default.key" -out "$TMP/certs/default.crt" >"$TMP/openssl.log" 2>&1 ||
+    die "openssl could not make the certificate: $(cat "$TMP/openssl.log")"
+# nginx before 1.25.1 turns HTTP/2 on with a listen parameter, later with a directive.
+NGX_VERSION=$("$NGINX" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
+if [ "$(printf '%s\n' "$NGX_VERSION" 1.25.1 | sort -V | head -n 1)" = 1.25.1 ]; then
+    HTTP2_LISTEN="" HTTP2_ON="http2 on;"
+else
+    HTTP2_LISTEN=http2 HTTP2_ON=""
+fi
 render "$LOAD_DIR/backend.conf.tmpl" "$TMP/backend.conf" "DIR=$TMP" "PORT=$BACKEND_PORT"
 render "$LOAD_DIR/nginx-proxy.conf.tmpl" "$TMP/nginx-proxy.conf" \
-    "DIR=$TMP" "PORT=$NGX_PORT" "BACKEND=$BACKEND"
+    "DIR=$TMP" "PORT=$NGX_PORT" "TLS_PORT=$NGX_TLS_PORT" "BACKEND=$BACKEND" \
+    "HTTP2_LISTEN=$HTTP2_LISTEN" "HTTP2_ON=$HTTP2_ON"
 render "$LOAD_DIR/routes.toml.tmpl" "$TMP/routes.toml" "BACKEND=$BACKEND"
+
+# Every connection a full handshake: see load/noresume.c.
+if [ "$WANT_NORESUME" = 1 ]; then
+    cc -O2 -shared -fPIC -o "$TMP/noresume.so" "$LOAD_DIR/noresume.c" -ldl >"$TMP/cc.log" 2>&1 ||
+        die "cc could not build load/noresume.c: $(cat "$TMP/cc.log")"
+fi
 
 for conf in backend nginx-proxy; do
     "$NGINX" -t -q -p "$TMP" -e "$TMP/$conf-check.log" -c "$TMP/$conf.conf" ||
@@ -307,49 +380,70 @@ BACKEND_WORKER=$(pgrep -P "$BACKEND_PID" | head -n 1 || true)
 
 # ------------------------------------------------------------ measuring ---
 
-read -r -a SCENARIOS <<<"${ONLY:-small-c64 small-c256 64k-c64 close-c64}"
 TARGETS=(backend "${VARIANTS[@]}" nginx)
-declare -A S_PATH=([small-c64]=/ [small-c256]=/ [64k-c64]=/64k [close-c64]=/)
-declare -A S_CONNS=([small-c64]=64 [small-c256]=256 [64k-c64]=64 [close-c64]=64)
-declare -A S_CLOSE=([small-c64]=0 [small-c256]=0 [64k-c64]=0 [close-c64]=1)
-declare -A S_DESC=(
-    [small-c64]="small body, 64 conns"
-    [small-c256]="small body, 256 conns"
-    [64k-c64]="64 KiB body, 64 conns"
-    [close-c64]="Connection: close, 64 conns"
-)
 declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_NOISE
 # Every round's values, space-separated, per scenario/target; the report shows medians.
 declare -A L_RPS L_P50 L_P99 L_CPU L_RSS
 PROBLEMS=()
 
-# run_wrk PORT PATH CONNS CLOSE SECONDS OUTFILE
+# run_wrk URL CONNS CLOSE NORESUME SECONDS OUTFILE
 run_wrk() {
-    local port=$1 path=$2 conns=$3 close=$4 secs=$5 out=$6
-    local hdr=(-H "$HOST_HEADER")
+    local url=$1 conns=$2 close=$3 noresume=$4 secs=$5 out=$6
+    local hdr=(-H "$HOST_HEADER") env=()
     [ "$close" = 1 ] && hdr+=(-H "Connection: close")
-    taskset -c "$CLIENT_CPU" wrk -t 1 -c "$conns" -d "${secs}s" --timeout 5s \
-        -s "$LOAD_DIR/report.lua" "${hdr[@]}" "http://127.0.0.1:$port$path" >"$out" 2>&1 || true
+    [ "$noresume" = 1 ] && env=("LD_PRELOAD=$TMP/noresume.so")
+    env "${env[@]}" taskset -c "$CLIENT_CPU" wrk -t 1 -c "$conns" -d "${secs}s" --timeout 5s \
+        -s "$LOAD_DIR/report.lua" "${hdr[@]}" "$url" >"$out" 2>&1 || true
+}
+
+# target_url TARGET SCENARIO -> the URL wrk asks, or nothing when TARGET has
+# no listener for it. Over TLS the URL names the routed host, so that it is
+# the SNI; report.lua resolves it to 127.0.0.1.
+target_url() {
+    local t=$1 sc=$2
+    if [ "${S_TLS[$sc]:-0}" = 1 ]; then
+        [ -z "${T_TLS_PORT[$t]}" ] || echo "https://${HOST_HEADER#Host: }:${T_TLS_PORT[$t]}${S_PATH[$sc]}"
+    else
+        echo "http://127.0.0.1:${T_PORT[$t]}${S_PATH[$sc]}"
+    fi
 }
 
 field() { # field NAME FILE -> value from the LOADRESULT line
     sed -n "s/.*LOADRESULT.* $1=\\([0-9-]*\\).*/\\1/p" "$2" | head -n 1
 }
 
-check_target() { # check_target NAME PORT
-    [ "$HAVE_CURL" = 1 ] || return 0
-    local name=$1 port=$2 body size
-    body=$(curl -sS --max-time 5 -H "$HOST_HEADER" "http://127.0.0.1:$port/") ||
-        die "$name: GET / failed"
-    [ "$body" = hello ] || die "$name: GET / returned '$body', expected 'hello'"
-    size=$(curl -sS --max-time 5 -o /dev/null -w '%{size_download}' -H "$HOST_HEADER" \
-        "http://127.0.0.1:$port/64k") || die "$name: GET /64k failed"
-    [ "$size" = 65536 ] || die "$name: GET /64k returned $size bytes, expected 65536"
+check_target() { # check_target NAME PORT [TLS_PORT]
+    local name=$1 port=$2 tls_port=${3:-} body size host=${HOST_HEADER#Host: } hs
+    if [ "$HAVE_CURL" = 1 ]; then
+        body=$(curl -sS --max-time 5 -H "$HOST_HEADER" "http://127.0.0.1:$port/") ||
+            die "$name: GET / failed"
+        [ "$body" = hello ] || die "$name: GET / returned '$body', expected 'hello'"
+        size=$(curl -sS --max-time 5 -o /dev/null -w '%{size_download}' -H "$HOST_HEADER" \
+            "http://127.0.0.1:$port/64k") || die "$name: GET /64k failed"
+        [ "$size" = 65536 ] || die "$name: GET /64k returned $size bytes, expected 65536"
+    fi
+    [ -n "$tls_port" ] || return 0
+    if [ "$HAVE_CURL" = 1 ]; then
+        # curl offers h2 by ALPN (wrk offers no ALPN: HTTP/1.1).
+        body=$(curl -sS --max-time 5 --cacert "$TMP/certs/default.crt" \
+            --resolve "$host:$tls_port:127.0.0.1" "https://$host:$tls_port/") ||
+            die "$name: GET https://$host:$tls_port/ failed"
+        [ "$body" = hello ] || die "$name: GET / over TLS returned '$body', expected 'hello'"
+    fi
+    # What a default OpenSSL client (as wrk is) negotiates.
+    hs=$(openssl s_client -brief -connect "127.0.0.1:$tls_port" -servername "$host" \
+        -CAfile "$TMP/certs/default.crt" </dev/null 2>&1 | awk -F': ' '
+            /^Protocol version/ { p = $2 } /^Ciphersuite/ { c = $2 }
+            /^(Server|Peer) Temp Key/ { split($2, k, ","); t = k[1] }
+            /^Verification: OK/ { ok = 1 }
+            END { if (p != "") printf "%s %s %s%s", p, c, t, (ok ? "" : " (certificate not verified)") }' || true)
+    [ -n "$hs" ] || die "$name: no TLS handshake on 127.0.0.1:$tls_port"
+    T_TLS_INFO[$name]=$hs
 }
 
-# measure TARGET PORT PID(or empty) SCENARIO
+# measure TARGET URL PID(or empty) SCENARIO
 measure() {
-    local target=$1 port=$2 pid=$3 sc=$4
+    local target=$1 url=$2 pid=$3 sc=$4
     local out="$TMP/wrk/$target-$sc.txt" before=0 after=0
     local sys0 sys1 wrk0 wrk1 be0 be1
     if [ -n "$pid" ]; then
@@ -359,7 +453,7 @@ measure() {
     be0=$(backend_ticks)
     wrk0=$(child_ticks)
     sys0=$(sys_busy_ticks)
-    run_wrk "$port" "${S_PATH[$sc]}" "${S_CONNS[$sc]}" "${S_CLOSE[$sc]}" "$DURATION" "$out"
+    run_wrk "$url" "${S_CONNS[$sc]}" "${S_CLOSE[$sc]}" "${S_NORESUME[$sc]:-0}" "$DURATION" "$out"
     sys1=$(sys_busy_ticks)
     wrk1=$(child_ticks)
     be1=$(backend_ticks)
@@ -420,12 +514,21 @@ measure() {
 
 # Targets are interleaved: each scenario runs against every target in turn, so
 # slow drift of the machine's speed hits all of them alike.
-declare -A T_PORT T_PID
+declare -A T_PORT T_TLS_PORT T_PID T_TLS_INFO
 T_PID[backend]=""
+# The backend has no TLS listener.
+T_TLS_PORT[backend]=""
 
 # measure_or_skip TARGET SCENARIO
 measure_or_skip() {
-    local target=$1 sc=$2 pid=${T_PID[$1]}
+    local target=$1 sc=$2 pid=${T_PID[$1]} url
+    url=$(target_url "$target" "$sc")
+    if [ -z "$url" ]; then
+        # No listener for this scenario (the backend has no TLS): not measured.
+        R_RPS[$sc/$target]=- R_P50[$sc/$target]=- R_P99[$sc/$target]=-
+        R_CPU[$sc/$target]=- R_RSS[$sc/$target]=- R_ERR[$sc/$target]=- R_NOISE[$sc/$target]=-
+        return 0
+    fi
     if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
         PROBLEMS+=("$target: process $pid is gone before $sc")
         log "  $target: process $pid is gone before $sc"
@@ -433,7 +536,7 @@ measure_or_skip() {
         R_CPU[$sc/$target]=- R_RSS[$sc/$target]=- R_ERR[$sc/$target]=- R_NOISE[$sc/$target]=-
         return 0
     fi
-    measure "$target" "${T_PORT[$target]}" "$pid" "$sc"
+    measure "$target" "$url" "$pid" "$sc"
 }
 
 echo "branchgate load harness: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, DURATION=${DURATION}s, warm-up ${WARMUP}s"
@@ -449,15 +552,27 @@ for v in "${VARIANTS[@]}"; do
     # shellcheck disable=SC2086 # the extra flags are words
     flags="--workers 1 --log-level warn ${V_ARGS[$v]}"
     case " ${V_ARGS[$v]} " in *" --access-log "*) ;; *) flags+=" --access-log off" ;; esac
-    case " ${V_ARGS[$v]} " in *" --https "*) ;; *) flags+=" --https off" ;; esac
+    # An HTTPS listener with the bench certificate, unless the variant's own
+    # flags say otherwise (e.g. "--https off" for a binary from before HTTPS:
+    # its TLS rows are then "-").
+    tls_port=""
+    case " ${V_ARGS[$v]} " in
+        *" --https "*) ;;
+        *)
+            tls_port=$(free_port)
+            flags+=" --https 127.0.0.1:$tls_port --certs $TMP/certs"
+            ;;
+    esac
     V_FLAGS[$v]=$flags
     taskset -c "$PROXY_CPU" "${V_BIN[$v]}" --http "127.0.0.1:$port" --routes "$TMP/routes.toml" \
         $flags >"$TMP/$v.stdout" 2>"$err" &
     pid=$!
     PIDS+=("$pid")
     wait_listen "$pid" "$port" "$v" "$err"
-    echo "  $v: pid $pid on 127.0.0.1:$port, affinity $(affinity "$pid"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$pid/status"), flags: $flags"
+    [ -z "$tls_port" ] || wait_listen "$pid" "$tls_port" "$v" "$err"
+    echo "  $v: pid $pid on 127.0.0.1:$port${tls_port:+ and TLS on 127.0.0.1:$tls_port}, affinity $(affinity "$pid"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$pid/status"), flags: $flags"
     T_PORT[$v]=$port
+    T_TLS_PORT[$v]=$tls_port
     T_PID[$v]=$pid
 done
 
@@ -466,6 +581,7 @@ taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP" -e "$TMP/proxy-error.log" -c "$TMP/ng
 NGX_PID=$!
 PIDS+=("$NGX_PID")
 wait_listen "$NGX_PID" "$NGX_PORT" "nginx proxy" "$TMP/proxy-error.log"
+wait_listen "$NGX_PID" "$NGX_TLS_PORT" "nginx proxy" "$TMP/proxy-error.log"
 NGX_WORKER=""
 for _ in $(seq 1 50); do
     NGX_WORKER=$(pgrep -P "$NGX_PID" | head -n 1 || true)
@@ -473,18 +589,57 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 [ -n "$NGX_WORKER" ] || die "nginx proxy has no worker process"
-echo "  nginx:      master $NGX_PID, worker $NGX_WORKER on 127.0.0.1:$NGX_PORT, affinity $(affinity "$NGX_WORKER")"
+echo "  nginx:      master $NGX_PID, worker $NGX_WORKER on 127.0.0.1:$NGX_PORT and TLS on 127.0.0.1:$NGX_TLS_PORT, affinity $(affinity "$NGX_WORKER")"
 T_PORT[nginx]=$NGX_PORT
+T_TLS_PORT[nginx]=$NGX_TLS_PORT
 T_PID[nginx]=$NGX_WORKER
 
 for t in "${TARGETS[@]}"; do
-    check_target "$t" "${T_PORT[$t]}"
+    check_target "$t" "${T_PORT[$t]}" "${T_TLS_PORT[$t]}"
+    [ -z "${T_TLS_INFO[$t]:-}" ] || echo "  $t TLS (openssl s_client): ${T_TLS_INFO[$t]}"
 done
+
+# Does wrk resume TLS sessions? nginx logs $ssl_session_reused for
+# /resume-check: 1 s of Connection: close handshakes, with and without
+# noresume.so. handshake-c64 is only valid when none was resumed with it.
+resume_check() { # resume_check NORESUME -> "REUSED TOTAL"
+    local out="$TMP/wrk/resume-check-$1.txt"
+    : >"$TMP/resume-check.log"
+    run_wrk "https://${HOST_HEADER#Host: }:$NGX_TLS_PORT/resume-check" 8 1 "$1" 1 "$out"
+    awk '{ n++; if ($1 == "r") r++ } END { printf "%d %d", r, n }' "$TMP/resume-check.log"
+}
+RESUME_NOTE=""
+if [ "$WANT_TLS" = 1 ]; then
+    read -r reused total <<<"$(resume_check 0)"
+    RESUME_NOTE="wrk alone resumed $reused of $total handshakes (nginx \$ssl_session_reused)"
+    if [ "$total" -eq 0 ]; then
+        die "the resumption check made no request through nginx; see $TMP/wrk/resume-check-0.txt"
+    fi
+    case " ${SCENARIOS[*]} " in
+        *" resume-c64 "*) [ "$reused" -gt 0 ] || PROBLEMS+=("resume-c64: wrk resumed no session in the check; it measured full handshakes") ;;
+    esac
+    if [ "$WANT_NORESUME" = 1 ]; then
+        read -r reused total <<<"$(resume_check 1)"
+        [ "$total" -gt 0 ] || die "the resumption check with noresume.so made no request; see $TMP/wrk/resume-check-1.txt"
+        [ "$reused" -eq 0 ] ||
+            die "wrk with noresume.so still resumed $reused of $total handshakes: handshake-c64 would not measure full handshakes"
+        RESUME_NOTE+=", with noresume.so $reused of $total"
+    fi
+    echo "  session resumption check: $RESUME_NOTE"
+fi
+
 wait_quiet
 echo
-echo "warm-up: ${WARMUP}s of small bodies at 64 connections per target"
+if [ "$WANT_TLS" = 1 ]; then
+    echo "warm-up: ${WARMUP}s of small bodies at 64 connections per target, in plain HTTP and over TLS"
+else
+    echo "warm-up: ${WARMUP}s of small bodies at 64 connections per target"
+fi
 for t in "${TARGETS[@]}"; do
-    run_wrk "${T_PORT[$t]}" / 64 0 "$WARMUP" "$TMP/wrk/$t-warmup.txt"
+    run_wrk "http://127.0.0.1:${T_PORT[$t]}/" 64 0 0 "$WARMUP" "$TMP/wrk/$t-warmup.txt"
+    if [ "$WANT_TLS" = 1 ] && [ -n "${T_TLS_PORT[$t]}" ]; then
+        run_wrk "$(target_url "$t" tls-c64)" 64 0 0 "$WARMUP" "$TMP/wrk/$t-warmup-tls.txt"
+    fi
 done
 
 for round in $(seq 1 "$ROUNDS"); do
@@ -593,6 +748,16 @@ mkdir -p "$(dirname "$OUT")"
         echo "$v: ${V_BIN[$v]} ${V_FLAGS[$v]}"
     done
     echo "nginx: 1 worker, upstream keepalive 512."
+    if [ "$WANT_TLS" = 1 ]; then
+        echo "TLS: one ECDSA P-256 certificate for both; nginx ssl_protocols TLSv1.2 TLSv1.3, ssl_session_tickets on, ssl_session_cache builtin:4096 (branchgate: rustls tickets and a 4096-session cache); wrk sends SNI ${HOST_HEADER#Host: } and no ALPN (HTTP/1.1)."
+        for t in "${TARGETS[@]}"; do
+            [ -z "${T_TLS_INFO[$t]:-}" ] || echo "$t negotiates (openssl s_client): ${T_TLS_INFO[$t]}."
+        done
+        echo "Session resumption check: $RESUME_NOTE."
+    fi
+    if [ "$WANT_NORESUME" = 1 ]; then
+        echo "TLS full handshake: every request a new connection and a full handshake (wrk with LD_PRELOAD=load/noresume.c); req/s = handshakes/s, CPU µs/req = CPU per handshake."
+    fi
     echo "CPU µs/req: utime+stime of the proxy process (nginx: its worker) over the wrk run / requests."
     echo "wrk errors: connect/read/write/status(non-2xx,3xx)/timeout."
     echo "other CPU %: CPU used during the run by processes other than the proxy, the backend and wrk, in % of one core."

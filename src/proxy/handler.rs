@@ -172,12 +172,11 @@ fn decide(
         reply
     };
     let settings = &shared.settings;
-    let certs = shared.tls.as_ref().map(|t| t.selector.certs.load());
     let cx = Context {
         scheme,
         origins: &settings.cors,
         https_port: settings.https_port,
-        certs: certs.as_deref().map(|c| &**c),
+        certs: shared.tls.as_ref().map(|t| &*t.selector.certs),
         non_get_redirect: settings.non_get_redirect,
     };
     let ready = policy(&routed.route.policy, &req, &routed.host, &cx)

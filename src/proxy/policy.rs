@@ -25,7 +25,7 @@ use super::error::ProxyError;
 use super::listener::Scheme;
 use super::respond::{Answer, Preflight, Redirect};
 use crate::routes::{HttpsMethod, MAX_HOST_LEN, Policy, normalize_host};
-use crate::tls::Certs;
+use crate::tls::CertStore;
 
 /// The path prefix of ACME HTTP-01 challenges: never redirected.
 pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
@@ -39,8 +39,8 @@ pub struct Context<'a> {
     pub origins: &'a CorsPolicy,
     /// The HTTPS port redirects go to; `None` with HTTPS off.
     pub https_port: Option<u16>,
-    /// The certificates in force (HTTPS on).
-    pub certs: Option<&'a Certs>,
+    /// The certificates in force (HTTPS on), loaded only when a rule needs them.
+    pub certs: Option<&'a CertStore>,
     /// Redirect status for methods other than GET and HEAD.
     pub non_get_redirect: StatusCode,
 }
@@ -142,7 +142,11 @@ fn scheme_rule<'a, B>(
         return Ok(());
     };
     // No certificate at all for this host: served over HTTP rather than locked out.
-    if certs.select(name, policy.cert_name.as_deref()).is_none() {
+    if certs
+        .load()
+        .select(name, policy.cert_name.as_deref())
+        .is_none()
+    {
         return Ok(());
     }
     if method == HttpsMethod::NoHttp {
@@ -264,7 +268,11 @@ mod tests {
         let cert = std::sync::Arc::new(
             crate::demo::certificate(&crate::tls::provider()).expect("a certificate"),
         );
-        let certs = Certs::with_builtin(Default::default(), None, Some(&cert));
+        let certs = CertStore::new(crate::tls::Certs::with_builtin(
+            Default::default(),
+            None,
+            Some(&cert),
+        ));
         let origins = origins();
         let req = Request::get("/p?q").body(()).unwrap();
         for (port, host, want) in [
@@ -287,7 +295,7 @@ mod tests {
             assert_eq!(r.location, want);
         }
         // Without a certificate for the host (and no default), no redirect.
-        let empty = Certs::default();
+        let empty = CertStore::default();
         let cx = Context {
             scheme: Scheme::Http,
             origins: &origins,
