@@ -27,7 +27,9 @@ fn frontend(name: &'static str) -> SocketAddr {
             let body = format!(
                 "<!doctype html><html><head><title>{name}</title></head><body>\
                  <h1>frontend {name}</h1><p id=\"out\">waiting for the API</p>\
-                 <script>fetch('/api/hello', {{credentials: 'same-origin'}})\
+                 <p id=\"ctx\"></p><script>document.getElementById('ctx').textContent = \
+                 'context: ' + location.protocol + (window.isSecureContext ? ' secure' : ' not secure');\
+                 fetch('/api/hello', {{credentials: 'same-origin'}})\
                  .then(r => r.json())\
                  .then(j => {{ document.getElementById('out').textContent = \
                  'api answered: ' + j.backend + ' ' + j.uri; }})\
@@ -181,4 +183,54 @@ async fn a_browser_uses_the_same_origin_api_and_the_matrix_links() {
             "{link}: {dom}"
         );
     }
+}
+
+/// Over HTTPS with certificates from a `--certs` directory: the plain-HTTP
+/// URL is redirected, the page is a secure context (what service workers,
+/// `Secure` cookies and OAuth redirects need), and its same-origin API call
+/// works. Chromium trusts the test certificate by its key's hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_gets_a_secure_context_over_https() {
+    use support::tls::{Ca, Key};
+    let Some(bin) = chromium() else {
+        support::skip_unless_ci(
+            "browser test",
+            "no chromium (Debian: apt-get install chromium)",
+        );
+        return;
+    };
+    let ca = Ca::new();
+    let certs = tempfile::tempdir().unwrap();
+    // One wildcard per backend branch: `*.foo.test` cannot cover `fe.be.foo.test`.
+    let issued = ca.issue("payments", &["*.payments.foo.test"], Key::Ec);
+    issued.write(certs.path(), "payments.foo.test");
+    let be_pay = Backend::spawn("be-payments").await;
+    let p = Proxy::builder()
+        .toml(&member("feature/Login", "frontend", frontend("login")))
+        .toml(&member("payments", "backend", be_pay.addr))
+        .arg("--branch-domain")
+        .arg("foo.test")
+        .arg("--https")
+        .arg("127.0.0.1:0")
+        .arg("--certs")
+        .arg(certs.path().to_str().unwrap())
+        .spawn()
+        .await;
+    let http = p.addr.port();
+    let trust = format!(
+        "--ignore-certificate-errors-spki-list={}",
+        issued.spki_sha256_base64()
+    );
+    let dom = tokio::task::spawn_blocking(move || {
+        let url = format!("http://feature-login.payments.foo.test:{http}/");
+        browse(bin, &url, &["--dump-dom".into(), trust])
+    })
+    .await
+    .unwrap();
+    assert!(dom.contains("frontend login"), "{dom}");
+    assert!(dom.contains("context: https: secure"), "{dom}");
+    assert!(
+        dom.contains("api answered: be-payments /api/hello"),
+        "{dom}"
+    );
 }

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, PublicKeyData,
+};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -80,9 +82,17 @@ pub struct Issued {
     pub chain: String,
     /// `<name>.key` content.
     pub key: String,
+    /// The leaf's SubjectPublicKeyInfo, DER.
+    pub spki: Vec<u8>,
 }
 
 impl Issued {
+    /// base64(SHA-256(SPKI)), as Chromium's `--ignore-certificate-errors-spki-list` takes it.
+    pub fn spki_sha256_base64(&self) -> String {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.spki);
+        base64(digest.as_ref())
+    }
+
     /// Writes `<dir>/<name>.crt` and `.key` (the key first, so a poll never
     /// sees a new certificate with the old key).
     pub fn write(&self, dir: &Path, name: &str) {
@@ -132,6 +142,7 @@ impl Ca {
         Issued {
             chain: format!("{}{}", cert.pem(), self.issuer.pem()),
             key: key_pem,
+            spki: signing.subject_public_key_info(),
         }
     }
 }
@@ -363,4 +374,26 @@ impl ServerCertVerifier for AcceptAny {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
+}
+
+/// Standard base64 with padding.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
