@@ -186,12 +186,13 @@ pub fn sni(raw: &[u8]) -> Option<Vec<u8>> {
 /// The handshake-layer bytes of the records in `raw`.
 fn handshake_bytes(mut raw: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
-    while raw.len() >= 5 {
+    // Whole handshake records from the start; whatever follows them (another
+    // record type, a record cut short) is not the hello's.
+    while raw.len() >= 5 && raw[0] == HANDSHAKE_RECORD {
         let len = usize::from(u16::from_be_bytes([raw[3], raw[4]]));
-        let fragment = raw.get(5..5 + len)?;
-        if raw[0] != HANDSHAKE_RECORD {
+        let Some(fragment) = raw.get(5..5 + len) else {
             break;
-        }
+        };
         out.extend_from_slice(fragment);
         raw = &raw[5 + len..];
     }
@@ -310,5 +311,11 @@ mod tests {
             assert!(!sni_is_ip(&h[..n]));
         }
         assert!(!sni_is_ip(&[0x16, 3, 1, 0xff, 0xff, 1, 2, 3]));
+        // Bytes after the hello (another record, or one cut short) do not hide it.
+        for tail in [&[0x14, 3, 3, 0, 1, 1][..], &[0x16, 3, 3, 0, 9, 1], &[0]] {
+            let mut h = hello(b"127.0.0.1");
+            h.extend_from_slice(tail);
+            assert!(sni_is_ip(&h), "{tail:?}");
+        }
     }
 }
