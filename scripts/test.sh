@@ -121,6 +121,7 @@ fi
 if [ "$LOAD_SECONDS" != 0 ]; then
     step "load harness (${LOAD_SECONDS}s per run)" env DURATION="$LOAD_SECONDS" bash benches/load.sh
 fi
+[ "${TESTSSL:-1}" = 0 ] || step "testssl against the HTTPS listener" env CI="$ci" bash scripts/testssl.sh
 if [ "$BENCH" != 0 ] && [ "${BRANCHGATE_TEST_DOCKER:-0}" = 1 ]; then
     step "start-to-routable over 50 containers" \
         bash -c 'cargo build --release --bin branchgate && N=50 cargo bench --bench docker_routable'
