@@ -11,7 +11,9 @@
 # 3. fuzz targets, briefly           (FUZZ_SECONDS, default 30; 0 skips)
 # 4. criterion benches, short        (BENCH=0 skips)
 # 5. the end-to-end load harness vs nginx, short (LOAD_SECONDS, default 5; 0 skips)
-# 6. start-to-routable latency over 50 real containers (with BENCH and Docker)
+# 6. testssl.sh against the HTTPS listener: protocols, ciphers, vulnerabilities,
+#    resumption (scripts/testssl.sh; TESTSSL=0 skips)
+# 7. start-to-routable latency over 50 real containers (with BENCH and Docker)
 # and prints one closing line: "summary: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
