@@ -16,8 +16,9 @@
 # TLS scenarios run branchgate (--https, --certs in nginx-proxy's layout) and
 # nginx (ssl) with the same throw-away ECDSA P-256 certificate, made here with
 # openssl; wrk connects to https://bench.local:PORT (report.lua resolves every
-# name to 127.0.0.1), so the SNI is the routed host. The backend has no TLS
-# listener: its TLS rows are "-".
+# name to 127.0.0.1), so the SNI is the routed host (wrk sends the URL's host
+# as SNI even when it is an IP address, which branchgate refuses, as RFC 6066
+# asks). The backend has no TLS listener: its TLS rows are "-".
 #   tls-c64        keep-alive HTTP/1.1 over TLS, 64 connections
 #   handshake-c64  Connection: close over TLS: one full handshake per request.
 #                  Debian's wrk resumes the previous session on every reconnect
@@ -356,8 +357,10 @@ else
 fi
 render "$LOAD_DIR/backend.conf.tmpl" "$TMP/backend.conf" "DIR=$TMP" "PORT=$BACKEND_PORT"
 render "$LOAD_DIR/nginx-proxy.conf.tmpl" "$TMP/nginx-proxy.conf" \
-    "DIR=$TMP" "PORT=$NGX_PORT" "TLS_PORT=$NGX_TLS_PORT" "BACKEND=$BACKEND" \
-    "HTTP2_LISTEN=$HTTP2_LISTEN" "HTTP2_ON=$HTTP2_ON"
+    "DIR=$TMP" "PORT=$NGX_PORT" "BACKEND=$BACKEND"
+# Included by nginx-proxy.conf from $TMP.
+render "$LOAD_DIR/nginx-proxy-tls.conf.tmpl" "$TMP/nginx-proxy-tls.conf" \
+    "DIR=$TMP" "TLS_PORT=$NGX_TLS_PORT" "HTTP2_LISTEN=$HTTP2_LISTEN" "HTTP2_ON=$HTTP2_ON"
 render "$LOAD_DIR/routes.toml.tmpl" "$TMP/routes.toml" "BACKEND=$BACKEND"
 
 # Every connection a full handshake: see load/noresume.c.
