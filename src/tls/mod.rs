@@ -118,8 +118,8 @@ impl Selector {
         Self { certs, routes }
     }
 
-    /// The certificate for a handshake naming `sni`, or
-    /// without SNI; `None` when nothing may be served.
+    /// The certificate for a handshake naming `sni` (`None`: no SNI);
+    /// `None` when nothing may be served.
     pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let certs = self.certs.load();
         let mut buf = [0; MAX_HOST_LEN];
@@ -138,7 +138,9 @@ impl Selector {
     }
 }
 
-/// The `CERT_NAME` of the route serving `host` at `/`, if any.
+/// The `CERT_NAME` of the route serving `host` at `/`, if any (a handshake
+/// knows the host, not the path; a host whose routes all sit below `/` uses
+/// its own, parent or default certificate).
 pub fn cert_name<'a>(snapshot: &'a crate::routes::Snapshot, host: &str) -> Option<&'a str> {
     match snapshot.table().lookup(host, "/") {
         Lookup::Found(route, _) => route.policy.cert_name.as_deref(),
