@@ -23,7 +23,7 @@ use super::CertStore;
 use super::certs::{Cert, Certs, DEFAULT_NAME, unix_now};
 
 /// How often the directory is looked at: a change is live within two polls.
-pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// What identifies a file's version without reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
