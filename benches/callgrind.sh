@@ -46,13 +46,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-    local p
-    while :; do
-        p=$((20000 + RANDOM % 20000))
-        ss -ltn "sport = :$p" | grep -q LISTEN || { echo "$p"; return; }
-    done
+log() { printf '%s\n' "$*" >&2; }
+die() {
+    log "callgrind.sh: $*"
+    exit 1
 }
+# shellcheck source=scripts/lib/ports.sh
+. "$ROOT/scripts/lib/ports.sh"
 wait_port() { # wait_port PORT
     for _ in $(seq 1 300); do
         ss -ltn "sport = :$1" | grep -q LISTEN && return 0

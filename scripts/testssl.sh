@@ -127,39 +127,8 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_in_use() { [ -n "$(ss -ltnH "sport = :$1" 2>/dev/null)" ]; }
-
-USED_PORTS=" "
-free_port() {
-    local p i
-    for i in $(seq 1 200); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        case "$USED_PORTS" in *" $p "*) continue ;; esac
-        if ! port_in_use "$p"; then
-            USED_PORTS="$USED_PORTS$p "
-            echo "$p"
-            return 0
-        fi
-        : "$i"
-    done
-    die "no free port found"
-}
-
-# wait_listen PID PORT NAME LOGFILE
-wait_listen() {
-    local pid=$1 port=$2 name=$3 logfile=$4 i
-    for i in $(seq 1 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            log "$name (pid $pid) exited during start-up; its log:"
-            cat "$logfile" >&2 2>/dev/null || true
-            die "$name did not start"
-        fi
-        port_in_use "$port" && return 0
-        sleep 0.1
-        : "$i"
-    done
-    die "$name did not listen on 127.0.0.1:$port within 10 s"
-}
+# shellcheck source=scripts/lib/ports.sh
+. "$ROOT/scripts/lib/ports.sh"
 
 # --------------------------------------------------------- certificates ---
 
