@@ -72,6 +72,8 @@ struct Ready {
     req: Request<Incoming>,
     upgrade: Option<OnUpgrade>,
     decoration: Decoration,
+    /// `Strict-Transport-Security` for every answer on this route.
+    hsts: Option<HeaderValue>,
 }
 
 /// Serves one request. Never fails: errors become responses.
@@ -107,6 +109,7 @@ pub async fn handle(
             match forwarded {
                 Ok((mut resp, lease)) => {
                     ready.decoration.apply(resp.headers_mut());
+                    add_hsts(resp.headers_mut(), ready.hsts.as_ref());
                     record.status = resp.status();
                     record.upstream = lease.as_ref().map(|l| l.upstream().addr);
                     let (parts, body) = resp.into_parts();
@@ -117,7 +120,7 @@ pub async fn handle(
                 Err(err) => {
                     err.log(connection.info.peer);
                     let mut reply = respond(Answer::Error(err), json);
-                    ready.decoration.apply_hsts(&mut reply.headers);
+                    add_hsts(&mut reply.headers, ready.hsts.as_ref());
                     synthetic(reply, record, busy)
                 }
             }
@@ -166,9 +169,7 @@ fn decide(
     let fail = |answer: Answer<'_>| {
         log(&answer);
         let mut reply = respond(answer, json);
-        if let Some(v) = &hsts {
-            reply.headers.insert(STRICT_TRANSPORT_SECURITY, v.clone());
-        }
+        add_hsts(&mut reply.headers, hsts.as_ref());
         reply
     };
     let settings = &shared.settings;
@@ -194,6 +195,7 @@ fn decide(
             req,
             upgrade,
             decoration,
+            hsts,
         }),
         Err(reply) => {
             record.pool = Some(pool);
@@ -205,4 +207,10 @@ fn decide(
 fn synthetic(reply: Reply, mut record: RequestRecord, busy: Busy) -> Response<ProxyBody> {
     record.status = reply.status;
     reply.into_response(|body| ProxyBody::full(body, record, busy))
+}
+
+fn add_hsts(headers: &mut http::HeaderMap, hsts: Option<&HeaderValue>) {
+    if let Some(v) = hsts {
+        headers.insert(STRICT_TRANSPORT_SECURITY, v.clone());
+    }
 }

@@ -16,7 +16,6 @@
 //! HTTP whatever its method, and `/.well-known/acme-challenge/` is never
 //! redirected.
 
-use http::header::STRICT_TRANSPORT_SECURITY;
 use http::header::{ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
@@ -50,8 +49,6 @@ pub struct Context<'a> {
 pub struct Decoration {
     /// CORS route with an `Origin`: the origin, and whether it is allowed.
     cors: Option<(HeaderValue, bool)>,
-    /// `Strict-Transport-Security`, over TLS.
-    hsts: Option<HeaderValue>,
 }
 
 impl Decoration {
@@ -60,19 +57,12 @@ impl Decoration {
         if let Some((origin, allowed)) = &self.cors {
             cors::decorate(headers, Some(origin), *allowed);
         }
-        self.apply_hsts(headers);
-    }
-
-    /// Adds HSTS only: what branchgate's own answers on this route get.
-    pub fn apply_hsts(&self, headers: &mut HeaderMap) {
-        if let Some(v) = &self.hsts {
-            headers.insert(STRICT_TRANSPORT_SECURITY, v.clone());
-        }
     }
 }
 
-/// The `Strict-Transport-Security` value a response on `policy`'s route
-/// gets over `scheme`: only over TLS, never with `noredirect` or `HSTS=off`.
+/// The `Strict-Transport-Security` value every response on `policy`'s route
+/// gets over `scheme` (forwarded or branchgate's own): only over TLS, never
+/// with `noredirect` or `HSTS=off`. Computed once per request by the handler.
 pub fn hsts(policy: &Policy, scheme: Scheme) -> Option<HeaderValue> {
     let method = policy.https_method.unwrap_or(HttpsMethod::Redirect);
     match (scheme, method) {
@@ -91,10 +81,7 @@ pub fn policy<'a, B>(
     cx: &Context<'_>,
 ) -> Result<Decoration, Answer<'a>> {
     scheme_rule(policy, req, host, cx)?;
-    let mut out = Decoration {
-        cors: None,
-        hsts: hsts(policy, cx.scheme),
-    };
+    let mut out = Decoration::default();
     if policy.cors
         && let Some(origin) = req.headers().get(ORIGIN)
     {
