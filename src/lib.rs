@@ -84,6 +84,7 @@ pub struct Bound {
 fn tls_for(
     config: &Config,
     routes: Reader,
+    port: u16,
 ) -> anyhow::Result<(Arc<tls::Tls>, Option<tls::dir::CertDir>)> {
     let provider = tls::provider();
     let builtin = if config.demo {
@@ -108,7 +109,8 @@ fn tls_for(
         Arc::new(tls::CertStore::new(certs)),
         routes,
     ));
-    let tls = tls::Tls::new(selector, config.client_header_timeout).context("cannot set up TLS")?;
+    let tls =
+        tls::Tls::new(selector, config.client_header_timeout, port).context("cannot set up TLS")?;
     Ok((Arc::new(tls), dir))
 }
 
@@ -171,8 +173,8 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     publisher.publish(&desired);
     let (tls, certs) = match https_port {
         None => (None, None),
-        Some(_) => {
-            let (tls, dir) = tls_for(&config, publisher.reader())?;
+        Some(port) => {
+            let (tls, dir) = tls_for(&config, publisher.reader(), port)?;
             (Some(tls), dir)
         }
     };
@@ -190,7 +192,6 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             client_send_timeout: config.client_send_timeout,
             upstream_read_timeout: config.upstream_read_timeout,
             allow_underscore_headers: config.allow_underscore_headers,
-            https_port,
             non_get_redirect: http::StatusCode::from_u16(config.non_get_redirect)
                 .expect("checked by the flag parser"),
             cors: proxy::cors::CorsPolicy {

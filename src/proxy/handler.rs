@@ -26,7 +26,7 @@ use super::conns::Slot;
 use super::error::ProxyError;
 use super::forward::{forward, prepare};
 use super::listener::ConnInfo;
-use super::policy::{Context, Decoration, policy};
+use super::policy::{Context, Decoration, Https, policy};
 use super::record::{RequestRecord, Sink};
 use super::respond::{Answer, Reply, respond, wants_json};
 use super::route::route;
@@ -176,8 +176,10 @@ fn decide(
     let cx = Context {
         scheme,
         origins: &settings.cors,
-        https_port: settings.https_port,
-        certs: shared.tls.as_ref().map(|t| &*t.selector.certs),
+        https: shared.tls.as_ref().map(|t| Https {
+            port: t.port,
+            certs: &t.selector.certs,
+        }),
         non_get_redirect: settings.non_get_redirect,
     };
     let ready = policy(&routed.route.policy, &req, &routed.host, &cx)

@@ -54,9 +54,6 @@ pub struct ProxySettings {
     pub allow_underscore_headers: bool,
     /// Origins that `branchgate.cors` routes allow.
     pub cors: cors::CorsPolicy,
-    /// The first HTTPS listener's port (redirects name it unless 443);
-    /// `None` with `--https off`.
-    pub https_port: Option<u16>,
     /// The HTTP→HTTPS redirect status for methods other than GET and HEAD.
     pub non_get_redirect: http::StatusCode,
 }

@@ -36,12 +36,19 @@ pub struct Context<'a> {
     pub scheme: Scheme,
     /// Origins that CORS routes allow.
     pub origins: &'a CorsPolicy,
-    /// The HTTPS port redirects go to; `None` with HTTPS off.
-    pub https_port: Option<u16>,
-    /// The certificates in force (HTTPS on), loaded only when a rule needs them.
-    pub certs: Option<&'a CertStore>,
+    /// The HTTPS side; `None` with `--https off`.
+    pub https: Option<Https<'a>>,
     /// Redirect status for methods other than GET and HEAD.
     pub non_get_redirect: StatusCode,
+}
+
+/// What the HTTP/HTTPS rules read of the HTTPS side.
+#[derive(Clone, Copy, Debug)]
+pub struct Https<'a> {
+    /// The port redirects go to (named in `Location` unless 443).
+    pub port: u16,
+    /// The certificates in force, loaded only when a rule needs them.
+    pub certs: &'a CertStore,
 }
 
 /// What the policy phase adds to the upstream's response.
@@ -121,7 +128,7 @@ fn scheme_rule<'a, B>(
     {
         return Ok(());
     }
-    let (Some(port), Some(certs)) = (cx.https_port, cx.certs) else {
+    let Some(Https { port, certs }) = cx.https else {
         return Ok(());
     };
     let mut buf = [0; MAX_HOST_LEN];
@@ -179,8 +186,7 @@ mod tests {
         let cx = Context {
             scheme: Scheme::Http,
             origins: &origins,
-            https_port: None,
-            certs: None,
+            https: None,
             non_get_redirect: StatusCode::MOVED_PERMANENTLY,
         };
         policy(p, req, &HeaderValue::from_static("fe.foo.bar"), &cx)
@@ -270,8 +276,10 @@ mod tests {
             let cx = Context {
                 scheme: Scheme::Http,
                 origins: &origins,
-                https_port: Some(port),
-                certs: Some(&certs),
+                https: Some(Https {
+                    port,
+                    certs: &certs,
+                }),
                 non_get_redirect: StatusCode::MOVED_PERMANENTLY,
             };
             let host = HeaderValue::from_static(host);
@@ -286,8 +294,10 @@ mod tests {
         let cx = Context {
             scheme: Scheme::Http,
             origins: &origins,
-            https_port: Some(443),
-            certs: Some(&empty),
+            https: Some(Https {
+                port: 443,
+                certs: &empty,
+            }),
             non_get_redirect: StatusCode::MOVED_PERMANENTLY,
         };
         let host = HeaderValue::from_static("app.localhost");

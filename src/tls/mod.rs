@@ -63,6 +63,8 @@ pub struct Tls {
     config: Arc<ServerConfig>,
     /// How long a handshake may take, from accept.
     pub handshake_timeout: Duration,
+    /// The first HTTPS listener's port: where plain-HTTP requests are redirected.
+    pub port: u16,
 }
 
 impl fmt::Debug for Tls {
@@ -82,7 +84,11 @@ impl Tls {
     /// rustls with its safe defaults (TLS 1.2 and 1.3, forward-secret AEAD
     /// suites only), ALPN `h2` and `http/1.1`, stateless tickets and a
     /// session cache, and certificates chosen per SNI by `selector`.
-    pub fn new(selector: Arc<Selector>, handshake_timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        selector: Arc<Selector>,
+        handshake_timeout: Duration,
+        port: u16,
+    ) -> anyhow::Result<Self> {
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
@@ -94,6 +100,7 @@ impl Tls {
             selector,
             config: Arc::new(config),
             handshake_timeout,
+            port,
         })
     }
 
