@@ -130,19 +130,6 @@ fn ago(secs: i64) -> String {
     }
 }
 
-/// Which rule chose a certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Source {
-    /// `<host>.crt`.
-    Own,
-    /// The route's `CERT_NAME`.
-    CertName,
-    /// The parent domain's, one level up.
-    Parent,
-    /// `default.crt` (or the demo's self-signed one).
-    Default,
-}
-
 /// Every certificate in force, replaced whole on a change.
 #[derive(Debug, Default)]
 pub struct Certs {
@@ -192,21 +179,15 @@ impl Certs {
     /// The certificate for `host` (lower case, no port), given the route's
     /// `CERT_NAME`: its own, the named one, the parent's, each only if it
     /// covers `host`; else the fallback.
-    pub fn select(&self, host: &str, cert_name: Option<&str>) -> Option<(&Arc<Cert>, Source)> {
+    pub fn select(&self, host: &str, cert_name: Option<&str>) -> Option<&Arc<Cert>> {
         let covering = |name: &str| self.named.get(name).filter(|c| c.covers(host));
-        if let Some(c) = covering(host) {
-            return Some((c, Source::Own));
-        }
-        if let Some(c) = cert_name.and_then(covering) {
-            return Some((c, Source::CertName));
-        }
-        if let Some(c) = host
-            .split_once('.')
-            .and_then(|(_, parent)| covering(parent))
-        {
-            return Some((c, Source::Parent));
-        }
-        self.default.as_ref().map(|c| (c, Source::Default))
+        covering(host)
+            .or_else(|| cert_name.and_then(covering))
+            .or_else(|| {
+                host.split_once('.')
+                    .and_then(|(_, parent)| covering(parent))
+            })
+            .or(self.default.as_ref())
     }
 }
 

@@ -25,7 +25,7 @@ use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 
 use crate::routes::{Lookup, MAX_HOST_LEN, Reader, normalize_host};
-pub use certs::{Cert, Certs, Source};
+pub use certs::{Cert, Certs};
 
 /// Sessions kept for TLS 1.2 session-id resumption, per process.
 const SESSION_CACHE: usize = 4096;
@@ -136,9 +136,7 @@ impl Selector {
             Some(None) => None,
             Some(Some(host)) => {
                 let snapshot = self.routes.load();
-                certs
-                    .select(host, cert_name(&snapshot, host))
-                    .map(|(c, _)| c)
+                certs.select(host, cert_name(&snapshot, host))
             }
         };
         cert.map(|c| c.key.clone())
