@@ -15,7 +15,7 @@
 mod body;
 mod conn;
 mod pool;
-mod tls;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
