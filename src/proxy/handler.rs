@@ -30,6 +30,7 @@ use super::policy::{Context, Decoration, Https, policy};
 use super::record::{RequestRecord, Sink};
 use super::respond::{Answer, Reply, respond, wants_json};
 use super::route::route;
+use crate::routes::MAX_HOST_LEN;
 use crate::upstream::{Pool, RequestBody, Sent};
 
 /// What every request on one client connection shares: one `Arc` clone per request.
@@ -156,7 +157,8 @@ fn decide(
             err.log(connection.info.peer);
         }
     };
-    let routed = route(&snapshot, &req).map_err(|answer| {
+    let mut name = [0; MAX_HOST_LEN];
+    let routed = route(&snapshot, &req, &mut name).map_err(|answer| {
         log(&answer);
         respond(answer, json)
     })?;
@@ -182,7 +184,7 @@ fn decide(
         }),
         non_get_redirect: settings.non_get_redirect,
     };
-    let ready = policy(&routed.route.policy, &req, &routed.host, &cx)
+    let ready = policy(&routed.route.policy, &req, routed.name, &cx)
         .map_err(fail)
         .and_then(|decoration| {
             if pool.upstreams().is_empty() {

@@ -23,7 +23,7 @@ use super::cors::{self, CorsPolicy};
 use super::error::ProxyError;
 use super::listener::Scheme;
 use super::respond::{Answer, Preflight, Redirect};
-use crate::routes::{HttpsMethod, MAX_HOST_LEN, Policy, normalize_host};
+use crate::routes::{HttpsMethod, Policy};
 use crate::tls::CertStore;
 
 /// The path prefix of ACME HTTP-01 challenges: never redirected.
@@ -78,13 +78,13 @@ pub fn hsts(policy: &Policy, scheme: Scheme) -> Option<HeaderValue> {
     }
 }
 
-/// Applies `policy` to `req` (sent to `host`, as the client named it): an
-/// answer when the route answers it itself, else what to add to the
-/// forwarded response.
+/// Applies `policy` to `req` (sent to `host`, normalised by the route
+/// phase): an answer when the route answers it itself, else what to add to
+/// the forwarded response.
 pub fn policy<'a, B>(
     policy: &Policy,
     req: &Request<B>,
-    host: &HeaderValue,
+    host: &str,
     cx: &Context<'_>,
 ) -> Result<Decoration, Answer<'a>> {
     scheme_rule(policy, req, host, cx)?;
@@ -113,7 +113,7 @@ pub fn policy<'a, B>(
 fn scheme_rule<'a, B>(
     policy: &Policy,
     req: &Request<B>,
-    host: &HeaderValue,
+    name: &str,
     cx: &Context<'_>,
 ) -> Result<(), Answer<'a>> {
     let method = policy.https_method.unwrap_or(HttpsMethod::Redirect);
@@ -129,10 +129,6 @@ fn scheme_rule<'a, B>(
         return Ok(());
     }
     let Some(Https { port, certs }) = cx.https else {
-        return Ok(());
-    };
-    let mut buf = [0; MAX_HOST_LEN];
-    let Some(name) = host.to_str().ok().and_then(|h| normalize_host(h, &mut buf)) else {
         return Ok(());
     };
     // No certificate at all for this host: served over HTTP rather than locked out.
@@ -189,7 +185,7 @@ mod tests {
             https: None,
             non_get_redirect: StatusCode::MOVED_PERMANENTLY,
         };
-        policy(p, req, &HeaderValue::from_static("fe.foo.bar"), &cx)
+        policy(p, req, "fe.foo.bar", &cx)
     }
 
     fn preflight(origin: &str) -> Request<()> {
@@ -282,8 +278,10 @@ mod tests {
                 }),
                 non_get_redirect: StatusCode::MOVED_PERMANENTLY,
             };
-            let host = HeaderValue::from_static(host);
-            let Err(Answer::Redirect(r)) = policy(&Policy::default(), &req, &host, &cx) else {
+            // As the route phase hands it over.
+            let mut buf = [0; crate::routes::MAX_HOST_LEN];
+            let name = crate::routes::normalize_host(host, &mut buf).unwrap();
+            let Err(Answer::Redirect(r)) = policy(&Policy::default(), &req, name, &cx) else {
                 panic!("{host:?} is redirected");
             };
             assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
@@ -300,7 +298,6 @@ mod tests {
             }),
             non_get_redirect: StatusCode::MOVED_PERMANENTLY,
         };
-        let host = HeaderValue::from_static("app.localhost");
-        assert!(policy(&Policy::default(), &req, &host, &cx).is_ok());
+        assert!(policy(&Policy::default(), &req, "app.localhost", &cx).is_ok());
     }
 }

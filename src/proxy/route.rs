@@ -20,7 +20,8 @@ use crate::upstream::Pool;
 /// `large_client_header_buffers 4 8k` allows: a longer one answers 414.
 pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
 
-/// Where a request goes, borrowed from the snapshot.
+/// Where a request goes, borrowed from the snapshot (and the host name from
+/// the caller's buffer).
 #[derive(Debug)]
 pub struct Routed<'a> {
     /// The route.
@@ -31,14 +32,18 @@ pub struct Routed<'a> {
     pub how: HostMatch,
     /// The host the request named, as sent (`Host`, or `:authority`).
     pub host: HeaderValue,
+    /// That host normalised: lower case, no port, no trailing dot.
+    pub name: &'a str,
 }
 
-/// Routes `req` through `snapshot`. The route borrows only the snapshot, so
-/// the request can be edited for its upstream while it is held.
-pub fn route<'a, 's: 'a, 'r: 'a, B>(
+/// Routes `req` through `snapshot`, normalising its host into `buf`. The
+/// route borrows only the snapshot and `buf`, so the request can be edited
+/// for its upstream while it is held.
+pub fn route<'a, 't, 's: 'a + 't, 'r: 'a, 'b: 't, B>(
     snapshot: &'s Snapshot,
     req: &'r Request<B>,
-) -> Result<Routed<'s>, Answer<'a>> {
+    buf: &'b mut [u8; MAX_HOST_LEN],
+) -> Result<Routed<'t>, Answer<'a>> {
     let uri = req.uri();
     if uri
         .path_and_query()
@@ -63,11 +68,10 @@ pub fn route<'a, 's: 'a, 'r: 'a, B>(
         Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadHost)?,
         None => host_header.ok_or(ProxyError::BadHost)?.clone(),
     };
-    let mut buf = [0; MAX_HOST_LEN];
     let name = host
         .to_str()
         .ok()
-        .and_then(|h| normalize_host(h, &mut buf))
+        .and_then(|h| normalize_host(h, buf))
         .ok_or(ProxyError::BadHost)?;
     if has_dot_segment(uri.path()) {
         return Err(ProxyError::DotSegments.into());
@@ -86,6 +90,7 @@ pub fn route<'a, 's: 'a, 'r: 'a, B>(
             pool: snapshot.pool(route.pool),
             how,
             host,
+            name,
         }),
         Lookup::NoPath => Err(ProxyError::NoPath.into()),
         Lookup::NoHost => Err(ProxyError::NoHost.into()),

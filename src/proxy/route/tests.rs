@@ -95,7 +95,8 @@ fn a_host_and_path_find_their_route_and_live_pool() {
         ),
     ] {
         let req = get(target, host);
-        let r = route(&snap, &req).unwrap_or_else(|a| panic!("{target} {host:?}: {a:?}"));
+        let mut buf = [0; MAX_HOST_LEN];
+        let r = route(&snap, &req, &mut buf).unwrap_or_else(|a| panic!("{target} {host:?}: {a:?}"));
         assert_eq!(
             (port_of(&snap, &r), r.how),
             (port, how),
@@ -103,13 +104,14 @@ fn a_host_and_path_find_their_route_and_live_pool() {
         );
     }
     let req = get("/api/x", Some("app.foo.bar"));
-    let r = route(&snap, &req).unwrap();
+    let mut buf = [0; MAX_HOST_LEN];
+    let r = route(&snap, &req, &mut buf).unwrap();
     assert_eq!(&**r.pool.key().route(), "app.foo.bar/api/");
     assert_eq!(r.host, "app.foo.bar");
 }
 
 fn error(snap: &Snapshot, req: &Request<()>) -> String {
-    match route(snap, req) {
+    match route(snap, req, &mut [0; MAX_HOST_LEN]) {
         Err(Answer::Error(e)) => format!("{e:?}"),
         other => panic!("{other:?}"),
     }
@@ -141,14 +143,14 @@ fn a_bad_request_or_an_unknown_host_is_an_error_answer() {
 fn the_branch_domain_answers_its_pages() {
     let snap = snapshot();
     let req = get("/", Some("env.foo.bar:8443"));
-    match route(&snap, &req) {
+    match route(&snap, &req, &mut [0; MAX_HOST_LEN]) {
         Err(Answer::Matrix { index, port }) => {
             assert_eq!((index.domain(), port), ("env.foo.bar", Some("8443")));
         }
         other => panic!("{other:?}"),
     }
     let req = get("/api/x", Some("main.gone.env.foo.bar"));
-    match route(&snap, &req) {
+    match route(&snap, &req, &mut [0; MAX_HOST_LEN]) {
         Err(Answer::MissingBranch {
             role, slug, port, ..
         }) => {
