@@ -342,30 +342,23 @@ for leaf in leaves:
                 return by_id[i][1]
         return None
 
-    parts = []
-    for pid, want in PROTOCOLS:
-        item = get(pid)
-        if item is None:
-            failures.append(f"{leaf}: protocol {pid} was not checked")
-            continue
-        is_on = item["finding"].startswith("offered")
-        parts.append(f"{pid} {'yes' if is_on else 'no'}")
-        if is_on != want or item["severity"] in {"WARN", "FATAL"}:
-            failures.append(f"{leaf}: {pid}: {item['finding']} ({item['severity']}), want "
-                            f"{'offered' if want else 'not offered'}")
-    out.append(f"[{leaf}] protocols offered: " + ", ".join(parts))
+    def offered(what, title, checks, finding_id, label):
+        """Checks that each of `checks` (name, wanted) is offered or not, as wanted."""
+        parts = []
+        for name, want in checks:
+            item = get(finding_id(name))
+            if item is None:
+                failures.append(f"{leaf}: {what} {name} was not checked")
+                continue
+            is_on = item["finding"].startswith("offered")
+            parts.append(f"{label(name)} {'yes' if is_on else 'no'}")
+            if is_on != want or item["severity"] in {"WARN", "FATAL"}:
+                failures.append(f"{leaf}: {what} {name}: {item['finding']} ({item['severity']}), "
+                                f"want {'offered' if want else 'not offered'}")
+        out.append(f"[{leaf}] {title}: " + ", ".join(parts))
 
-    parts = []
-    for cat, want in CATEGORIES:
-        item = get(f"cipherlist_{cat}")
-        if item is None:
-            failures.append(f"{leaf}: cipher category {cat} was not checked")
-            continue
-        is_on = item["finding"].startswith("offered")
-        parts.append(f"{LABEL.get(cat, cat)} {'yes' if is_on else 'no'}")
-        if is_on != want or item["severity"] in {"WARN", "FATAL"}:
-            failures.append(f"{leaf}: cipher category {cat}: {item['finding']} ({item['severity']})")
-    out.append(f"[{leaf}] cipher categories offered: " + ", ".join(parts))
+    offered("protocol", "protocols offered", PROTOCOLS, lambda p: p, lambda p: p)
+    offered("cipher category", "cipher categories offered", CATEGORIES, lambda c: f"cipherlist_{c}", lambda c: LABEL.get(c, c))
 
     # -E: "x1302 TLS_AES_256_GCM_SHA384 ECDH 253 AESGCM 256 TLS_AES_256_GCM_SHA384"
     for proto in ("tls1_2", "tls1_3"):
