@@ -31,6 +31,8 @@ pub mod upstream;
 
 pub mod tls;
 
+pub mod acme;
+
 pub mod proxy;
 
 pub mod logging;

@@ -1,0 +1,1 @@
+//! DNS-01 solvers (being written).

@@ -1,0 +1,3 @@
+//! ACME: certificates obtained and renewed by branchgate itself.
+
+pub mod dns;
