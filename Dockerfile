@@ -42,4 +42,6 @@ RUN rustup target add "$TARGET" \
 FROM scratch AS runtime
 COPY --from=build /branchgate /branchgate
 EXPOSE 80 443
+# ACME state: account, issued certificates and keys. Mount a volume here.
+VOLUME ["/data"]
 ENTRYPOINT ["/branchgate"]

@@ -62,6 +62,85 @@ pub struct Config {
           value_parser = parse_redirect)]
     pub non_get_redirect: u16,
 
+    /// Obtain and renew certificates with ACME (on by default wherever an HTTPS listener is,
+    /// off with --demo): for LETSENCRYPT_HOST / ACME_HOST containers, `branchgate.tls=acme`,
+    /// --acme-all-hosts, and branch environments. `off` for air-gapped servers.
+    #[arg(long, env = "BRANCHGATE_ACME", value_name = "on|off", value_parser = parse_on_off)]
+    pub acme: Option<bool>,
+
+    /// ACME directory URL. Default: Let's Encrypt production.
+    #[arg(long, env = "BRANCHGATE_ACME_DIRECTORY", value_name = "URL", value_parser = parse_https_url,
+          conflicts_with = "acme_staging")]
+    pub acme_directory: Option<String>,
+
+    /// Use Let's Encrypt's staging directory (untrusted certificates, generous limits): try a
+    /// setup here first.
+    #[arg(long, env = "BRANCHGATE_ACME_STAGING", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub acme_staging: bool,
+
+    /// Contact e-mail of the ACME account (expiry notices).
+    #[arg(long, env = "BRANCHGATE_ACME_EMAIL", value_name = "EMAIL", value_parser = parse_email)]
+    pub acme_email: Option<String>,
+
+    /// Extra root certificate(s), PEM, trusted for the ACME server's own HTTPS (Pebble, a
+    /// private CA).
+    #[arg(long, env = "BRANCHGATE_ACME_CA_ROOT", value_name = "PEM")]
+    pub acme_ca_root: Option<PathBuf>,
+
+    /// State directory: the ACME account, issued certificates and keys (0600), the order log.
+    /// Mount it as a volume so a restart orders nothing.
+    #[arg(
+        long,
+        env = "BRANCHGATE_STATE",
+        value_name = "DIR",
+        default_value = "/data"
+    )]
+    pub state: PathBuf,
+
+    /// Challenges to try, in order; a failing one falls back to the next. Default: dns-01
+    /// (with --acme-dns), tls-alpn-01, http-01.
+    #[arg(
+        long,
+        env = "BRANCHGATE_ACME_CHALLENGE",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub acme_challenge: Vec<crate::acme::Kind>,
+
+    /// DNS-01 solver: `rfc2136://SERVER:PORT` (BIND, Knot, PowerDNS; with --acme-dns-tsig) or
+    /// `exec:/path/to/script` (called with `present|cleanup NAME VALUE`). Turns branch
+    /// environments into wildcard certificates.
+    #[arg(long, env = "BRANCHGATE_ACME_DNS", value_name = "SPEC")]
+    pub acme_dns: Option<String>,
+
+    /// TSIG key for --acme-dns rfc2136://: `NAME:ALGORITHM:SECRET-FILE` (hmac-sha256, ...).
+    #[arg(long, env = "BRANCHGATE_ACME_DNS_TSIG", value_name = "NAME:ALG:FILE")]
+    pub acme_dns_tsig: Option<String>,
+
+    /// Obtain a certificate for every exact host that routes, not only labelled ones.
+    #[arg(long, env = "BRANCHGATE_ACME_ALL_HOSTS", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub acme_all_hosts: bool,
+
+    /// How long the first handshake for a branch host waits while its certificate is issued
+    /// (on-demand, without DNS-01).
+    #[arg(long, env = "BRANCHGATE_ACME_ON_DEMAND_TIMEOUT", value_name = "DURATION",
+          default_value = "20s", value_parser = parse_timeout)]
+    pub acme_on_demand_timeout: Duration,
+
+    /// New ACME orders allowed in any hour, renewals included (Let's Encrypt allows 300 per 3
+    /// hours and 50 certificates per domain per week).
+    #[arg(long, env = "BRANCHGATE_ACME_MAX_ORDERS_PER_HOUR", value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=300))]
+    pub acme_max_orders_per_hour: u32,
+
+    /// Wait after a failed order before the next try for that certificate; doubled per
+    /// failure, at most a day (Let's Encrypt allows 5 failed validations per host per hour).
+    #[arg(long, env = "BRANCHGATE_ACME_RETRY", value_name = "DURATION", default_value = "10m",
+          value_parser = parse_timeout)]
+    pub acme_retry: Duration,
+
     /// Static routes file (TOML), watched for changes.
     #[arg(long, env = "BRANCHGATE_ROUTES", value_name = "FILE")]
     pub routes: Option<PathBuf>,
@@ -261,6 +340,34 @@ impl Config {
         }
     }
 
+    /// Whether ACME runs: `--acme`, else on unless `--demo`, and only with an HTTPS listener.
+    pub fn acme_enabled(&self) -> bool {
+        self.acme.unwrap_or(!self.demo) && !self.https_addrs().is_empty()
+    }
+
+    /// The ACME directory URL.
+    pub fn acme_directory_url(&self) -> &str {
+        match (&self.acme_directory, self.acme_staging) {
+            (Some(url), _) => url,
+            (None, true) => crate::acme::LETS_ENCRYPT_STAGING,
+            (None, false) => crate::acme::LETS_ENCRYPT,
+        }
+    }
+
+    /// The challenges to try, in order.
+    pub fn acme_challenges(&self) -> Vec<crate::acme::Kind> {
+        use crate::acme::Kind;
+        if !self.acme_challenge.is_empty() {
+            return self.acme_challenge.clone();
+        }
+        let mut kinds = Vec::new();
+        if self.acme_dns.is_some() {
+            kinds.push(Kind::Dns01);
+        }
+        kinds.extend([Kind::TlsAlpn01, Kind::Http01]);
+        kinds
+    }
+
     /// Number of worker runtimes to start.
     pub fn worker_count(&self) -> usize {
         match self.workers {
@@ -287,6 +394,34 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
         .parse()
         .map(Listen::Addr)
         .map_err(|_| format!("{s:?} is not an address such as 0.0.0.0:443 or [::]:443, nor off"))
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "1" | "yes" => Ok(true),
+        "off" | "false" | "0" | "no" => Ok(false),
+        _ => Err(format!("{s:?}: on or off")),
+    }
+}
+
+fn parse_https_url(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.parse::<http::Uri>() {
+        Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => Ok(s.to_owned()),
+        _ => Err(format!("{s:?} is not an https:// URL")),
+    }
+}
+
+fn parse_email(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    match s.split_once('@') {
+        Some((user, domain))
+            if !user.is_empty() && domain.contains('.') && !s.contains([' ', ',', '<', '>']) =>
+        {
+            Ok(s.to_owned())
+        }
+        _ => Err(format!("{s:?} is not an e-mail address")),
+    }
 }
 
 fn parse_redirect(s: &str) -> Result<u16, String> {

@@ -79,6 +79,78 @@ pub struct Bound {
     demo: Option<std::net::TcpListener>,
     /// `--certs`, watched once running.
     certs: Option<tls::dir::CertDir>,
+    /// ACME's manager, run once running.
+    acme: Option<acme::manager::Manager>,
+}
+
+/// ACME: the settings from the flags (files read and checked here, so a
+/// bad one stops start-up naming its flag), the state directory, the
+/// handle the listeners share and the manager that orders.
+fn acme_for(
+    config: &Config,
+    routes: Reader,
+) -> anyhow::Result<(Arc<acme::Acme>, acme::manager::Manager)> {
+    let ca_root = match &config.acme_ca_root {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("--acme-ca-root {}: cannot read", path.display()))?;
+            acme::client::check_roots(&pem)
+                .map_err(|e| anyhow::anyhow!("--acme-ca-root {}: {e}", path.display()))?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let tsig = match &config.acme_dns_tsig {
+        Some(spec) => Some(
+            acme::dns::TsigKey::parse(spec).map_err(|e| anyhow::anyhow!("--acme-dns-tsig: {e}"))?,
+        ),
+        None => None,
+    };
+    let dns = match &config.acme_dns {
+        Some(spec) => Some(
+            acme::dns::DnsSolver::parse(spec, tsig)
+                .map_err(|e| anyhow::anyhow!("--acme-dns {spec}: {e}"))?,
+        ),
+        None if tsig.is_some() => {
+            anyhow::bail!("--acme-dns-tsig: needs --acme-dns rfc2136://SERVER:PORT")
+        }
+        None => None,
+    };
+    let challenges = config.acme_challenges();
+    if challenges.contains(&acme::Kind::Dns01) && dns.is_none() {
+        anyhow::bail!("--acme-challenge dns-01: needs --acme-dns");
+    }
+    let directory = config.acme_directory_url().to_owned();
+    let store = acme::store::Store::open(&config.state, &directory).map_err(|e| {
+        anyhow::anyhow!(
+            "--state {}: {e} (mount a volume there, pass --state DIR, or --acme off)",
+            config.state.display()
+        )
+    })?;
+    let settings = acme::Settings {
+        directory,
+        email: config.acme_email.clone(),
+        ca_root,
+        state: config.state.clone(),
+        challenges,
+        dns,
+        all_hosts: config.acme_all_hosts,
+        on_demand_timeout: config.acme_on_demand_timeout,
+        max_orders_per_hour: config.acme_max_orders_per_hour,
+        retry: config.acme_retry,
+        branch_domain: config.branch_domain.clone(),
+    };
+    info!(
+        directory = %settings.directory,
+        state = %store.root().display(),
+        challenges = ?settings.challenges.iter().map(|k| k.name()).collect::<Vec<_>>(),
+        wildcards = settings.wildcards(),
+        on_demand = settings.on_demand(),
+        "ACME on"
+    );
+    let (handle, requests) = acme::Acme::new(settings, routes);
+    let manager = acme::manager::Manager::new(handle.clone(), requests, store, tls::provider());
+    Ok((handle, manager))
 }
 
 /// The HTTPS side: the certificates of `--certs` (and the demo's
@@ -87,6 +159,7 @@ fn tls_for(
     config: &Config,
     routes: Reader,
     port: u16,
+    acme: Option<Arc<acme::Acme>>,
 ) -> anyhow::Result<(Arc<tls::Tls>, Option<tls::dir::CertDir>)> {
     let provider = tls::provider();
     let builtin = if config.demo {
@@ -110,6 +183,7 @@ fn tls_for(
     let selector = Arc::new(tls::Selector::new(
         Arc::new(tls::CertStore::new(certs)),
         routes,
+        acme,
     ));
     let tls =
         tls::Tls::new(selector, config.client_header_timeout, port).context("cannot set up TLS")?;
@@ -173,10 +247,15 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     };
     let mut publisher = Publisher::new(registry, opts);
     publisher.publish(&desired);
+    let manager = match config.acme_enabled() {
+        true => Some(acme_for(&config, publisher.reader())?),
+        false => None,
+    };
+    let acme = manager.as_ref().map(|(a, _)| a.clone());
     let (tls, certs) = match https_port {
         None => (None, None),
         Some(port) => {
-            let (tls, dir) = tls_for(&config, publisher.reader(), port)?;
+            let (tls, dir) = tls_for(&config, publisher.reader(), port, acme.clone())?;
             (Some(tls), dir)
         }
     };
@@ -210,9 +289,11 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         ),
         sink,
         tls,
+        acme,
     });
     Ok(Bound {
         certs,
+        acme: manager.map(|(_, m)| m),
         config,
         workers,
         shared,
@@ -369,6 +450,9 @@ impl Bound {
             tasks.spawn(demo::serve(l, name, background.clone()));
         }
         tasks.spawn(self.shared.conns.clone().sweep(background.clone()));
+        if let Some(manager) = self.acme {
+            tasks.spawn(manager.run(background.clone()));
+        }
         if let (Some(dir), Some(tls)) = (self.certs, &self.shared.tls) {
             let store = tls.selector.certs.clone();
             tasks.spawn(dir.watch(store, background.clone()));

@@ -1,3 +1,221 @@
-//! ACME: certificates obtained and renewed by branchgate itself.
+//! ACME: certificates obtained and renewed by branchgate itself. Sits beside
+//! [`crate::tls`]: it feeds the certificates the handshake selects from, and
+//! answers the challenges the listeners see.
+//!
+//! ```text
+//! Snapshot ──(generation changed)──▶ names::wanted ──▶ manager (one task) ──spawn──▶ client::order
+//!   LETSENCRYPT_HOST, branchgate.tls=acme,           gates: routes now · one order   │ HTTP-01 / TLS-ALPN-01 → Challenges
+//!   --acme-all-hosts, branch domain (DNS-01)          per name · backoff · budget     │ DNS-01 → dns (RFC 2136 / exec)
+//! handshake for a routed branch host ──request──▶ manager      ▲                      ▼
+//!   (no certificate yet: waits, bounded)                        └── Outcome ◀── store (state dir, atomic, locked)
+//! manager ──ArcSwap::store──▶ Issued (name → certificate), Status ──▶ tls::Selector, status.json
+//! ```
+//!
+//! A certificate already held is always served: orders, failures and the
+//! budget only ever delay names that have none (or renewals, while the old
+//! certificate serves).
 
+pub mod challenge;
+pub mod client;
 pub mod dns;
+pub mod manager;
+pub mod names;
+pub mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+
+use crate::routes::Reader;
+use crate::tls::Cert;
+pub use challenge::Challenges;
+pub use client::Kind;
+
+/// Let's Encrypt's production directory (the default).
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// Let's Encrypt's staging directory (`--acme-staging`).
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// How many on-demand requests may wait for the manager at once; more are
+/// dropped (their handshakes time out as if the CA were slow).
+const REQUEST_QUEUE: usize = 1024;
+
+/// Everything ACME is told at start-up.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The ACME directory URL.
+    pub directory: String,
+    /// The account contact.
+    pub email: Option<String>,
+    /// Extra root certificates (PEM) for the ACME server's HTTPS.
+    pub ca_root: Option<Vec<u8>>,
+    /// The state directory.
+    pub state: PathBuf,
+    /// The challenges to try, in order.
+    pub challenges: Vec<Kind>,
+    /// DNS-01's solver.
+    pub dns: Option<dns::DnsSolver>,
+    /// A certificate for every exact host that routes.
+    pub all_hosts: bool,
+    /// How long a first handshake waits for its certificate.
+    pub on_demand_timeout: Duration,
+    /// New orders allowed in any hour.
+    pub max_orders_per_hour: u32,
+    /// The wait after a first failure; doubled per failure up to [`manager::MAX_BACKOFF`].
+    pub retry: Duration,
+    /// The branch domain, if branch environments are on.
+    pub branch_domain: Option<String>,
+}
+
+impl Settings {
+    /// Whether branch hosts get certificates at their first handshake
+    /// (no DNS-01: no wildcards).
+    pub fn on_demand(&self) -> bool {
+        self.branch_domain.is_some() && !self.wildcards()
+    }
+
+    /// Whether the branch domain is covered by wildcards (DNS-01 is set up).
+    pub fn wildcards(&self) -> bool {
+        self.dns.is_some() && self.challenges.contains(&Kind::Dns01)
+    }
+}
+
+/// What one managed certificate is doing, for logs, `status.json` and the dashboard.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Status {
+    /// The SANs asked for.
+    pub names: Vec<String>,
+    /// `valid`, `ordering`, `pending`, `failed`, `budget` (waiting for the
+    /// hourly budget), `locked` (another process orders it), `idle` (held,
+    /// no longer routed: kept until it expires).
+    pub state: &'static str,
+    /// The last failure, kept until the next success.
+    pub last_error: Option<String>,
+    /// When the next order may be placed (unix seconds).
+    pub next_attempt: Option<i64>,
+    /// The held certificate's `notAfter` (unix seconds).
+    pub not_after: Option<i64>,
+    /// When the held certificate will be renewed (unix seconds).
+    pub renew_at: Option<i64>,
+}
+
+/// Name → certificate for every certificate ACME holds (each SAN a key).
+pub type Issued = HashMap<Box<str>, Arc<Cert>>;
+
+/// The ACME side as the listeners see it: certificates, challenge answers,
+/// status, and on-demand requests to the manager.
+#[derive(Debug)]
+pub struct Acme {
+    /// Challenge answers in force.
+    pub challenges: Challenges,
+    issued: ArcSwap<Issued>,
+    status: ArcSwap<BTreeMap<String, Status>>,
+    /// Bumped whenever `issued` or `status` changes.
+    changed: watch::Sender<u64>,
+    requests: mpsc::Sender<String>,
+    settings: Settings,
+    routes: Reader,
+}
+
+impl Acme {
+    /// The handle, and the receiving end of on-demand requests for the manager.
+    pub fn new(settings: Settings, routes: Reader) -> (Arc<Self>, mpsc::Receiver<String>) {
+        let (requests, rx) = mpsc::channel(REQUEST_QUEUE);
+        let acme = Arc::new(Self {
+            challenges: Challenges::default(),
+            issued: ArcSwap::default(),
+            status: ArcSwap::default(),
+            changed: watch::channel(0).0,
+            requests,
+            settings,
+            routes,
+        });
+        (acme, rx)
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The in-date certificate ACME holds for `host` (lower case): one
+    /// naming it, else one whose wildcard covers it.
+    pub fn cert_for(&self, host: &str) -> Option<Arc<Cert>> {
+        let issued = self.issued.load();
+        let now = crate::tls::certs::unix_now();
+        let usable = |c: &&Arc<Cert>| c.covers(host) && !c.expired_at(now);
+        if let Some(c) = issued.get(host).filter(usable) {
+            return Some(c.clone());
+        }
+        let (_, parent) = host.split_once('.')?;
+        let mut wildcard = String::with_capacity(parent.len() + 2);
+        wildcard.push_str("*.");
+        wildcard.push_str(parent);
+        issued.get(wildcard.as_str()).filter(usable).cloned()
+    }
+
+    /// The status of every managed certificate, by id.
+    pub fn status(&self) -> Arc<BTreeMap<String, Status>> {
+        self.status.load_full()
+    }
+
+    /// Whether a handshake for `host` without a certificate should wait for
+    /// one to be ordered: on-demand is on, the host is under the branch
+    /// domain and routes now.
+    pub fn wants_on_demand(&self, host: &str) -> bool {
+        self.settings.on_demand()
+            && names::under_branch_domain(&self.settings, host)
+            && names::routes_now(&self.routes.load(), host)
+    }
+
+    /// Asks for a certificate for `host` and waits, at most the on-demand
+    /// timeout, until one is held (`true`) or its order failed (`false`).
+    /// Every handshake for the name waits on the same single order.
+    pub async fn on_demand(&self, host: &str) -> bool {
+        let mut changed = self.changed.subscribe();
+        // A full queue drops the request: the wait times out below.
+        let _ = self.requests.try_send(host.to_owned());
+        let wait = async {
+            loop {
+                if self.cert_for(host).is_some() {
+                    return true;
+                }
+                if let Some(s) = self.status.load().get(host)
+                    && matches!(s.state, "failed" | "budget")
+                    && s.next_attempt
+                        .is_some_and(|t| t > crate::tls::certs::unix_now())
+                {
+                    return false;
+                }
+                if changed.changed().await.is_err() {
+                    return false;
+                }
+            }
+        };
+        tokio::time::timeout(self.settings.on_demand_timeout, wait)
+            .await
+            .unwrap_or(false)
+    }
+
+    fn publish(&self, issued: Issued, status: BTreeMap<String, Status>) {
+        self.issued.store(Arc::new(issued));
+        self.status.store(Arc::new(status));
+        self.changed.send_modify(|g| *g += 1);
+    }
+}
+
+/// A uniformly random whole number of seconds in `0..=max`.
+pub fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    let mut b = [0u8; 8];
+    // SystemRandom only fails where there is no OS randomness at all.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    u64::from_le_bytes(b) % (max + 1)
+}

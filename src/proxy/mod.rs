@@ -71,4 +71,6 @@ pub struct Shared {
     pub sink: Box<dyn record::Sink>,
     /// Certificates and the TLS configuration, unless `--https off`.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// ACME's challenge answers, while ACME runs.
+    pub acme: Option<Arc<crate::acme::Acme>>,
 }

@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::error::ProxyError;
 use super::pages;
+use crate::acme::challenge::Http01;
 use crate::routes::{BranchIndex, Role};
 
 /// Something branchgate answers itself instead of forwarding.
@@ -42,6 +43,8 @@ pub enum Answer<'a> {
     Preflight(Box<Preflight>),
     /// Plain HTTP for a host served over HTTPS (`HTTPS_METHOD=redirect`).
     Redirect(Redirect),
+    /// A request for an HTTP-01 challenge token.
+    Acme(Http01),
 }
 
 /// An HTTP→HTTPS redirect.
@@ -127,6 +130,29 @@ pub fn respond(answer: Answer<'_>, json: bool) -> Reply {
             let body = status_page(r.status, r.location.to_str().unwrap_or_default(), json);
             headers.insert(LOCATION, r.location);
             (r.status, body)
+        }
+        Answer::Acme(Http01::Answer(key_authorization)) => {
+            // The key authorization as the body, nothing else (RFC 8555 8.3).
+            headers.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            return Reply {
+                status: StatusCode::OK,
+                headers,
+                body: key_authorization.into(),
+            };
+        }
+        Answer::Acme(Http01::Unknown) => {
+            let status = StatusCode::NOT_FOUND;
+            (status, status_page(status, "no such ACME challenge", json))
+        }
+        Answer::Acme(Http01::Malformed) => {
+            let status = StatusCode::BAD_REQUEST;
+            (
+                status,
+                status_page(status, "not a base64url ACME token", json),
+            )
         }
     };
     if !body.is_empty() {

@@ -138,6 +138,11 @@ impl BranchIndex {
         &self.domain
     }
 
+    /// The first API prefix (`/api`): a path that goes to the backend.
+    pub fn api_prefix(&self) -> &str {
+        self.api_prefixes.first().map_or("/api", |p| p)
+    }
+
     /// True when `path` is under an API prefix, by whole segments (`/api`,
     /// `/api/x`, not `/apix`).
     pub fn is_api(&self, path: &str) -> bool {

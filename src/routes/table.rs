@@ -210,13 +210,22 @@ impl RouteTable {
 
     /// Every host pattern in the table, sorted (for diffs and the API).
     pub fn host_patterns(&self) -> BTreeSet<&str> {
+        self.host_routes().map(|r| &*r.pattern).collect()
+    }
+
+    /// Every host rule: exact, wildcard and regex ones (not the default host).
+    pub fn host_routes(&self) -> impl Iterator<Item = &HostRoutes> {
         self.exact
             .values()
             .chain(self.suffix.values())
             .chain(self.prefix.values())
             .chain(self.regex.iter().map(|(_, r)| r))
-            .map(|r| &*r.pattern)
-            .collect()
+            .map(|r| &**r)
+    }
+
+    /// The exact host names in the table.
+    pub fn exact_hosts(&self) -> impl Iterator<Item = &str> {
+        self.exact.keys().map(|h| &**h)
     }
 
     /// The pools routes go to, indexed by [`PoolId`].

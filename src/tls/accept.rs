@@ -19,7 +19,8 @@ use tokio_rustls::StartHandshake;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
-use super::Tls;
+use super::{Selected, Tls};
+use crate::acme::challenge::ACME_TLS_ALPN;
 
 /// The largest ClientHello read before giving up (a hello with large key
 /// shares is under 2 KiB; TLS caps a handshake message at 16 MiB, we don't).
@@ -31,6 +32,7 @@ const HANDSHAKE_RECORD: u8 = 0x16;
 /// TLS alert descriptions sent before rustls takes over.
 const ALERT_ILLEGAL_PARAMETER: u8 = 47;
 const ALERT_UNRECOGNIZED_NAME: u8 = 112;
+const ALERT_NO_APPLICATION_PROTOCOL: u8 = 120;
 
 /// Why a connection got no TLS session.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +52,12 @@ pub enum Refused {
     /// No certificate may be served for this name.
     #[error("no certificate for {0:?}")]
     NoCertificate(Option<String>),
+    /// An `acme-tls/1` handshake no order awaits.
+    #[error("acme-tls/1 for {0:?}, which no order awaits")]
+    NoChallenge(Option<String>),
+    /// A TLS-ALPN-01 challenge was answered (the connection ends there).
+    #[error("TLS-ALPN-01 challenge answered")]
+    AcmeChallenge,
     /// The handshake did not finish in time.
     #[error("handshake timed out")]
     Timeout,
@@ -59,63 +67,119 @@ pub enum Refused {
 }
 
 impl Tls {
-    /// Runs the handshake on `stream` under the handshake timeout.
-    pub async fn handshake(&self, stream: TcpStream) -> Result<TlsStream<TcpStream>, Refused> {
-        match tokio::time::timeout(self.handshake_timeout, self.handshake_inner(stream)).await {
-            Ok(done) => done,
-            Err(_) => Err(Refused::Timeout),
-        }
-    }
-
-    async fn handshake_inner(
-        &self,
-        mut stream: TcpStream,
-    ) -> Result<TlsStream<TcpStream>, Refused> {
-        let mut acceptor = Acceptor::default();
-        // Every byte read so far: the ClientHello, for the SNI check.
-        let mut raw = Vec::with_capacity(2048);
-        let mut buf = [0u8; 4096];
-        let accepted = loop {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-            }
-            if raw.is_empty() && buf[0] != HANDSHAKE_RECORD {
-                return Err(refuse_not_tls(stream, &buf[..n]).await);
-            }
-            raw.extend_from_slice(&buf[..n]);
-            if raw.len() > MAX_HELLO {
-                return Err(Refused::NotTls);
-            }
-            let mut fed = &buf[..n];
-            while !fed.is_empty() {
-                acceptor.read_tls(&mut fed)?;
-            }
-            match acceptor.accept() {
-                Ok(Some(accepted)) => break accepted,
-                Ok(None) => continue,
-                Err((error, mut alert)) => {
-                    let mut out = Vec::new();
-                    let _ = alert.write_all(&mut out);
-                    let _ = stream.write_all(&out).await;
-                    return Err(Refused::Hello(error));
-                }
-            }
-        };
+    /// Runs the handshake on `stream`: the ClientHello and the rest each
+    /// under the handshake timeout; in between, a first handshake for a
+    /// routed branch host may wait (`--acme-on-demand-timeout`) while ACME
+    /// issues its certificate.
+    pub async fn handshake(&self, mut stream: TcpStream) -> Result<TlsStream<TcpStream>, Refused> {
+        let (accepted, raw) = self.timed(read_hello(&mut stream)).await?;
         let hello = accepted.client_hello();
         let sni = hello.server_name().map(str::to_owned);
+        let acme_tls = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if acme_tls {
+            return self
+                .timed(self.answer_alpn_challenge(accepted, stream, sni))
+                .await;
+        }
         if sni.is_none() && sni_is_ip(&raw) {
             send_alert(&mut stream, ALERT_ILLEGAL_PARAMETER).await;
             return Err(Refused::IpSni);
         }
-        if self.selector.select(sni.as_deref()).is_none() {
+        let mut selected = self.selector.choose(sni.as_deref());
+        if let (Selected::Fallback(_) | Selected::Nothing, Some(acme), Some(host)) =
+            (&selected, &self.selector.acme, &sni)
+        {
+            let host = host.to_ascii_lowercase();
+            if acme.wants_on_demand(&host) && acme.on_demand(&host).await {
+                selected = self.selector.choose(sni.as_deref());
+            }
+        }
+        if let Selected::Nothing = selected {
             send_alert(&mut stream, ALERT_UNRECOGNIZED_NAME).await;
             return Err(Refused::NoCertificate(sni));
         }
-        let tls = StartHandshake::from_parts(accepted, stream)
-            .into_stream(self.config().clone())
+        let tls = self
+            .timed(StartHandshake::from_parts(accepted, stream).into_stream(self.config().clone()))
             .await?;
         Ok(tls)
+    }
+
+    async fn timed<T, E>(&self, f: impl Future<Output = Result<T, E>>) -> Result<T, Refused>
+    where
+        Refused: From<E>,
+    {
+        match tokio::time::timeout(self.handshake_timeout, f).await {
+            Ok(done) => done.map_err(Refused::from),
+            Err(_) => Err(Refused::Timeout),
+        }
+    }
+
+    /// TLS-ALPN-01 (RFC 8737): a handshake offering `acme-tls/1` gets the
+    /// challenge certificate for its SNI, and the connection ends there.
+    async fn answer_alpn_challenge(
+        &self,
+        accepted: rustls::server::Accepted,
+        mut stream: TcpStream,
+        sni: Option<String>,
+    ) -> Result<TlsStream<TcpStream>, Refused> {
+        let config = match (&self.alpn_config, &sni) {
+            (Some(config), Some(host))
+                if self.selector.acme.as_ref().is_some_and(|a| {
+                    a.challenges.alpn_cert(&host.to_ascii_lowercase()).is_some()
+                }) =>
+            {
+                config.clone()
+            }
+            _ => {
+                send_alert(&mut stream, ALERT_NO_APPLICATION_PROTOCOL).await;
+                return Err(Refused::NoChallenge(sni));
+            }
+        };
+        let mut tls = StartHandshake::from_parts(accepted, stream)
+            .into_stream(config)
+            .await?;
+        let _ = tls.shutdown().await;
+        debug!(sni = ?sni, "TLS-ALPN-01 challenge answered");
+        Err(Refused::AcmeChallenge)
+    }
+}
+
+/// Reads the ClientHello: the accepted hello, and every byte read (for the
+/// SNI check). Plain HTTP is answered here.
+async fn read_hello(
+    stream: &mut TcpStream,
+) -> Result<(rustls::server::Accepted, Vec<u8>), Refused> {
+    let mut acceptor = Acceptor::default();
+    let mut raw = Vec::with_capacity(2048);
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        }
+        if raw.is_empty() && buf[0] != HANDSHAKE_RECORD {
+            return Err(refuse_not_tls(stream, &buf[..n]).await);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if raw.len() > MAX_HELLO {
+            return Err(Refused::NotTls);
+        }
+        let mut fed = &buf[..n];
+        while !fed.is_empty() {
+            acceptor.read_tls(&mut fed)?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => return Ok((accepted, raw)),
+            Ok(None) => continue,
+            Err((error, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = stream.write_all(&out).await;
+                return Err(Refused::Hello(error));
+            }
+        }
     }
 }
 
@@ -131,7 +195,7 @@ const PLAIN_HTTP_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>400 The plain
 <body><h1>400 Bad Request</h1><p>The plain HTTP request was sent to HTTPS port.</p><hr><p>branchgate</p></body></html>\n";
 
 /// Answers a plain HTTP request with 400 and closes; closes on anything else.
-async fn refuse_not_tls(mut stream: TcpStream, first: &[u8]) -> Refused {
+async fn refuse_not_tls(stream: &mut TcpStream, first: &[u8]) -> Refused {
     if !first[0].is_ascii_uppercase() {
         return Refused::NotTls;
     }

@@ -29,6 +29,8 @@ pub struct Cert {
     pub names: Names,
     /// Where it came from (for logs).
     pub file: PathBuf,
+    /// The leaf's `notBefore`, in seconds since the epoch.
+    pub not_before: i64,
     /// The leaf's `notAfter`, in seconds since the epoch.
     pub not_after: i64,
 }
@@ -48,7 +50,7 @@ impl Cert {
         let Some(leaf) = chain.first() else {
             return Err("holds no certificate".into());
         };
-        let (names, not_after) = leaf_facts(leaf)?;
+        let (names, not_before, not_after) = leaf_facts(leaf)?;
         let now = unix_now();
         if not_after < now {
             return Err(format!("expired {} ago", ago(now - not_after)));
@@ -66,6 +68,7 @@ impl Cert {
             key: Arc::new(key),
             names,
             file: file.to_owned(),
+            not_before,
             not_after,
         })
     }
@@ -95,8 +98,8 @@ pub fn name_covers(name: &str, host: &str) -> bool {
 /// DNS names, lower case.
 type Names = Box<[Box<str>]>;
 
-/// The leaf's DNS SANs and `notAfter`.
-fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Names, i64), String> {
+/// The leaf's DNS SANs, `notBefore` and `notAfter`.
+fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Names, i64, i64), String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(leaf.as_ref())
         .map_err(|e| format!("the first certificate does not parse ({e})"))?;
@@ -112,7 +115,12 @@ fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Names, i64), String> {
             }
         }
     }
-    Ok((names.into(), cert.validity().not_after.timestamp()))
+    let validity = cert.validity();
+    Ok((
+        names.into(),
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
 }
 
 /// Seconds since the epoch.
@@ -180,6 +188,12 @@ impl Certs {
     /// `CERT_NAME`: its own, the named one, the parent's, each only if it
     /// covers `host`; else the fallback.
     pub fn select(&self, host: &str, cert_name: Option<&str>) -> Option<&Arc<Cert>> {
+        self.named_for(host, cert_name).or(self.default.as_ref())
+    }
+
+    /// The first of `<host>`, `cert_name` and the parent domain's
+    /// certificate that covers `host`: [`Certs::select`] without the default.
+    pub fn named_for(&self, host: &str, cert_name: Option<&str>) -> Option<&Arc<Cert>> {
         let covering = |name: &str| self.named.get(name).filter(|c| c.covers(host));
         covering(host)
             .or_else(|| cert_name.and_then(covering))
@@ -187,7 +201,6 @@ impl Certs {
                 host.split_once('.')
                     .and_then(|(_, parent)| covering(parent))
             })
-            .or(self.default.as_ref())
     }
 }
 

@@ -24,6 +24,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 
+use crate::acme::Acme;
 use crate::routes::{Lookup, MAX_HOST_LEN, Reader, normalize_host};
 pub use certs::{Cert, Certs};
 
@@ -61,6 +62,8 @@ pub struct Tls {
     /// Chooses a certificate per handshake.
     pub selector: Arc<Selector>,
     config: Arc<ServerConfig>,
+    /// TLS-ALPN-01 handshakes (`acme-tls/1`), when ACME runs.
+    alpn_config: Option<Arc<ServerConfig>>,
     /// How long a handshake may take, from accept.
     pub handshake_timeout: Duration,
     /// The first HTTPS listener's port: where plain-HTTP requests are redirected.
@@ -96,9 +99,21 @@ impl Tls {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
         config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        let alpn_config = match &selector.acme {
+            Some(acme) => {
+                let mut c = ServerConfig::builder_with_provider(provider())
+                    .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                    .with_no_client_auth()
+                    .with_cert_resolver(Arc::new(AlpnChallenges(acme.clone())));
+                c.alpn_protocols = vec![crate::acme::challenge::ACME_TLS_ALPN.to_vec()];
+                Some(Arc::new(c))
+            }
+            None => None,
+        };
         Ok(Self {
             selector,
             config: Arc::new(config),
+            alpn_config,
             handshake_timeout,
             port,
         })
@@ -112,34 +127,71 @@ impl Tls {
 
 /// Chooses the certificate of a handshake: the certificates in force, and
 /// the route table for the route's `CERT_NAME`. Also rustls' resolver.
+///
+/// Order: the files' own / `CERT_NAME` / parent certificate, then one ACME
+/// holds for the host (or its wildcard), then `default.crt`.
 #[derive(Debug)]
 pub struct Selector {
     /// The certificates in force.
     pub certs: Arc<CertStore>,
     routes: Reader,
+    /// Certificates ACME obtained, and its challenge answers.
+    pub acme: Option<Arc<Acme>>,
+}
+
+/// What a handshake is served.
+pub enum Selected {
+    /// A certificate for the name.
+    Named(Arc<CertifiedKey>),
+    /// The fallback certificate (`default.crt`): the name has none.
+    Fallback(Arc<CertifiedKey>),
+    /// Nothing may be served.
+    Nothing,
 }
 
 impl Selector {
-    /// A selector over `certs` and the routes of `routes`.
-    pub fn new(certs: Arc<CertStore>, routes: Reader) -> Self {
-        Self { certs, routes }
+    /// A selector over `certs`, ACME's certificates, and the routes of `routes`.
+    pub fn new(certs: Arc<CertStore>, routes: Reader, acme: Option<Arc<Acme>>) -> Self {
+        Self {
+            certs,
+            routes,
+            acme,
+        }
     }
 
     /// The certificate for a handshake naming `sni` (`None`: no SNI);
     /// `None` when nothing may be served.
     pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        match self.choose(sni) {
+            Selected::Named(k) | Selected::Fallback(k) => Some(k),
+            Selected::Nothing => None,
+        }
+    }
+
+    /// The certificate for a handshake naming `sni`, and whether it names
+    /// the host or is the fallback.
+    pub fn choose(&self, sni: Option<&str>) -> Selected {
         let certs = self.certs.load();
+        let fallback = || match certs.fallback() {
+            Some(c) => Selected::Fallback(c.key.clone()),
+            None => Selected::Nothing,
+        };
         let mut buf = [0; MAX_HOST_LEN];
-        let cert = match sni.map(|s| normalize_host(s, &mut buf)) {
-            None => certs.fallback(),
+        match sni.map(|s| normalize_host(s, &mut buf)) {
+            None => fallback(),
             // Not a host name: nothing to serve.
-            Some(None) => None,
+            Some(None) => Selected::Nothing,
             Some(Some(host)) => {
                 let snapshot = self.routes.load();
-                certs.select(host, cert_name(&snapshot, host))
+                if let Some(c) = certs.named_for(host, cert_name(&snapshot, host)) {
+                    return Selected::Named(c.key.clone());
+                }
+                if let Some(c) = self.acme.as_ref().and_then(|a| a.cert_for(host)) {
+                    return Selected::Named(c.key.clone());
+                }
+                fallback()
             }
-        };
-        cert.map(|c| c.key.clone())
+        }
     }
 }
 
@@ -150,6 +202,17 @@ pub fn cert_name<'a>(snapshot: &'a crate::routes::Snapshot, host: &str) -> Optio
     match snapshot.table().lookup(host, "/") {
         Lookup::Found(route, _) => route.policy.cert_name.as_deref(),
         _ => None,
+    }
+}
+
+/// Serves TLS-ALPN-01 certificates by SNI.
+#[derive(Debug)]
+struct AlpnChallenges(Arc<Acme>);
+
+impl ResolvesServerCert for AlpnChallenges {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let host = hello.server_name()?.to_ascii_lowercase();
+        self.0.challenges.alpn_cert(&host)
     }
 }
 

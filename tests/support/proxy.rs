@@ -107,6 +107,10 @@ impl ProxyBuilder {
         if !self.args.iter().any(|a| a.starts_with("--workers")) {
             argv.extend(["--workers".into(), "1".into()]);
         }
+        // ACME only where a test asks for it (it would use /data and Let's Encrypt).
+        if !self.args.iter().any(|a| a.starts_with("--acme")) {
+            argv.extend(["--acme".into(), "off".into()]);
+        }
         argv.extend(self.args);
         let config = <branchgate::Config as clap::Parser>::try_parse_from(argv).unwrap();
         let bound = branchgate::bind(config).await.unwrap();
@@ -196,6 +200,11 @@ impl ProxyProcess {
                 &[][..]
             } else {
                 &["--workers", "1"][..]
+            })
+            .args(if args.iter().any(|a| a.starts_with("--acme")) {
+                &[][..]
+            } else {
+                &["--acme", "off"][..]
             })
             .arg("--routes")
             .arg(&routes)
