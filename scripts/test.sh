@@ -45,6 +45,8 @@ need_pkg() { # need_pkg COMMAND PACKAGE...
 log "checking tools"
 # Headless Chromium for tests/browser.rs (skipped loudly without it, off CI).
 need_pkg chromium chromium || true
+# Pebble (ACME test CA) and pebble-challtestsrv for tests/support/pebble.rs (skipped loudly without it, off CI).
+need_pkg pebble pebble || true
 if [ "$LOAD_SECONDS" != 0 ]; then
     need_pkg nginx nginx-light
     need_pkg wrk wrk
