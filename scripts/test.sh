@@ -47,6 +47,9 @@ log "checking tools"
 need_pkg chromium chromium || true
 # Pebble (ACME test CA) and pebble-challtestsrv for tests/support/pebble.rs (skipped loudly without it, off CI).
 need_pkg pebble pebble || true
+# knotd (and kdig) for tests/acme_dns.rs: RFC 2136 + TSIG against a real server.
+need_pkg knotd knot || true
+need_pkg kdig knot-dnsutils || true
 if [ "$LOAD_SECONDS" != 0 ]; then
     need_pkg nginx nginx-light
     need_pkg wrk wrk

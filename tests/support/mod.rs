@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod client;
 pub mod docker;
+pub mod knot;
 pub mod pebble;
 pub mod proxy;
 pub mod raw;
