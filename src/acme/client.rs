@@ -116,6 +116,12 @@ pub enum OrderError {
 }
 
 impl OrderError {
+    /// Whether the CA says the account does not exist (RFC 8555 7.3.1).
+    pub fn account_gone(&self) -> bool {
+        matches!(self, Self::Acme(instant_acme::Error::Api(p))
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"))
+    }
+
     /// Whether trying the next challenge kind could help.
     pub fn is_validation(&self) -> bool {
         matches!(
@@ -267,11 +273,17 @@ pub async fn order(
     replaces: Option<CertificateIdentifier<'static>>,
 ) -> Result<Issued, OrderError> {
     let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-    let mut new = NewOrder::new(&ids);
-    if let Some(r) = replaces {
-        new = new.replaces(r);
-    }
-    let mut order = account.new_order(&new).await?;
+    let mut order = match replaces {
+        // ARI's `replaces` where the CA offers ARI; instant-acme refuses it
+        // up front (no request made) where it does not.
+        Some(r) => match account.new_order(&NewOrder::new(&ids).replaces(r)).await {
+            Err(instant_acme::Error::Unsupported(_)) => {
+                account.new_order(&NewOrder::new(&ids)).await?
+            }
+            placed => placed?,
+        },
+        None => account.new_order(&NewOrder::new(&ids)).await?,
+    };
     debug!(names = ?names, url = order.url(), "ACME order placed");
     let mut published = Vec::new();
     let result = validate(&mut order, kind, solvers, &mut published).await;

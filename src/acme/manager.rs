@@ -243,12 +243,12 @@ impl Manager {
         for (id, Wanted { names, .. }) in wanted {
             if !self.entries.contains_key(&id) {
                 let mut entry = Entry::new(names);
-                if let Some(c) = self.kept.remove(&id) {
-                    if entry.names.iter().all(|n| c.covers(n)) {
-                        entry.renew_at = renew_at(&c);
-                        entry.state = "valid";
-                        entry.cert = Some(c);
-                    }
+                if let Some(c) = self.kept.remove(&id)
+                    && entry.names.iter().all(|n| c.covers(n))
+                {
+                    entry.renew_at = renew_at(&c);
+                    entry.state = "valid";
+                    entry.cert = Some(c);
                 }
                 self.entries.insert(id, entry);
             }
@@ -479,7 +479,12 @@ async fn obtain(ctx: &Ctx, id: &str, names: &[String], old: Option<Arc<Cert>>) -
                 last = e;
                 continue;
             }
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => {
+                if e.account_gone() {
+                    forget_account(ctx).await;
+                }
+                return Outcome::Failed(e);
+            }
         };
         let (crt, _) = ctx.store.cert_paths(id);
         let cert = match Cert::parse(
@@ -528,6 +533,22 @@ async fn spend_budget(ctx: &Ctx) -> Option<Outcome> {
         return Some(Outcome::Failed(OrderError::Store(e)));
     }
     None
+}
+
+/// The CA no longer knows the stored account (its database was reset, as
+/// Pebble's is on restart): set the credentials aside so the next attempt
+/// registers again. Never done for any other error.
+async fn forget_account(ctx: &Ctx) {
+    *ctx.account.lock().await = None;
+    let path = ctx.store.account_path();
+    let aside = path.with_extension(format!("json.unknown-{}", unix_now()));
+    match std::fs::rename(&path, &aside) {
+        Ok(()) => warn!(
+            moved_to = %aside.display(),
+            "ACME: the CA does not know the stored account; a new one is registered at the next order"
+        ),
+        Err(e) => warn!(error = %e, "ACME: cannot set the unknown account aside"),
+    }
 }
 
 /// The account, restored or created once per process.

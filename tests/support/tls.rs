@@ -159,6 +159,8 @@ pub struct Session {
     pub version: rustls::ProtocolVersion,
     /// Whether the handshake resumed an earlier session.
     pub resumed: bool,
+    /// The served chain, leaf first (DER).
+    pub chain: Vec<CertificateDer<'static>>,
 }
 
 /// How a test client connects.
@@ -236,12 +238,14 @@ impl Client {
         let tcp = TcpStream::connect(addr).await?;
         let stream = connector.connect(name, tcp).await?;
         let (_, conn) = stream.get_ref();
-        let leaf = conn.peer_certificates().unwrap()[0].clone();
+        let chain: Vec<CertificateDer<'static>> = conn.peer_certificates().unwrap().to_vec();
+        let leaf = chain[0].clone();
         let alpn = conn.alpn_protocol().map(<[u8]>::to_vec);
         let version = conn.protocol_version().unwrap();
         let resumed = conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
         Ok(Session {
             resumed,
+            chain,
             cn: common_name(&leaf),
             alpn,
             version,

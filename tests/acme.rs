@@ -1,0 +1,456 @@
+//! ACME against a real CA and a real DNS server, all on loopback: Debian's
+//! Pebble (RFC 8555) validating against branchgate's own listeners, and
+//! Knot taking RFC 2136 updates signed with TSIG for DNS-01. The real
+//! binary runs each time; what the CA did is counted on the CA's side.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::knot::Knot;
+use support::pebble::{Pebble, PebbleOptions};
+use support::tls::{Client, Session};
+use support::{ProxyProcess, eventually, get};
+
+/// Where routes go: nothing listens there; handshakes need no backend.
+const UPSTREAM: &str = "127.0.0.1:9";
+
+/// A CA (and optionally a DNS server) for one test, and the ports branchgate
+/// must listen on for the CA to reach it.
+struct Env {
+    pebble: Pebble,
+    knot: Option<Knot>,
+    http: u16,
+    https: u16,
+    state: tempfile::TempDir,
+    roots: String,
+}
+
+/// A free loopback port (bound and released: the proxy binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Env {
+    async fn start(dns: bool, validity: Option<Duration>) -> Option<Self> {
+        let knot = match dns {
+            true => Some(Knot::start("foo.bar").await?),
+            false => None,
+        };
+        let (http, https) = (free_port(), free_port());
+        let pebble = Pebble::start(PebbleOptions {
+            http_port: http,
+            tls_port: https,
+            dns: knot.as_ref().map(|k| k.addr),
+            validity,
+        })
+        .await?;
+        let roots = String::from_utf8(pebble.issuer_roots().await).unwrap();
+        Some(Self {
+            pebble,
+            knot,
+            http,
+            https,
+            state: tempfile::tempdir().unwrap(),
+            roots,
+        })
+    }
+
+    fn https_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.https))
+    }
+
+    /// The flags that point branchgate at this CA, plus `extra`.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "--http",
+            &format!("127.0.0.1:{}", self.http),
+            "--https",
+            &format!("127.0.0.1:{}", self.https),
+            "--acme",
+            "on",
+            "--acme-directory",
+            &self.pebble.directory,
+            "--acme-ca-root",
+            self.pebble.ca_root.to_str().unwrap(),
+            "--state",
+            self.state.path().to_str().unwrap(),
+            "--acme-retry",
+            "1s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    async fn proxy(&self, routes: &str, extra: &[&str]) -> ProxyProcess {
+        let args = self.args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ProxyProcess::spawn(routes, &args).await
+    }
+
+    /// A handshake for `host` whose chain verifies against the CA's roots
+    /// for that name.
+    async fn verified(&self, host: &str) -> Result<Session, std::io::Error> {
+        let mut client = Client::new(host);
+        client.ca = Some(self.roots.clone());
+        client.connect(self.https_addr()).await
+    }
+
+    /// Waits until `host` is served a certificate that verifies.
+    async fn served(&self, host: &str, limit: Duration) -> Session {
+        eventually(limit, &format!("a verified certificate for {host}"), || async {
+            self.verified(host).await.ok()
+        })
+        .await
+    }
+
+    /// The ACME part of the state directory (one ACME directory here).
+    fn acme_dir(&self) -> PathBuf {
+        let dir = self.state.path().join("acme");
+        let mut entries = std::fs::read_dir(&dir).unwrap();
+        let one = entries.next().expect("a folder per ACME directory").unwrap();
+        one.path()
+    }
+
+    /// `status.json`, by certificate id.
+    fn status(&self) -> serde_json::Value {
+        let text = std::fs::read(self.acme_dir().join("status.json")).unwrap_or_default();
+        serde_json::from_slice(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    async fn status_is(&self, id: &str, state: &str) -> serde_json::Value {
+        eventually(
+            Duration::from_secs(30),
+            &format!("{id} to be {state}"),
+            || async {
+                let s = self.status();
+                (s[id]["state"] == state).then(|| s[id].clone())
+            },
+        )
+        .await
+    }
+}
+
+fn route(host: &str, acme_host: &str) -> String {
+    format!("[[route]]\nhost = \"{host}\"\nupstreams = [\"{UPSTREAM}\"]\nacme_host = \"{acme_host}\"\n\n")
+}
+
+fn branch(role: &str, name: &str) -> String {
+    format!("[[route]]\nbranch = \"{name}\"\nrole = \"{role}\"\nupstreams = [\"{UPSTREAM}\"]\n\n")
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// The leaf's serial (hex), to tell two certificates apart.
+fn serial(session: &Session) -> String {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, c) = X509Certificate::from_der(session.chain[0].as_ref()).unwrap();
+    c.raw_serial_as_string()
+}
+
+#[tokio::test]
+async fn http_01_issues_a_certificate_for_a_labelled_host_and_keeps_keys_private() {
+    let Some(env) = Env::start(false, None).await else {
+        return;
+    };
+    let proxy = env
+        .proxy(
+            &route("a.foo.bar, www.a.foo.bar", "a.foo.bar,www.a.foo.bar"),
+            &["--acme-challenge", "http-01", "--acme-email", "ops@foo.bar"],
+        )
+        .await;
+    for host in ["a.foo.bar", "www.a.foo.bar"] {
+        env.served(host, Duration::from_secs(30)).await;
+    }
+    // One certificate for the SAN list, one order, one account.
+    assert_eq!(env.pebble.orders(), 1);
+    let status = env.status_is("a.foo.bar", "valid").await;
+    assert_eq!(status["names"], serde_json::json!(["a.foo.bar", "www.a.foo.bar"]));
+    assert!(status["not_after"].as_i64().unwrap() > 0);
+    let dir = env.acme_dir();
+    assert_eq!(mode(&dir.join("account.json")), 0o600);
+    assert_eq!(mode(&dir.join("certs/a.foo.bar.key")), 0o600);
+    assert_eq!(mode(&dir.join("certs/a.foo.bar.crt")), 0o644);
+    // No temporary file is left next to them.
+    let names: Vec<String> = std::fs::read_dir(dir.join("certs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // Challenge paths: a token that is not base64url is refused, an unknown one is 404,
+    // and neither reaches a route or a redirect.
+    let http = SocketAddr::from(([127, 0, 0, 1], env.http));
+    let r = get(http, "a.foo.bar", "/.well-known/acme-challenge/..%2Fsecret").await;
+    assert_eq!(r.status, 400);
+    let r = get(http, "a.foo.bar", "/.well-known/acme-challenge/unknownToken_1").await;
+    assert_eq!(r.status, 404);
+    drop(proxy);
+}
+
+#[tokio::test]
+async fn tls_alpn_01_issues_on_the_https_listener() {
+    let Some(env) = Env::start(false, None).await else {
+        return;
+    };
+    let proxy = env
+        .proxy(&route("b.foo.bar", "b.foo.bar"), &["--acme-challenge", "tls-alpn-01"])
+        .await;
+    env.served("b.foo.bar", Duration::from_secs(30)).await;
+    assert_eq!(env.pebble.orders(), 1);
+    // Only TLS-ALPN-01 was tried, and it did not fail.
+    let log = proxy.stderr();
+    let orders: Vec<&String> = log.iter().filter(|l| l.contains("\"ACME order\"")).collect();
+    assert_eq!(orders.len(), 1, "{log:#?}");
+    assert!(orders[0].contains("tls-alpn-01"), "{log:#?}");
+    assert!(!log.iter().any(|l| l.contains("challenge failed")), "{log:#?}");
+}
+
+/// 3 frontends × 3 backends with DNS-01: `foo.bar` + `*.foo.bar`, and one
+/// `*.<be>.foo.bar` per backend — 4 orders — and all 9 `fe.be` hosts verify.
+#[tokio::test]
+async fn dns_01_wildcards_cover_a_branch_matrix_with_backends_plus_one_orders() {
+    let Some(env) = Env::start(true, None).await else {
+        return;
+    };
+    let knot = env.knot.as_ref().unwrap();
+    let mut routes = String::new();
+    for b in ["fe1", "fe2", "fe3"] {
+        routes += &branch("frontend", b);
+    }
+    for b in ["be1", "be2", "be3"] {
+        routes += &branch("backend", b);
+    }
+    let _proxy = env
+        .proxy(
+            &routes,
+            &[
+                "--branch-domain",
+                "foo.bar",
+                "--acme-dns",
+                &knot.dns_spec,
+                "--acme-dns-tsig",
+                &knot.tsig_spec,
+            ],
+        )
+        .await;
+    for fe in ["fe1", "fe2", "fe3"] {
+        for be in ["be1", "be2", "be3"] {
+            env.served(&format!("{fe}.{be}.foo.bar"), Duration::from_secs(60))
+                .await;
+        }
+        env.served(&format!("{fe}.foo.bar"), Duration::from_secs(10)).await;
+    }
+    env.served("foo.bar", Duration::from_secs(10)).await;
+    assert_eq!(env.pebble.orders(), 4, "M + 1 orders on the CA side");
+    let status = env.status();
+    for id in ["foo.bar", "_.be1.foo.bar", "_.be2.foo.bar", "_.be3.foo.bar"] {
+        assert_eq!(status[id]["state"], "valid", "{status:#}");
+    }
+    // The challenge records were removed once validated.
+    assert!(knot.txt("_acme-challenge.be1.foo.bar").await.is_empty());
+}
+
+#[tokio::test]
+async fn dns_01_through_an_exec_hook() {
+    let Some(env) = Env::start(true, None).await else {
+        return;
+    };
+    let knot = env.knot.as_ref().unwrap();
+    // The hook a user writes for their DNS provider: here it drives Knot
+    // with knsupdate, and logs its calls.
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls");
+    let hook = dir.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        format!(
+            "#!/bin/sh\nset -e\necho \"$@\" >> {calls}\n\
+             case $1 in present) op=add ;; cleanup) op=delete ;; *) exit 2 ;; esac\n\
+             printf 'server {ip} {port}\\nzone foo.bar\\nkey hmac-sha256:{key} {secret}\\nupdate %s %s 60 TXT \"%s\"\\nsend\\n' \"$op\" \"$2\" \"$3\" | knsupdate\n",
+            calls = calls.display(),
+            ip = knot.addr.ip(),
+            port = knot.addr.port(),
+            key = knot.key_name,
+            secret = knot.secret,
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook_spec = format!("exec:{}", hook.display());
+    let _proxy = env
+        .proxy(
+            &(branch("frontend", "fe1") + &branch("backend", "be1")),
+            &["--branch-domain", "foo.bar", "--acme-dns", &hook_spec],
+        )
+        .await;
+    env.served("fe1.be1.foo.bar", Duration::from_secs(60)).await;
+    env.served("fe1.foo.bar", Duration::from_secs(60)).await;
+    assert_eq!(env.pebble.orders(), 2);
+    let calls = std::fs::read_to_string(&calls).unwrap();
+    assert!(calls.contains("present _acme-challenge.be1.foo.bar. "), "{calls}");
+    assert!(calls.contains("cleanup _acme-challenge.be1.foo.bar. "), "{calls}");
+}
+
+/// Without DNS-01: the first handshake for a routed branch host waits while
+/// its certificate is issued; 20 at once make exactly one order; names that
+/// do not route, and IPs, make none.
+#[tokio::test]
+async fn on_demand_orders_once_for_a_routed_branch_host_and_never_for_others() {
+    let Some(env) = Env::start(false, None).await else {
+        return;
+    };
+    let routes = branch("frontend", "fe1") + &branch("backend", "be1");
+    let proxy = env.proxy(&routes, &["--branch-domain", "foo.bar"]).await;
+    let mut handshakes = Vec::new();
+    for _ in 0..20 {
+        let env = &env;
+        handshakes.push(async move { env.verified("fe1.be1.foo.bar").await });
+    }
+    let results = futures_util::future::join_all(handshakes).await;
+    for r in &results {
+        if let Err(e) = r {
+            panic!("every first handshake waits for the one order: {e}");
+        }
+    }
+    assert_eq!(env.pebble.orders(), 1);
+    let first = serial(results[0].as_ref().unwrap());
+    assert!(results.iter().all(|r| serial(r.as_ref().unwrap()) == first));
+
+    // A branch host whose frontend is not deployed, a host outside the
+    // branch domain, no SNI (as for an IP): refused, and no order.
+    for host in ["nope.be1.foo.bar", "fe1.nope.foo.bar", "elsewhere.example"] {
+        let err = env.verified(host).await.err().unwrap_or_else(|| panic!("{host}"));
+        assert_eq!(support::tls::alert(&err), "UnrecognisedName", "{host}");
+    }
+    let mut no_sni = Client::new("x");
+    no_sni.sni = None;
+    assert!(no_sni.connect(env.https_addr()).await.is_err());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(env.pebble.orders(), 1, "{:#}", env.status());
+    drop(proxy);
+}
+
+#[tokio::test]
+async fn a_spent_budget_says_so_while_other_names_keep_working() {
+    let Some(env) = Env::start(false, None).await else {
+        return;
+    };
+    let routes = route("one.foo.bar", "one.foo.bar") + &route("two.foo.bar", "two.foo.bar");
+    let proxy = env
+        .proxy(
+            &routes,
+            &["--acme-challenge", "http-01", "--acme-max-orders-per-hour", "1"],
+        )
+        .await;
+    let (issued, waiting) = eventually(Duration::from_secs(30), "one issued, one over budget", || async {
+        let s = env.status();
+        let states = (s["one.foo.bar"]["state"].clone(), s["two.foo.bar"]["state"].clone());
+        match (states.0.as_str()?, states.1.as_str()?) {
+            ("valid", "budget") => Some(("one.foo.bar", "two.foo.bar")),
+            ("budget", "valid") => Some(("two.foo.bar", "one.foo.bar")),
+            _ => None,
+        }
+    })
+    .await;
+    env.served(issued, Duration::from_secs(5)).await;
+    let s = env.status();
+    let err = s[waiting]["last_error"].as_str().unwrap();
+    assert!(err.contains("--acme-max-orders-per-hour 1"), "{err}");
+    assert!(s[waiting]["next_attempt"].as_i64().unwrap() > 0);
+    let logged = proxy
+        .stderr()
+        .iter()
+        .any(|l| l.contains("order budget spent") && l.contains(waiting));
+    assert!(logged, "{:#?}", proxy.stderr());
+    assert_eq!(env.pebble.orders(), 1);
+}
+
+/// Short-lived certificates renew at two thirds of their life; the old one
+/// serves until the new one is stored.
+#[tokio::test]
+async fn renewal_replaces_a_certificate_before_it_expires() {
+    let Some(env) = Env::start(false, Some(Duration::from_secs(24))).await else {
+        return;
+    };
+    let _proxy = env
+        .proxy(&route("r.foo.bar", "r.foo.bar"), &["--acme-challenge", "tls-alpn-01"])
+        .await;
+    let first = serial(&env.served("r.foo.bar", Duration::from_secs(30)).await);
+    let renew_at = env.status_is("r.foo.bar", "valid").await["renew_at"].as_i64().unwrap();
+    let not_after = env.status()["r.foo.bar"]["not_after"].as_i64().unwrap();
+    assert!(renew_at < not_after);
+    let second = eventually(Duration::from_secs(40), "a renewed certificate", || async {
+        // Every handshake meanwhile is served a valid certificate.
+        let s = serial(&env.verified("r.foo.bar").await.expect("served throughout"));
+        (s != first).then_some(s)
+    })
+    .await;
+    assert_ne!(first, second);
+    assert!(env.pebble.orders() >= 2);
+}
+
+#[tokio::test]
+async fn a_restart_reuses_the_account_and_certificates_without_ordering() {
+    let Some(env) = Env::start(false, None).await else {
+        return;
+    };
+    let routes = route("s.foo.bar", "s.foo.bar");
+    let args = ["--acme-challenge", "http-01"];
+    let proxy = env.proxy(&routes, &args).await;
+    let first = serial(&env.served("s.foo.bar", Duration::from_secs(30)).await);
+    env.status_is("s.foo.bar", "valid").await;
+    let account = std::fs::read(env.acme_dir().join("account.json")).unwrap();
+    drop(proxy);
+    let orders = env.pebble.orders();
+
+    let _proxy = env.proxy(&routes, &args).await;
+    let again = env.served("s.foo.bar", Duration::from_secs(5)).await;
+    assert_eq!(serial(&again), first);
+    env.status_is("s.foo.bar", "valid").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(env.pebble.orders(), orders, "no order after a restart");
+    assert_eq!(std::fs::read(env.acme_dir().join("account.json")).unwrap(), account);
+}
+
+/// The CA goes away: what is held keeps serving, a new name fails with its
+/// error in the status and is retried with backoff.
+#[tokio::test]
+async fn a_ca_that_is_down_never_touches_served_certificates() {
+    let Some(mut env) = Env::start(false, None).await else {
+        return;
+    };
+    let proxy = env
+        .proxy(&route("up.foo.bar", "up.foo.bar"), &["--acme-challenge", "http-01"])
+        .await;
+    let first = serial(&env.served("up.foo.bar", Duration::from_secs(30)).await);
+    env.pebble.stop();
+    support::proxy::write_atomically(
+        &proxy.routes,
+        &(route("up.foo.bar", "up.foo.bar") + &route("new.foo.bar", "new.foo.bar")),
+    );
+    let status = eventually(Duration::from_secs(30), "the new name to fail twice", || async {
+        let s = env.status()["new.foo.bar"].clone();
+        (s["state"] == "failed" || s["last_error"].is_string()).then_some(s)
+    })
+    .await;
+    assert!(status["last_error"].as_str().unwrap().contains("ACME server"), "{status:#}");
+    assert!(status["next_attempt"].as_i64().is_some());
+    // Handshakes for the held certificate are unaffected.
+    for _ in 0..5 {
+        let s = env.verified("up.foo.bar").await.expect("still served");
+        assert_eq!(serial(&s), first);
+    }
+    assert_eq!(env.status()["up.foo.bar"]["state"], "valid");
+}
