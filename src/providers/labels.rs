@@ -103,6 +103,10 @@ const CORS: Setting = Setting {
     label: "branchgate.cors",
     env: &[],
 };
+const TLS: Setting = Setting {
+    label: "branchgate.tls",
+    env: &[],
+};
 
 impl Container {
     fn env_var(&self, key: &str) -> Option<&str> {
@@ -209,10 +213,31 @@ pub fn container_route(c: &Container) -> Result<Option<RouteSpec>, LabelError> {
         Some(kv) => parse_cert_name(&kv.1).map_err(|e| c.error(kv, e))?,
         None => None,
     };
-    let acme_hosts = match c.get(&ACME_HOST) {
+    let mut acme_hosts = match c.get(&ACME_HOST) {
         Some(kv) => parse_acme_hosts(&kv.1).map_err(|e| c.error(kv, e))?,
         None => Vec::new(),
     };
+    // `branchgate.tls=acme`: a certificate for the container's exact hosts
+    // (wildcard and regex hosts cannot have one without DNS-01).
+    if let Some(kv) = c.get(&TLS) {
+        match kv.1.to_ascii_lowercase().as_str() {
+            "acme" if acme_hosts.is_empty() => {
+                let exact: Vec<String> = hosts
+                    .iter()
+                    .filter_map(|h| match h {
+                        HostPattern::Exact(name) => Some(name.to_string()),
+                        _ => None,
+                    })
+                    .collect();
+                if exact.is_empty() {
+                    return Err(c.error(kv, "acme needs at least one exact host name"));
+                }
+                acme_hosts = parse_acme_hosts(&exact.join(",")).map_err(|e| c.error(kv, e))?;
+            }
+            "acme" | "" | "off" => {}
+            _ => return Err(c.error(kv, "must be acme or off")),
+        }
+    }
 
     let cors = match c.get(&CORS) {
         Some(kv) => match kv.1.trim().to_ascii_lowercase().as_str() {
@@ -273,6 +298,34 @@ mod tests {
 
     fn route(c: &Container) -> RouteSpec {
         container_route(c).unwrap().unwrap()
+    }
+
+    #[test]
+    fn tls_acme_asks_for_the_exact_hosts_and_letsencrypt_host_wins() {
+        let c = container(
+            &["VIRTUAL_HOST=b.foo.bar,a.foo.bar,*.x.foo.bar"],
+            &[("branchgate.tls", "acme")],
+        );
+        let hosts = route(&c).policy.acme_hosts;
+        assert_eq!(hosts, ["a.foo.bar".into(), "b.foo.bar".into()]);
+        let c = container(
+            &["VIRTUAL_HOST=a.foo.bar", "LETSENCRYPT_HOST=www.a.foo.bar"],
+            &[("branchgate.tls", "acme")],
+        );
+        let hosts = route(&c).policy.acme_hosts;
+        assert_eq!(hosts, ["www.a.foo.bar".into()]);
+        for (env, value, reason) in [
+            (
+                "VIRTUAL_HOST=a.foo.bar",
+                "letsencrypt",
+                "must be acme or off",
+            ),
+            ("VIRTUAL_HOST=*.foo.bar", "acme", "at least one exact host"),
+        ] {
+            let e = container_route(&container(&[env], &[("branchgate.tls", value)])).unwrap_err();
+            assert_eq!(e.key, "branchgate.tls");
+            assert!(e.reason.contains(reason), "{e:?}");
+        }
     }
 
     #[test]
