@@ -108,9 +108,11 @@ impl Env {
 
     /// Waits until `host` is served a certificate that verifies.
     async fn served(&self, host: &str, limit: Duration) -> Session {
-        eventually(limit, &format!("a verified certificate for {host}"), || async {
-            self.verified(host).await.ok()
-        })
+        eventually(
+            limit,
+            &format!("a verified certificate for {host}"),
+            || async { self.verified(host).await.ok() },
+        )
         .await
     }
 
@@ -118,7 +120,10 @@ impl Env {
     fn acme_dir(&self) -> PathBuf {
         let dir = self.state.path().join("acme");
         let mut entries = std::fs::read_dir(&dir).unwrap();
-        let one = entries.next().expect("a folder per ACME directory").unwrap();
+        let one = entries
+            .next()
+            .expect("a folder per ACME directory")
+            .unwrap();
         one.path()
     }
 
@@ -142,7 +147,9 @@ impl Env {
 }
 
 fn route(host: &str, acme_host: &str) -> String {
-    format!("[[route]]\nhost = \"{host}\"\nupstreams = [\"{UPSTREAM}\"]\nacme_host = \"{acme_host}\"\n\n")
+    format!(
+        "[[route]]\nhost = \"{host}\"\nupstreams = [\"{UPSTREAM}\"]\nacme_host = \"{acme_host}\"\n\n"
+    )
 }
 
 fn branch(role: &str, name: &str) -> String {
@@ -177,7 +184,10 @@ async fn http_01_issues_a_certificate_for_a_labelled_host_and_keeps_keys_private
     // One certificate for the SAN list, one order, one account.
     assert_eq!(env.pebble.orders(), 1);
     let status = env.status_is("a.foo.bar", "valid").await;
-    assert_eq!(status["names"], serde_json::json!(["a.foo.bar", "www.a.foo.bar"]));
+    assert_eq!(
+        status["names"],
+        serde_json::json!(["a.foo.bar", "www.a.foo.bar"])
+    );
     assert!(status["not_after"].as_i64().unwrap() > 0);
     let dir = env.acme_dir();
     assert_eq!(mode(&dir.join("account.json")), 0o600);
@@ -194,7 +204,12 @@ async fn http_01_issues_a_certificate_for_a_labelled_host_and_keeps_keys_private
     let http = SocketAddr::from(([127, 0, 0, 1], env.http));
     let r = get(http, "a.foo.bar", "/.well-known/acme-challenge/..%2Fsecret").await;
     assert_eq!(r.status, 400);
-    let r = get(http, "a.foo.bar", "/.well-known/acme-challenge/unknownToken_1").await;
+    let r = get(
+        http,
+        "a.foo.bar",
+        "/.well-known/acme-challenge/unknownToken_1",
+    )
+    .await;
     assert_eq!(r.status, 404);
     drop(proxy);
 }
@@ -205,16 +220,25 @@ async fn tls_alpn_01_issues_on_the_https_listener() {
         return;
     };
     let proxy = env
-        .proxy(&route("b.foo.bar", "b.foo.bar"), &["--acme-challenge", "tls-alpn-01"])
+        .proxy(
+            &route("b.foo.bar", "b.foo.bar"),
+            &["--acme-challenge", "tls-alpn-01"],
+        )
         .await;
     env.served("b.foo.bar", Duration::from_secs(30)).await;
     assert_eq!(env.pebble.orders(), 1);
     // Only TLS-ALPN-01 was tried, and it did not fail.
     let log = proxy.stderr();
-    let orders: Vec<&String> = log.iter().filter(|l| l.contains("\"ACME order\"")).collect();
+    let orders: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("\"ACME order\""))
+        .collect();
     assert_eq!(orders.len(), 1, "{log:#?}");
     assert!(orders[0].contains("tls-alpn-01"), "{log:#?}");
-    assert!(!log.iter().any(|l| l.contains("challenge failed")), "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.contains("challenge failed")),
+        "{log:#?}"
+    );
 }
 
 /// 3 frontends × 3 backends with DNS-01: `foo.bar` + `*.foo.bar`, and one
@@ -250,7 +274,8 @@ async fn dns_01_wildcards_cover_a_branch_matrix_with_backends_plus_one_orders() 
             env.served(&format!("{fe}.{be}.foo.bar"), Duration::from_secs(60))
                 .await;
         }
-        env.served(&format!("{fe}.foo.bar"), Duration::from_secs(10)).await;
+        env.served(&format!("{fe}.foo.bar"), Duration::from_secs(10))
+            .await;
     }
     env.served("foo.bar", Duration::from_secs(10)).await;
     assert_eq!(env.pebble.orders(), 4, "M + 1 orders on the CA side");
@@ -299,8 +324,14 @@ async fn dns_01_through_an_exec_hook() {
     env.served("fe1.foo.bar", Duration::from_secs(60)).await;
     assert_eq!(env.pebble.orders(), 2);
     let calls = std::fs::read_to_string(&calls).unwrap();
-    assert!(calls.contains("present _acme-challenge.be1.foo.bar. "), "{calls}");
-    assert!(calls.contains("cleanup _acme-challenge.be1.foo.bar. "), "{calls}");
+    assert!(
+        calls.contains("present _acme-challenge.be1.foo.bar. "),
+        "{calls}"
+    );
+    assert!(
+        calls.contains("cleanup _acme-challenge.be1.foo.bar. "),
+        "{calls}"
+    );
 }
 
 /// Without DNS-01: the first handshake for a routed branch host waits while
@@ -331,12 +362,25 @@ async fn on_demand_orders_once_for_a_routed_branch_host_and_never_for_others() {
     // A branch host whose frontend is not deployed, a host outside the
     // branch domain, no SNI (as for an IP): refused, and no order.
     for host in ["nope.be1.foo.bar", "fe1.nope.foo.bar", "elsewhere.example"] {
-        let err = env.verified(host).await.err().unwrap_or_else(|| panic!("{host}"));
+        let err = env
+            .verified(host)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{host}"));
         assert_eq!(support::tls::alert(&err), "UnrecognisedName", "{host}");
     }
     let mut no_sni = Client::new("x");
     no_sni.sni = None;
     assert!(no_sni.connect(env.https_addr()).await.is_err());
+    // An IP address as SNI: illegal_parameter (47), before any ACME decision.
+    for ip in [&b"127.0.0.1"[..], b"::1"] {
+        let answer =
+            support::tls::exchange(env.https_addr(), &support::tls::client_hello(ip)).await;
+        assert!(
+            answer.len() >= 7 && answer[0] == 0x15 && answer[6] == 47,
+            "{answer:?}"
+        );
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(env.pebble.orders(), 1, "{:#}", env.status());
     drop(proxy);
@@ -351,18 +395,30 @@ async fn a_spent_budget_says_so_while_other_names_keep_working() {
     let proxy = env
         .proxy(
             &routes,
-            &["--acme-challenge", "http-01", "--acme-max-orders-per-hour", "1"],
+            &[
+                "--acme-challenge",
+                "http-01",
+                "--acme-max-orders-per-hour",
+                "1",
+            ],
         )
         .await;
-    let (issued, waiting) = eventually(Duration::from_secs(30), "one issued, one over budget", || async {
-        let s = env.status();
-        let states = (s["one.foo.bar"]["state"].clone(), s["two.foo.bar"]["state"].clone());
-        match (states.0.as_str()?, states.1.as_str()?) {
-            ("valid", "budget") => Some(("one.foo.bar", "two.foo.bar")),
-            ("budget", "valid") => Some(("two.foo.bar", "one.foo.bar")),
-            _ => None,
-        }
-    })
+    let (issued, waiting) = eventually(
+        Duration::from_secs(30),
+        "one issued, one over budget",
+        || async {
+            let s = env.status();
+            let states = (
+                s["one.foo.bar"]["state"].clone(),
+                s["two.foo.bar"]["state"].clone(),
+            );
+            match (states.0.as_str()?, states.1.as_str()?) {
+                ("valid", "budget") => Some(("one.foo.bar", "two.foo.bar")),
+                ("budget", "valid") => Some(("two.foo.bar", "one.foo.bar")),
+                _ => None,
+            }
+        },
+    )
     .await;
     env.served(issued, Duration::from_secs(5)).await;
     let s = env.status();
@@ -385,10 +441,15 @@ async fn renewal_replaces_a_certificate_before_it_expires() {
         return;
     };
     let _proxy = env
-        .proxy(&route("r.foo.bar", "r.foo.bar"), &["--acme-challenge", "tls-alpn-01"])
+        .proxy(
+            &route("r.foo.bar", "r.foo.bar"),
+            &["--acme-challenge", "tls-alpn-01"],
+        )
         .await;
     let first = serial(&env.served("r.foo.bar", Duration::from_secs(30)).await);
-    let renew_at = env.status_is("r.foo.bar", "valid").await["renew_at"].as_i64().unwrap();
+    let renew_at = env.status_is("r.foo.bar", "valid").await["renew_at"]
+        .as_i64()
+        .unwrap();
     let not_after = env.status()["r.foo.bar"]["not_after"].as_i64().unwrap();
     assert!(renew_at < not_after);
     let second = eventually(Duration::from_secs(40), "a renewed certificate", || async {
@@ -421,7 +482,10 @@ async fn a_restart_reuses_the_account_and_certificates_without_ordering() {
     env.status_is("s.foo.bar", "valid").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(env.pebble.orders(), orders, "no order after a restart");
-    assert_eq!(std::fs::read(env.acme_dir().join("account.json")).unwrap(), account);
+    assert_eq!(
+        std::fs::read(env.acme_dir().join("account.json")).unwrap(),
+        account
+    );
 }
 
 /// The CA goes away: what is held keeps serving, a new name fails with its
@@ -432,7 +496,10 @@ async fn a_ca_that_is_down_never_touches_served_certificates() {
         return;
     };
     let proxy = env
-        .proxy(&route("up.foo.bar", "up.foo.bar"), &["--acme-challenge", "http-01"])
+        .proxy(
+            &route("up.foo.bar", "up.foo.bar"),
+            &["--acme-challenge", "http-01"],
+        )
         .await;
     let first = serial(&env.served("up.foo.bar", Duration::from_secs(30)).await);
     env.pebble.stop();
@@ -440,12 +507,22 @@ async fn a_ca_that_is_down_never_touches_served_certificates() {
         &proxy.routes,
         &(route("up.foo.bar", "up.foo.bar") + &route("new.foo.bar", "new.foo.bar")),
     );
-    let status = eventually(Duration::from_secs(30), "the new name to fail twice", || async {
-        let s = env.status()["new.foo.bar"].clone();
-        (s["state"] == "failed" || s["last_error"].is_string()).then_some(s)
-    })
+    let status = eventually(
+        Duration::from_secs(30),
+        "the new name to fail twice",
+        || async {
+            let s = env.status()["new.foo.bar"].clone();
+            (s["state"] == "failed" || s["last_error"].is_string()).then_some(s)
+        },
+    )
     .await;
-    assert!(status["last_error"].as_str().unwrap().contains("ACME server"), "{status:#}");
+    assert!(
+        status["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("ACME server"),
+        "{status:#}"
+    );
     assert!(status["next_attempt"].as_i64().is_some());
     // Handshakes for the held certificate are unaffected.
     for _ in 0..5 {
@@ -453,4 +530,45 @@ async fn a_ca_that_is_down_never_touches_served_certificates() {
         assert_eq!(serial(&s), first);
     }
     assert_eq!(env.status()["up.foo.bar"]["state"], "valid");
+}
+
+/// Two processes share one state directory (a blue/green restart, two
+/// replicas): the certificate's lock makes one order, the other reads it.
+#[tokio::test]
+async fn two_processes_sharing_a_state_directory_order_a_name_once() {
+    let Some(env) = Env::start(true, None).await else {
+        return;
+    };
+    let knot = env.knot.as_ref().unwrap();
+    // DNS-01 either way: whichever process wins the lock can validate.
+    let dns = [
+        "--acme-dns",
+        &knot.dns_spec,
+        "--acme-dns-tsig",
+        &knot.tsig_spec,
+    ];
+    let routes = route("shared.foo.bar", "shared.foo.bar");
+    let first = env.proxy(&routes, &dns).await;
+    // The second listens elsewhere, on the same state directory.
+    let mut args: Vec<String> = env.args(&dns);
+    for (i, port) in [(1, free_port()), (3, free_port())] {
+        args[i] = format!("127.0.0.1:{port}");
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let second = ProxyProcess::spawn(&routes, &args).await;
+    let a = env.served("shared.foo.bar", Duration::from_secs(30)).await;
+    let second_https = second.https.unwrap();
+    let b = eventually(
+        Duration::from_secs(30),
+        "the second process to serve it",
+        || async {
+            let mut c = Client::new("shared.foo.bar");
+            c.ca = Some(env.roots.clone());
+            c.connect(second_https).await.ok()
+        },
+    )
+    .await;
+    assert_eq!(serial(&a), serial(&b));
+    assert_eq!(env.pebble.orders(), 1);
+    drop((first, second));
 }

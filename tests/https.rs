@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt as _, StreamExt as _};
 use http::{Request, StatusCode, Version};
 use http_body_util::Full;
-use support::tls::{self, Ca, Client, Key};
+use support::tls::{self, Ca, Client, Key, client_hello, exchange};
 use support::{Backend, Proxy, eventually, get, get_with};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -542,49 +542,6 @@ async fn branch_environments_and_their_pages_work_over_https() {
     // The plain-HTTP branch host is redirected to HTTPS like any other.
     let r = get(p.addr, "feature-login.main.foo.bar", "/").await;
     assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
-}
-
-/// A ClientHello that rustls reads, naming `sni`.
-fn client_hello(sni: &[u8]) -> Vec<u8> {
-    fn vec16(v: &[u8]) -> Vec<u8> {
-        let mut out = (v.len() as u16).to_be_bytes().to_vec();
-        out.extend_from_slice(v);
-        out
-    }
-    fn ext(kind: u16, data: &[u8]) -> Vec<u8> {
-        let mut out = kind.to_be_bytes().to_vec();
-        out.extend(vec16(data));
-        out
-    }
-    let mut name = vec![0];
-    name.extend(vec16(sni));
-    let mut exts = ext(0, &vec16(&name));
-    exts.extend(ext(10, &vec16(&[0x00, 0x1d, 0x00, 0x17]))); // x25519, P-256
-    exts.extend(ext(11, &[1, 0])); // point formats
-    exts.extend(ext(13, &vec16(&[0x04, 0x03, 0x08, 0x04, 0x04, 0x01]))); // signature schemes
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[9; 32]);
-    body.push(0);
-    body.extend(vec16(&[0xc0, 0x2b, 0xc0, 0x2f])); // ECDHE AES-128-GCM suites
-    body.extend_from_slice(&[1, 0]);
-    body.extend(vec16(&exts));
-    let mut hs = vec![1];
-    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
-    hs.extend(body);
-    let mut record = vec![0x16, 3, 1];
-    record.extend(vec16(&hs));
-    record
-}
-
-/// Sends `bytes` and reads until the server closes (at most 5 s).
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .expect("the server closes");
-    out
 }
 
 #[tokio::test]
