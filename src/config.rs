@@ -137,7 +137,7 @@ pub struct Config {
 
     /// Wait after a failed order before the next try for that certificate; doubled per
     /// failure, at most a day (Let's Encrypt allows 5 failed validations per host per hour).
-    #[arg(long, env = "BRANCHGATE_ACME_RETRY", value_name = "DURATION", default_value = "10m",
+    #[arg(long, env = "BRANCHGATE_ACME_RETRY", value_name = "DURATION", default_value = "30m",
           value_parser = parse_timeout)]
     pub acme_retry: Duration,
 
