@@ -256,7 +256,7 @@ async fn dns_01_wildcards_cover_a_branch_matrix_with_backends_plus_one_orders() 
     for b in ["be1", "be2", "be3"] {
         routes += &branch("backend", b);
     }
-    let _proxy = env
+    let proxy = env
         .proxy(
             &routes,
             &[
@@ -285,6 +285,16 @@ async fn dns_01_wildcards_cover_a_branch_matrix_with_backends_plus_one_orders() 
     }
     // The challenge records were removed once validated.
     assert!(knot.txt("_acme-challenge.be1.foo.bar").await.is_empty());
+
+    // A backend branch goes away: its certificate is kept (idle, no renewal);
+    // when it comes back, no new order is placed.
+    let without_be3 = routes.replace(&branch("backend", "be3"), "");
+    support::proxy::write_atomically(&proxy.routes, &without_be3);
+    env.status_is("_.be3.foo.bar", "idle").await;
+    support::proxy::write_atomically(&proxy.routes, &routes);
+    env.status_is("_.be3.foo.bar", "valid").await;
+    env.served("fe1.be3.foo.bar", Duration::from_secs(10)).await;
+    assert_eq!(env.pebble.orders(), 4);
 }
 
 #[tokio::test]

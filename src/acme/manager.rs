@@ -39,6 +39,10 @@ const LOCKED_RETRY: i64 = 2;
 #[derive(Debug)]
 struct Entry {
     names: Vec<String>,
+    /// Asked for by a handshake (kept while it routes), not by the routes' labels.
+    on_demand: bool,
+    /// The routes ask for it (labels, `--acme-all-hosts`, branch wildcards).
+    wanted: bool,
     /// All names route now: orders and renewals may be placed.
     routed: bool,
     cert: Option<Arc<Cert>>,
@@ -51,9 +55,11 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(names: Vec<String>) -> Self {
+    fn new(names: Vec<String>, on_demand: bool) -> Self {
         Self {
             names,
+            on_demand,
+            wanted: !on_demand,
             routed: true,
             cert: None,
             renew_at: 0,
@@ -205,7 +211,7 @@ impl Manager {
         if self.entries.contains_key(&id) || self.covered(&host) {
             return false;
         }
-        let mut entry = Entry::new(vec![host]);
+        let mut entry = Entry::new(vec![host], true);
         entry.cert = self.kept.remove(&id);
         if let Some(c) = &entry.cert {
             entry.renew_at = renew_at(c);
@@ -240,9 +246,12 @@ impl Manager {
             }
             self.refused = refused;
         }
+        for (id, e) in &mut self.entries {
+            e.wanted = e.on_demand || wanted.contains_key(id);
+        }
         for (id, Wanted { names, .. }) in wanted {
             if !self.entries.contains_key(&id) {
-                let mut entry = Entry::new(names);
+                let mut entry = Entry::new(names, false);
                 if let Some(c) = self.kept.remove(&id)
                     && entry.names.iter().all(|n| c.covers(n))
                 {
@@ -254,7 +263,9 @@ impl Manager {
             }
         }
         for e in self.entries.values_mut() {
-            let routed = e.names.iter().all(|n| names::name_routes(&snapshot, n));
+            // Kept only while asked for and routed: a label removed, or a
+            // branch gone, stops renewals; the certificate serves until it expires.
+            let routed = e.wanted && e.names.iter().all(|n| names::name_routes(&snapshot, n));
             if routed != e.routed {
                 e.routed = routed;
                 if !routed && e.cert.is_some() && e.state == "valid" {
