@@ -14,6 +14,9 @@
 # 6. testssl.sh against the HTTPS listener: protocols, ciphers, vulnerabilities,
 #    resumption (scripts/testssl.sh; TESTSSL=0 skips)
 # 7. start-to-routable latency over 50 real containers (with BENCH and Docker)
+# 8. ACME orders and time to certificate against Pebble, briefly: a 3x3 branch
+#    matrix, one Docker run (scripts/acme-bench.sh; with BENCH; its Docker
+#    part only with Docker)
 # and prints one closing line: "summary: N passed, M failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -132,6 +135,11 @@ fi
 if [ "$BENCH" != 0 ] && [ "${BRANCHGATE_TEST_DOCKER:-0}" = 1 ]; then
     step "start-to-routable over 50 containers" \
         bash -c 'cargo build --release --bin branchgate && N=50 cargo bench --bench docker_routable'
+fi
+if [ "$BENCH" != 0 ]; then
+    step "ACME orders and time to certificate (3x3, 1 Docker run)" \
+        env ACME_BENCH_SIZES=3x3 ACME_BENCH_DOCKER_RUNS=1 BRANCHGATE_TEST_DOCKER="${BRANCHGATE_TEST_DOCKER:-0}" \
+        CI="$ci" bash scripts/acme-bench.sh
 fi
 
 # Clean up before the closing line so it stays the last thing printed (the
