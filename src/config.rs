@@ -98,8 +98,8 @@ pub struct Config {
     )]
     pub state: PathBuf,
 
-    /// Challenges to try, in order; a failing one falls back to the next. Default: dns-01
-    /// (with --acme-dns), tls-alpn-01, http-01.
+    /// Challenges to try for names that are not wildcards, in order; a failing one falls back
+    /// to the next. Default: tls-alpn-01,http-01. Wildcards always take dns-01.
     #[arg(
         long,
         env = "BRANCHGATE_ACME_CHALLENGE",
@@ -354,18 +354,24 @@ impl Config {
         }
     }
 
-    /// The challenges to try, in order.
+    /// The challenges to try, in order, for names that are not wildcards
+    /// (wildcards take DNS-01 only): `--acme-challenge`, else TLS-ALPN-01
+    /// then HTTP-01 — two kinds, so a failing name stays under Let's
+    /// Encrypt's 5 failed validations per hour at the default retry.
     pub fn acme_challenges(&self) -> Vec<crate::acme::Kind> {
         use crate::acme::Kind;
-        if !self.acme_challenge.is_empty() {
-            return self.acme_challenge.clone();
+        match self.acme_challenge.is_empty() {
+            false => self.acme_challenge.clone(),
+            true => vec![Kind::TlsAlpn01, Kind::Http01],
         }
-        let mut kinds = Vec::new();
-        if self.acme_dns.is_some() {
-            kinds.push(Kind::Dns01);
-        }
-        kinds.extend([Kind::TlsAlpn01, Kind::Http01]);
-        kinds
+    }
+
+    /// Whether DNS-01 may be used for branch-domain wildcards: `--acme-dns`
+    /// is set and `--acme-challenge`, if given, lists `dns-01`.
+    pub fn acme_wildcards(&self) -> bool {
+        self.acme_dns.is_some()
+            && (self.acme_challenge.is_empty()
+                || self.acme_challenge.contains(&crate::acme::Kind::Dns01))
     }
 
     /// Number of worker runtimes to start.

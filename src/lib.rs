@@ -133,6 +133,7 @@ fn acme_for(
         ca_root,
         state: config.state.clone(),
         challenges,
+        wildcards: config.acme_wildcards(),
         dns,
         all_hosts: config.acme_all_hosts,
         on_demand_timeout: config.acme_on_demand_timeout,

@@ -63,6 +63,10 @@ impl Env {
         })
     }
 
+    fn pebble_pid(&self) -> u32 {
+        self.pebble.pid()
+    }
+
     fn https_addr(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.https))
     }
@@ -156,6 +160,16 @@ fn branch(role: &str, name: &str) -> String {
     format!("[[route]]\nbranch = \"{name}\"\nrole = \"{role}\"\nupstreams = [\"{UPSTREAM}\"]\n\n")
 }
 
+/// Sends a signal to a process this test started.
+fn proxy_signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid}");
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -183,7 +197,19 @@ async fn http_01_issues_a_certificate_for_a_labelled_host_and_keeps_keys_private
     }
     // One certificate for the SAN list, one order, one account.
     assert_eq!(env.pebble.orders(), 1);
-    let status = env.status_is("a.foo.bar", "valid").await;
+    let id = eventually(
+        Duration::from_secs(5),
+        "the a.foo.bar certificate",
+        || async {
+            env.status()
+                .as_object()?
+                .keys()
+                .find(|k| k.starts_with("a.foo.bar-"))
+                .cloned()
+        },
+    )
+    .await;
+    let status = env.status_is(&id, "valid").await;
     assert_eq!(
         status["names"],
         serde_json::json!(["a.foo.bar", "www.a.foo.bar"])
@@ -191,8 +217,8 @@ async fn http_01_issues_a_certificate_for_a_labelled_host_and_keeps_keys_private
     assert!(status["not_after"].as_i64().unwrap() > 0);
     let dir = env.acme_dir();
     assert_eq!(mode(&dir.join("account.json")), 0o600);
-    assert_eq!(mode(&dir.join("certs/a.foo.bar.key")), 0o600);
-    assert_eq!(mode(&dir.join("certs/a.foo.bar.crt")), 0o644);
+    assert_eq!(mode(&dir.join(format!("certs/{id}.key"))), 0o600);
+    assert_eq!(mode(&dir.join(format!("certs/{id}.crt"))), 0o644);
     // No temporary file is left next to them.
     let names: Vec<String> = std::fs::read_dir(dir.join("certs"))
         .unwrap()
@@ -204,13 +230,15 @@ async fn http_01_issues_a_certificate_for_a_labelled_host_and_keeps_keys_private
     let http = SocketAddr::from(([127, 0, 0, 1], env.http));
     let r = get(http, "a.foo.bar", "/.well-known/acme-challenge/..%2Fsecret").await;
     assert_eq!(r.status, 400);
+    // A well-formed token no order waits on goes to the route (a backend may
+    // run its own ACME client): here its upstream is down, hence 502.
     let r = get(
         http,
         "a.foo.bar",
         "/.well-known/acme-challenge/unknownToken_1",
     )
     .await;
-    assert_eq!(r.status, 404);
+    assert_eq!(r.status, 502);
     drop(proxy);
 }
 
@@ -280,9 +308,26 @@ async fn dns_01_wildcards_cover_a_branch_matrix_with_backends_plus_one_orders() 
     env.served("foo.bar", Duration::from_secs(10)).await;
     assert_eq!(env.pebble.orders(), 4, "M + 1 orders on the CA side");
     let status = env.status();
-    for id in ["foo.bar", "_.be1.foo.bar", "_.be2.foo.bar", "_.be3.foo.bar"] {
-        assert_eq!(status[id]["state"], "valid", "{status:#}");
+    let all = status.as_object().unwrap();
+    assert_eq!(all.len(), 4, "{status:#}");
+    for (id, s) in all {
+        assert_eq!(s["state"], "valid", "{id}: {status:#}");
     }
+    for be in ["be1", "be2", "be3"] {
+        let id = format!("_.{be}.foo.bar");
+        assert_eq!(
+            status[&id]["names"],
+            serde_json::json!([format!("*.{be}.foo.bar")])
+        );
+    }
+    let pair = all
+        .keys()
+        .find(|id| id.starts_with("foo.bar-"))
+        .expect("foo.bar + *.foo.bar");
+    assert_eq!(
+        status[pair]["names"],
+        serde_json::json!(["foo.bar", "*.foo.bar"])
+    );
     // The challenge records were removed once validated.
     assert!(knot.txt("_acme-challenge.be1.foo.bar").await.is_empty());
 
@@ -391,7 +436,8 @@ async fn on_demand_orders_once_for_a_routed_branch_host_and_never_for_others() {
             "{answer:?}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Refusals are decided in the handshake, before anything reaches the
+    // manager: the count is final.
     assert_eq!(env.pebble.orders(), 1, "{:#}", env.status());
     drop(proxy);
 }
@@ -489,8 +535,10 @@ async fn a_restart_reuses_the_account_and_certificates_without_ordering() {
     let _proxy = env.proxy(&routes, &args).await;
     let again = env.served("s.foo.bar", Duration::from_secs(5)).await;
     assert_eq!(serial(&again), first);
-    env.status_is("s.foo.bar", "valid").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The stored certificate is in force from the first publish: an order
+    // would have started before this status was written.
+    let status = env.status_is("s.foo.bar", "valid").await;
+    assert!(status["renew_at"].as_i64().unwrap() > 0);
     assert_eq!(env.pebble.orders(), orders, "no order after a restart");
     assert_eq!(
         std::fs::read(env.acme_dir().join("account.json")).unwrap(),
@@ -502,7 +550,8 @@ async fn a_restart_reuses_the_account_and_certificates_without_ordering() {
 /// error in the status and is retried with backoff.
 #[tokio::test]
 async fn a_ca_that_is_down_never_touches_served_certificates() {
-    let Some(mut env) = Env::start(false, None).await else {
+    // 45 s certificates: renewal falls due (at about 28 s) while the CA is down.
+    let Some(mut env) = Env::start(false, Some(Duration::from_secs(45))).await else {
         return;
     };
     let proxy = env
@@ -540,6 +589,97 @@ async fn a_ca_that_is_down_never_touches_served_certificates() {
         assert_eq!(serial(&s), first);
     }
     assert_eq!(env.status()["up.foo.bar"]["state"], "valid");
+    // Its renewal fails in turn: the status says so, the certificate in
+    // force keeps serving until it expires.
+    let renewal = env.status_is("up.foo.bar", "failed").await;
+    assert!(
+        renewal["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("ACME server"),
+        "{renewal:#}"
+    );
+    assert!(renewal["not_after"].as_i64().is_some());
+    let s = env
+        .verified("up.foo.bar")
+        .await
+        .expect("served while its renewal fails");
+    assert_eq!(serial(&s), first);
+}
+
+/// The first challenge kind fails (nothing answers TLS-ALPN-01 where the
+/// CA looks): the next one is tried with a new order, and succeeds.
+#[tokio::test]
+async fn a_failing_challenge_falls_back_to_the_next() {
+    let Some(env) = Env::start(false, None).await else {
+        return;
+    };
+    // The proxy's HTTPS listener is not where Pebble validates TLS-ALPN-01.
+    let mut args = env.args(&["--acme-challenge", "tls-alpn-01,http-01"]);
+    let https = format!("127.0.0.1:{}", free_port());
+    args[3] = https.clone();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = ProxyProcess::spawn(&route("f.foo.bar", "f.foo.bar"), &args).await;
+    let status = env.status_is("f.foo.bar", "valid").await;
+    assert!(status["last_error"].is_null());
+    let mut c = Client::new("f.foo.bar");
+    c.ca = Some(env.roots.clone());
+    c.connect(https.parse().unwrap())
+        .await
+        .expect("served after the fallback");
+    assert_eq!(env.pebble.orders(), 2, "one order per challenge kind tried");
+    let log = proxy.stderr();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("challenge failed") && l.contains("tls-alpn-01")),
+        "{log:#?}"
+    );
+}
+
+/// A CA that hangs: the first handshake for a branch host gives up after
+/// --acme-on-demand-timeout; once the order failed, the next handshakes are
+/// refused at once (the negative cache) until the backoff ends.
+#[tokio::test]
+async fn on_demand_waits_are_bounded_and_failures_are_remembered() {
+    let Some(mut env) = Env::start(false, None).await else {
+        return;
+    };
+    let routes = branch("frontend", "fe1") + &branch("backend", "be1");
+    let mut args = env.args(&[
+        "--branch-domain",
+        "foo.bar",
+        "--acme-on-demand-timeout",
+        "2s",
+    ]);
+    let retry = args.iter().position(|a| a == "--acme-retry").unwrap();
+    args[retry + 1] = "1h".into();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let proxy = ProxyProcess::spawn(&routes, &args).await;
+    // Frozen: connections are accepted by the kernel and never answered.
+    proxy_signal(env.pebble_pid(), "STOP");
+    let started = std::time::Instant::now();
+    let err = env
+        .verified("fe1.be1.foo.bar")
+        .await
+        .err()
+        .expect("no certificate");
+    assert_eq!(support::tls::alert(&err), "UnrecognisedName");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(2) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    // The CA answers again, refusing: the order fails and is remembered.
+    proxy_signal(env.pebble_pid(), "CONT");
+    env.pebble.stop();
+    env.status_is("fe1.be1.foo.bar", "failed").await;
+    let started = std::time::Instant::now();
+    assert!(env.verified("fe1.be1.foo.bar").await.is_err());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused without waiting"
+    );
+    drop(proxy);
 }
 
 /// Two processes share one state directory (a blue/green restart, two

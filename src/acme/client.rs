@@ -207,7 +207,19 @@ pub async fn account(
             .map_err(|e| OrderError::Acme(instant_acme::Error::Other(e.into())))
     };
     let path = store.account_path();
-    if let Ok(text) = std::fs::read(&path) {
+    // Only a missing file means "no account yet": any other read error must
+    // not lead to registering a second account over the first.
+    let existing = match std::fs::read(&path) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(OrderError::Store(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            )));
+        }
+    };
+    if let Some(text) = existing {
         match serde_json::from_slice::<AccountCredentials>(&text) {
             Ok(creds) => return Ok(builder()?.from_credentials(creds).await?),
             Err(e) => {
@@ -275,9 +287,11 @@ pub async fn order(
     let ids: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let mut order = match replaces {
         // ARI's `replaces` where the CA offers ARI; instant-acme refuses it
-        // up front (no request made) where it does not.
+        // up front (no request made) where it does not. A CA that rejects
+        // it (already replaced by an earlier attempt, issued to an account
+        // since set aside) gets a plain order: a renewal must not stall.
         Some(r) => match account.new_order(&NewOrder::new(&ids).replaces(r)).await {
-            Err(instant_acme::Error::Unsupported(_)) => {
+            Err(instant_acme::Error::Unsupported(_) | instant_acme::Error::Api(_)) => {
                 account.new_order(&NewOrder::new(&ids)).await?
             }
             placed => placed?,
@@ -352,14 +366,21 @@ async fn validate(
         }
         challenge.set_ready().await?;
     }
-    match order.poll_ready(&POLL).await? {
-        OrderStatus::Ready | OrderStatus::Valid => Ok(()),
-        status => Err(OrderError::Validation {
+    match order.poll_ready(&POLL).await {
+        Ok(OrderStatus::Ready | OrderStatus::Valid) => Ok(()),
+        Ok(status) => Err(OrderError::Validation {
             kind: kind.name(),
             detail: failure_detail(order)
                 .await
                 .unwrap_or_else(|| format!("order {status:?}")),
         }),
+        // instant-acme reports an order gone invalid with the CA's problem
+        // document: the challenge failed (unauthorized, connection, dns, ...).
+        Err(instant_acme::Error::Api(problem)) => Err(OrderError::Validation {
+            kind: kind.name(),
+            detail: problem.to_string(),
+        }),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -20,6 +20,7 @@ pub mod client;
 pub mod dns;
 pub mod manager;
 pub mod names;
+pub mod order;
 pub mod store;
 
 use std::collections::{BTreeMap, HashMap};
@@ -31,7 +32,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::routes::Reader;
+use crate::routes::{MAX_HOST_LEN, Reader};
 use crate::tls::Cert;
 pub use challenge::Challenges;
 pub use client::Kind;
@@ -56,8 +57,11 @@ pub struct Settings {
     pub ca_root: Option<Vec<u8>>,
     /// The state directory.
     pub state: PathBuf,
-    /// The challenges to try, in order.
+    /// The challenges to try for names that are not wildcards, in order.
     pub challenges: Vec<Kind>,
+    /// DNS-01 may be used for wildcards (`--acme-dns`, and not excluded by
+    /// `--acme-challenge`): branch environments get wildcard certificates.
+    pub wildcards: bool,
     /// DNS-01's solver.
     pub dns: Option<dns::DnsSolver>,
     /// A certificate for every exact host that routes.
@@ -81,8 +85,28 @@ impl Settings {
 
     /// Whether the branch domain is covered by wildcards (DNS-01 is set up).
     pub fn wildcards(&self) -> bool {
-        self.dns.is_some() && self.challenges.contains(&Kind::Dns01)
+        self.wildcards && self.dns.is_some()
     }
+}
+
+/// Where a managed certificate stands.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Asked for, no order yet.
+    Pending,
+    /// An order is in flight.
+    Ordering,
+    /// Held and in force.
+    Valid,
+    /// The last order failed; retried at `next_attempt`.
+    Failed,
+    /// Waiting for the hourly budget.
+    Budget,
+    /// Another process sharing the state directory orders it.
+    Locked,
+    /// Held, no longer asked for or routed: served until it expires, not renewed.
+    Idle,
 }
 
 /// What one managed certificate is doing, for logs, `status.json` and the dashboard.
@@ -90,10 +114,8 @@ impl Settings {
 pub struct Status {
     /// The SANs asked for.
     pub names: Vec<String>,
-    /// `valid`, `ordering`, `pending`, `failed`, `budget` (waiting for the
-    /// hourly budget), `locked` (another process orders it), `idle` (held,
-    /// no longer routed: kept until it expires).
-    pub state: &'static str,
+    /// Where it stands.
+    pub state: State,
     /// The last failure, kept until the next success.
     pub last_error: Option<String>,
     /// When the next order may be placed (unix seconds).
@@ -107,15 +129,24 @@ pub struct Status {
 /// Name → certificate for every certificate ACME holds (each SAN a key).
 pub type Issued = HashMap<Box<str>, Arc<Cert>>;
 
+/// What the manager publishes, whole: the certificates and their status
+/// agree because they are one value.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The certificates in force.
+    pub issued: Issued,
+    /// Every managed certificate's status, by id.
+    pub status: BTreeMap<String, Status>,
+}
+
 /// The ACME side as the listeners see it: certificates, challenge answers,
 /// status, and on-demand requests to the manager.
 #[derive(Debug)]
 pub struct Acme {
     /// Challenge answers in force.
     pub challenges: Challenges,
-    issued: ArcSwap<Issued>,
-    status: ArcSwap<BTreeMap<String, Status>>,
-    /// Bumped whenever `issued` or `status` changes.
+    published: ArcSwap<Published>,
+    /// Bumped whenever `published` changes.
     changed: watch::Sender<u64>,
     requests: mpsc::Sender<String>,
     settings: Settings,
@@ -128,8 +159,7 @@ impl Acme {
         let (requests, rx) = mpsc::channel(REQUEST_QUEUE);
         let acme = Arc::new(Self {
             challenges: Challenges::default(),
-            issued: ArcSwap::default(),
-            status: ArcSwap::default(),
+            published: ArcSwap::default(),
             changed: watch::channel(0).0,
             requests,
             settings,
@@ -146,31 +176,34 @@ impl Acme {
     /// The in-date certificate ACME holds for `host` (lower case): one
     /// naming it, else one whose wildcard covers it.
     pub fn cert_for(&self, host: &str) -> Option<Arc<Cert>> {
-        let issued = self.issued.load();
+        let published = self.published.load();
         let now = crate::tls::certs::unix_now();
         let usable = |c: &&Arc<Cert>| c.covers(host) && !c.expired_at(now);
-        if let Some(c) = issued.get(host).filter(usable) {
+        if let Some(c) = published.issued.get(host).filter(usable) {
             return Some(c.clone());
         }
+        // `*.parent`, spelled on the stack: this runs per handshake.
         let (_, parent) = host.split_once('.')?;
-        let mut wildcard = String::with_capacity(parent.len() + 2);
-        wildcard.push_str("*.");
-        wildcard.push_str(parent);
-        issued.get(wildcard.as_str()).filter(usable).cloned()
+        let mut buf = [0u8; MAX_HOST_LEN + 2];
+        let wildcard = buf.get_mut(..parent.len() + 2)?;
+        wildcard[..2].copy_from_slice(b"*.");
+        wildcard[2..].copy_from_slice(parent.as_bytes());
+        let wildcard = std::str::from_utf8(wildcard).ok()?;
+        published.issued.get(wildcard).filter(usable).cloned()
     }
 
-    /// The status of every managed certificate, by id.
-    pub fn status(&self) -> Arc<BTreeMap<String, Status>> {
-        self.status.load_full()
+    /// The certificates and every managed certificate's status, by id (the
+    /// dashboard's source).
+    pub fn published(&self) -> Arc<Published> {
+        self.published.load_full()
     }
 
     /// Whether a handshake for `host` without a certificate should wait for
-    /// one to be ordered: on-demand is on, the host is under the branch
-    /// domain and routes now.
+    /// one to be ordered: on-demand is on and `host` is a branch host whose
+    /// branches are deployed (never a name a wildcard or regex rule matches:
+    /// those would let any SNI place an order).
     pub fn wants_on_demand(&self, host: &str) -> bool {
-        self.settings.on_demand()
-            && names::under_branch_domain(&self.settings, host)
-            && names::routes_now(&self.routes.load(), host)
+        self.settings.on_demand() && names::branch_routes(&self.routes.load(), host)
     }
 
     /// Asks for a certificate for `host` and waits, at most the on-demand
@@ -180,18 +213,22 @@ impl Acme {
         let mut changed = self.changed.subscribe();
         // A full queue drops the request: the wait times out below.
         let _ = self.requests.try_send(host.to_owned());
+        let id = names::cert_id(host);
         let wait = async {
             loop {
                 if self.cert_for(host).is_some() {
                     return true;
                 }
-                if let Some(s) = self.status.load().get(host)
-                    && matches!(s.state, "failed" | "budget")
+                // The negative cache: a failed order waits for its backoff.
+                let published = self.published.load();
+                if let Some(s) = published.status.get(&id)
+                    && matches!(s.state, State::Failed | State::Budget)
                     && s.next_attempt
                         .is_some_and(|t| t > crate::tls::certs::unix_now())
                 {
                     return false;
                 }
+                drop(published);
                 if changed.changed().await.is_err() {
                     return false;
                 }
@@ -202,9 +239,8 @@ impl Acme {
             .unwrap_or(false)
     }
 
-    fn publish(&self, issued: Issued, status: BTreeMap<String, Status>) {
-        self.issued.store(Arc::new(issued));
-        self.status.store(Arc::new(status));
+    fn publish(&self, published: Published) {
+        self.published.store(Arc::new(published));
         self.changed.send_modify(|g| *g += 1);
     }
 }

@@ -20,7 +20,9 @@ use super::Settings;
 /// One certificate the routes ask for.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Wanted {
-    /// Its id: the first SAN, `*` spelled `_` (a file name in the state directory).
+    /// Its id, a file name in the state directory: the SAN (`*` spelled
+    /// `_`), or for several the first and a hash of the whole list, so two
+    /// lists never share an id and a changed list is a new certificate.
     pub id: String,
     /// Its SANs, sorted, exact names before wildcards.
     pub names: Vec<String>,
@@ -31,16 +33,36 @@ impl Wanted {
     pub fn new(mut names: Vec<String>) -> Self {
         names.sort_by(|a, b| (a.starts_with('*'), a).cmp(&(b.starts_with('*'), b)));
         names.dedup();
-        Self {
-            id: cert_id(&names[0]),
-            names,
-        }
+        let id = match names.len() {
+            1 => cert_id(&names[0]),
+            _ => format!("{}-{:08x}", cert_id(&names[0]), fnv1a(&names.join(","))),
+        };
+        Self { id, names }
     }
 }
 
-/// The file-name id of a certificate whose first SAN is `name`.
+/// The file-name id of a certificate for `name` alone.
 pub fn cert_id(name: &str) -> String {
     name.replace('*', "_")
+}
+
+/// FNV-1a, 32 bits: stable across releases, so ids survive upgrades.
+fn fnv1a(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+/// Whether a public CA can issue for `host`: a dotted name, not
+/// `localhost` nor a name under a suffix reserved for private use.
+pub fn publicly_orderable(host: &str) -> bool {
+    const PRIVATE: [&str; 5] = ["localhost", "local", "internal", "invalid", "home.arpa"];
+    host.contains('.')
+        && host.parse::<IpAddr>().is_err()
+        && !host.starts_with('[')
+        && !PRIVATE
+            .iter()
+            .any(|p| host == *p || host.strip_suffix(p).is_some_and(|r| r.ends_with('.')))
 }
 
 /// Every certificate the routes in `snapshot` ask for, by id; and the
@@ -75,10 +97,8 @@ pub fn wanted(snapshot: &Snapshot, settings: &Settings) -> (BTreeMap<String, Wan
         }
     }
     if settings.all_hosts {
-        for host in table.exact_hosts() {
-            if host.parse::<IpAddr>().is_err() && !host.starts_with('[') {
-                add(vec![host.to_owned()]);
-            }
+        for host in table.exact_hosts().filter(|h| publicly_orderable(h)) {
+            add(vec![host.to_owned()]);
         }
     }
     if settings.wildcards()
@@ -142,12 +162,26 @@ pub fn routes_now(snapshot: &Snapshot, host: &str) -> bool {
     table.find_host(host).is_some()
 }
 
-/// Whether `host` is the branch domain or under it (an on-demand candidate).
-pub fn under_branch_domain(settings: &Settings, host: &str) -> bool {
-    settings
-        .branch_domain
-        .as_deref()
-        .is_some_and(|d| host == d || host.strip_suffix(d).is_some_and(|rest| rest.ends_with('.')))
+/// Whether `host` is a branch host that routes now: the branch domain
+/// itself, `fe.DOMAIN` with frontend `fe` deployed, `fe.be.DOMAIN` with
+/// both deployed. The only names ordered on demand: wildcard and regex
+/// host rules never count here, or any SNI could place an order.
+pub fn branch_routes(snapshot: &Snapshot, host: &str) -> bool {
+    let Some(index) = snapshot.table().branches() else {
+        return false;
+    };
+    match index.lookup(host, "/") {
+        BranchLookup::Matrix => true,
+        BranchLookup::Member(_) => {
+            let labels = &host[..host.len() - index.domain().len() - 1];
+            !labels.contains('.')
+                || matches!(
+                    index.lookup(host, index.api_prefix()),
+                    BranchLookup::Member(_)
+                )
+        }
+        BranchLookup::Missing { .. } | BranchLookup::NotBranch => false,
+    }
 }
 
 #[cfg(test)]
@@ -157,9 +191,32 @@ mod tests {
     #[test]
     fn ids_are_file_names_and_exact_names_come_first() {
         let w = Wanted::new(vec!["*.foo.bar".into(), "foo.bar".into()]);
-        assert_eq!(w.id, "foo.bar");
+        assert!(w.id.starts_with("foo.bar-"), "{}", w.id);
         assert_eq!(w.names, vec!["foo.bar", "*.foo.bar"]);
         let w = Wanted::new(vec!["*.be.foo.bar".into()]);
         assert_eq!(w.id, "_.be.foo.bar");
+        // Lists that share a first name never share an id.
+        let a = Wanted::new(vec!["a.foo.bar".into(), "b.foo.bar".into()]);
+        let c = Wanted::new(vec!["a.foo.bar".into(), "c.foo.bar".into()]);
+        assert_ne!(a.id, c.id);
+        assert_ne!(a.id, Wanted::new(vec!["a.foo.bar".into()]).id);
+    }
+
+    #[test]
+    fn private_names_are_not_ordered_for_all_hosts() {
+        for ok in ["a.foo.bar", "foo.bar", "localhost.foo.bar"] {
+            assert!(publicly_orderable(ok), "{ok}");
+        }
+        for no in [
+            "localhost",
+            "app.localhost",
+            "x.internal",
+            "nas.local",
+            "intranet",
+            "127.0.0.1",
+            "[::1]",
+        ] {
+            assert!(!publicly_orderable(no), "{no}");
+        }
     }
 }

@@ -115,7 +115,21 @@ impl Store {
     /// Takes the lock of certificate `id` without waiting: `None` while
     /// another process holds it.
     pub fn try_lock(&self, id: &str) -> io::Result<Option<Lock>> {
-        let path = self.root.join("locks").join(format!("{id}.lock"));
+        self.flock(
+            &format!("{id}.lock"),
+            FlockOperation::NonBlockingLockExclusive,
+        )
+    }
+
+    /// Takes the lock named `name`, waiting for other processes (blocking:
+    /// call from a blocking thread). For short critical sections only.
+    pub fn lock(&self, name: &str) -> io::Result<Lock> {
+        self.flock(&format!("{name}.lock"), FlockOperation::LockExclusive)
+            .map(|l| l.expect("a blocking lock is taken"))
+    }
+
+    fn flock(&self, file_name: &str, op: FlockOperation) -> io::Result<Option<Lock>> {
+        let path = self.root.join("locks").join(file_name);
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -123,11 +137,25 @@ impl Store {
             .mode(SECRET)
             .open(&path)
             .map_err(|e| with_path(e, &path))?;
-        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        match flock(&file, op) {
             Ok(()) => Ok(Some(Lock { _file: file })),
             Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
             Err(e) => Err(with_path(e.into(), &path)),
         }
+    }
+
+    /// Counts one order against `max` per hour, shared by every process on
+    /// this directory: `Ok(Err((until, used)))` when the budget is spent
+    /// until `until`. Blocking (a lock, a read, an atomic write).
+    pub fn spend_order(&self, max: usize, now: i64) -> io::Result<Result<(), (i64, usize)>> {
+        let _lock = self.lock("orders")?;
+        let recent = self.orders_since(now - 3600);
+        if recent.len() >= max {
+            let oldest = recent.iter().copied().min().unwrap_or(now);
+            return Ok(Err((oldest + 3600, recent.len())));
+        }
+        self.record_order(now, now - 3600)?;
+        Ok(Ok(()))
     }
 
     /// The times (unix seconds) of the orders placed since `since`.
@@ -233,6 +261,16 @@ mod tests {
         assert!(store.try_lock("x").unwrap().is_none());
         drop(held);
         assert!(store.try_lock("x").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_budget_is_spent_then_refused_until_the_oldest_order_is_an_hour_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), "https://ca/dir").unwrap();
+        assert_eq!(store.spend_order(2, 1000).unwrap(), Ok(()));
+        assert_eq!(store.spend_order(2, 1500).unwrap(), Ok(()));
+        assert_eq!(store.spend_order(2, 2000).unwrap(), Err((4600, 2)));
+        assert_eq!(store.spend_order(2, 4601).unwrap(), Ok(()));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use super::policy::{Context, Decoration, Https, policy};
 use super::record::{RequestRecord, Sink};
 use super::respond::{Answer, Reply, respond, wants_json};
 use super::route::route;
-use crate::acme::challenge::HTTP01_PREFIX;
+use crate::acme::challenge::{HTTP01_PREFIX, Http01};
 use crate::routes::MAX_HOST_LEN;
 use crate::upstream::{Pool, RequestBody, Sent};
 
@@ -158,11 +158,16 @@ fn decide(
             err.log(connection.info.peer);
         }
     };
-    // HTTP-01 before any route or redirect (RFC 8555 8.3: port 80, plain HTTP).
+    // HTTP-01 before any route or redirect (RFC 8555 8.3). A well-formed
+    // token no order waits on goes on to the route: a backend may run its
+    // own ACME client.
     if let Some(acme) = &shared.acme
         && let Some(token) = req.uri().path().strip_prefix(HTTP01_PREFIX)
     {
-        return Err(respond(Answer::Acme(acme.challenges.http01(token)), json));
+        match acme.challenges.http01(token) {
+            Http01::Unknown => {}
+            answer => return Err(respond(Answer::Acme(answer), json)),
+        }
     }
     let mut name = [0; MAX_HOST_LEN];
     let routed = route(&snapshot, &req, &mut name).map_err(|answer| {

@@ -293,6 +293,11 @@ impl Pebble {
         self.log.lock().unwrap().clone()
     }
 
+    /// The Pebble process id, while it runs (to freeze it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("Pebble runs").id()
+    }
+
     /// Kills Pebble (by PID) and waits for it: its ports refuse connections
     /// afterwards. pebble-challtestsrv keeps running.
     pub fn stop(&mut self) {
