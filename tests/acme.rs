@@ -722,3 +722,56 @@ async fn two_processes_sharing_a_state_directory_order_a_name_once() {
     assert_eq!(env.pebble.orders(), 1);
     drop((first, second));
 }
+
+/// A bad ACME flag stops start-up with one line naming it, before any
+/// listener serves.
+#[tokio::test]
+async fn bad_acme_flags_stop_start_up_naming_the_flag() {
+    let state = tempfile::tempdir().unwrap();
+    let state = state.path().to_str().unwrap();
+    let base = [
+        "--no-docker",
+        "--http",
+        "127.0.0.1:0",
+        "--https",
+        "127.0.0.1:0",
+        "--acme",
+        "on",
+    ];
+    let cases: [(&[&str], &str); 8] = [
+        (&["--acme-challenge", "nope"], "--acme-challenge"),
+        (
+            &["--acme-directory", "http://ca.example/dir"],
+            "--acme-directory",
+        ),
+        (
+            &["--acme-max-orders-per-hour", "0"],
+            "--acme-max-orders-per-hour",
+        ),
+        (&["--acme-email", "not-an-address"], "--acme-email"),
+        (
+            &["--state", state, "--acme-dns", "rfc2136://127.0.0.1:53"],
+            "--acme-dns",
+        ),
+        (
+            &["--state", state, "--acme-dns-tsig", "k:md5:/nonexistent"],
+            "--acme-dns-tsig",
+        ),
+        (
+            &["--state", state, "--acme-ca-root", "/nonexistent.pem"],
+            "--acme-ca-root",
+        ),
+        (&["--state", "/proc/branchgate-state"], "--state"),
+    ];
+    for (args, flag) in cases {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_branchgate"))
+            .args(base)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| l.contains(flag)).collect();
+        assert!(!lines.is_empty(), "{args:?}: {err}");
+    }
+}
