@@ -3,6 +3,7 @@
 //! `127.0.0.1:0`; waits poll to a deadline.
 #![allow(dead_code, unused_imports)]
 
+pub mod acme;
 pub mod backend;
 pub mod client;
 pub mod docker;
