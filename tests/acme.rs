@@ -303,3 +303,30 @@ async fn bad_acme_flags_stop_start_up_naming_the_flag() {
         assert!(!lines.is_empty(), "{args:?}: {err}");
     }
 }
+
+/// `--acme-all-hosts`: every exact host that routes gets a certificate
+/// without a label; wildcard rules and private names do not.
+#[tokio::test]
+async fn all_hosts_orders_every_exact_public_host() {
+    let Some(env) = Env::start(false, None).await else {
+        return;
+    };
+    let plain =
+        |host: &str| format!("[[route]]\nhost = \"{host}\"\nupstreams = [\"127.0.0.1:9\"]\n\n");
+    let routes = plain("one.foo.bar")
+        + &plain("two.foo.bar")
+        + &plain("*.wild.foo.bar")
+        + &plain("intranet");
+    let _proxy = env
+        .proxy(
+            &routes,
+            &["--acme-all-hosts", "--acme-challenge", "http-01"],
+        )
+        .await;
+    env.served("one.foo.bar", Duration::from_secs(30)).await;
+    env.served("two.foo.bar", Duration::from_secs(30)).await;
+    let status = env.status();
+    let ids: Vec<&String> = status.as_object().unwrap().keys().collect();
+    assert_eq!(ids, ["one.foo.bar", "two.foo.bar"], "{status:#}");
+    assert_eq!(env.pebble.orders(), 2);
+}
