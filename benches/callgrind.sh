@@ -87,7 +87,7 @@ sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$NGX|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND|
     "$SCRIPT_DIR/load/nginx-proxy.conf.tmpl" >"$TMP/proxy.conf"
 
 valgrind --tool=callgrind --callgrind-out-file="$TMP/bg.out" \
-    "$BG_BIN" --http "127.0.0.1:$BG" --https off --routes "$TMP/routes.toml" --workers 1 \
+    "$BG_BIN" --http "127.0.0.1:$BG" --https off --admin off --routes "$TMP/routes.toml" --workers 1 \
     --log-level warn ${BG_ARGS:---access-log off} >"$TMP/bg.log" 2>&1 &
 BG_PID=$!
 PIDS+=("$BG_PID")

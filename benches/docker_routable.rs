@@ -74,6 +74,8 @@ fn main() {
             "1",
             "--access-log",
             "off",
+            "--admin",
+            "off",
         ])
         .args(["--log-format", "json"])
         .stdin(Stdio::null())

@@ -535,6 +535,11 @@ for v in "${VARIANTS[@]}"; do
             flags+=" --https 127.0.0.1:$tls_port --certs $TMP/certs"
             ;;
     esac
+    # No admin listener or ACME for the measured proxies (several run at
+    # once; their defaults are a fixed port and /data), where the binary knows them.
+    if "${V_BIN[$v]}" --help 2>/dev/null | grep -q -- '--admin '; then
+        flags+=" --admin off --acme off"
+    fi
     V_FLAGS[$v]=$flags
     taskset -c "$PROXY_CPU" "${V_BIN[$v]}" --http "127.0.0.1:$port" --routes "$TMP/routes.toml" \
         $flags >"$TMP/$v.stdout" 2>"$err" &

@@ -206,6 +206,7 @@ for leaf in "${LEAVES[@]}"; do
     HTTPS_PORT[$leaf]=$(free_port)
     "$BG_BIN" --http "127.0.0.1:$http_port" --https "127.0.0.1:${HTTPS_PORT[$leaf]}" \
         --certs "$TMP/certs-$leaf" --no-docker --routes "$TMP/routes.toml" --workers 1 \
+        --admin off --acme off \
         >"$TMP/branchgate-$leaf.log" 2>&1 &
     PIDS+=($!)
     wait_listen "$!" "${HTTPS_PORT[$leaf]}" "branchgate ($leaf)" "$TMP/branchgate-$leaf.log"

@@ -141,6 +141,21 @@ pub struct Config {
           value_parser = parse_timeout)]
     pub acme_retry: Duration,
 
+    /// Admin listener: health, readiness and the JSON API, or `off`. Any address other than
+    /// loopback needs --admin-token.
+    #[arg(long, env = "BRANCHGATE_ADMIN", value_name = "ADDR|off", default_value = "127.0.0.1:8081",
+          value_parser = parse_listen)]
+    pub admin: Listen,
+
+    /// Bearer token every admin API request must carry (at least 16 characters).
+    #[arg(
+        long,
+        env = "BRANCHGATE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
     /// Static routes file (TOML), watched for changes.
     #[arg(long, env = "BRANCHGATE_ROUTES", value_name = "FILE")]
     pub routes: Option<PathBuf>,

@@ -35,6 +35,8 @@ pub mod acme;
 
 pub mod proxy;
 
+pub mod admin;
+
 pub mod logging;
 
 pub mod net;
@@ -81,6 +83,8 @@ pub struct Bound {
     certs: Option<tls::dir::CertDir>,
     /// ACME's manager, run once running.
     acme: Option<acme::manager::Manager>,
+    /// The admin listener, unless `--admin off`.
+    admin: Option<admin::Admin>,
 }
 
 /// ACME: the settings from the flags (files read and checked here, so a
@@ -260,6 +264,18 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             (Some(tls), dir)
         }
     };
+    let admin = match config.admin {
+        config::Listen::Off => None,
+        config::Listen::Addr(addr) => Some(admin::Admin::bind(
+            addr,
+            config.admin_token.clone(),
+            admin::Sources {
+                routes: publisher.reader(),
+                certs: tls.as_ref().map(|t| t.selector.certs.clone()),
+                acme: acme.clone(),
+            },
+        )?),
+    };
     let sink: Box<dyn Sink> = match config.access_log {
         config::AccessLogFormat::Off => Box::new(Discard),
         _ => Box::new(AccessLog),
@@ -295,6 +311,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     Ok(Bound {
         certs,
         acme: manager.map(|(_, m)| m),
+        admin,
         config,
         workers,
         shared,
@@ -388,6 +405,11 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::T
 }
 
 impl Bound {
+    /// The admin listener's address, unless `--admin off`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
     /// Every HTTPS listener's address, in `--https` order.
     pub fn https_addrs(&self) -> Vec<SocketAddr> {
         self.addrs(Scheme::Https)
@@ -451,6 +473,9 @@ impl Bound {
             tasks.spawn(demo::serve(l, name, background.clone()));
         }
         tasks.spawn(self.shared.conns.clone().sweep(background.clone()));
+        if let Some(admin) = self.admin {
+            tasks.spawn(admin.run(background.clone()));
+        }
         if let Some(manager) = self.acme {
             tasks.spawn(manager.run(background.clone()));
         }

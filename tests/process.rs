@@ -446,7 +446,7 @@ async fn an_https_listener_that_cannot_bind_stops_start_up_naming_the_flag() {
 #[tokio::test]
 async fn demo_defaults_to_loopback_ports_with_a_self_signed_certificate() {
     use support::tls::Client;
-    for port in [8080, 8443] {
+    for port in [8080, 8443, 8081] {
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
             support::skip_unless_ci(
                 "demo_defaults_to_loopback_ports_with_a_self_signed_certificate",

@@ -179,6 +179,11 @@ impl Certs {
         self.named.len() + usize::from(self.default.is_some())
     }
 
+    /// Every named certificate, by file base name.
+    pub fn named(&self) -> impl Iterator<Item = (&str, &Arc<Cert>)> {
+        self.named.iter().map(|(n, c)| (&**n, c))
+    }
+
     /// The fallback certificate: for clients without SNI and unknown names.
     pub fn fallback(&self) -> Option<&Arc<Cert>> {
         self.default.as_ref()

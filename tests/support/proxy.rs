@@ -17,6 +17,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     /// The first HTTPS listener, when `--https` was given.
     pub https: Option<SocketAddr>,
+    /// The admin listener, when `--admin` was given.
+    pub admin: Option<SocketAddr>,
     /// The published snapshot (read-only).
     pub table: Reader,
     /// The routes file.
@@ -111,17 +113,23 @@ impl ProxyBuilder {
         if !self.args.iter().any(|a| a.starts_with("--acme")) {
             argv.extend(["--acme".into(), "off".into()]);
         }
+        // The admin listener only where a test asks for it (its default port is fixed).
+        if !self.args.iter().any(|a| a.starts_with("--admin")) {
+            argv.extend(["--admin".into(), "off".into()]);
+        }
         argv.extend(self.args);
         let config = <branchgate::Config as clap::Parser>::try_parse_from(argv).unwrap();
         let bound = branchgate::bind(config).await.unwrap();
         let stop = CancellationToken::new();
         let addr = bound.http_addr();
         let https = bound.https_addrs().first().copied();
+        let admin = bound.admin_addr();
         let table = bound.routes();
         let task = tokio::spawn(bound.run(stop.clone()));
         Proxy {
             addr,
             https,
+            admin,
             table,
             routes,
             stop,
@@ -205,6 +213,11 @@ impl ProxyProcess {
                 &[][..]
             } else {
                 &["--acme", "off"][..]
+            })
+            .args(if args.iter().any(|a| a.starts_with("--admin")) {
+                &[][..]
+            } else {
+                &["--admin", "off"][..]
             })
             .arg("--routes")
             .arg(&routes)

@@ -1,0 +1,181 @@
+//! The admin listener over real sockets: probes without auth, the JSON API
+//! behind a bearer token (constant-time, throttled), refusal to start on a
+//! non-loopback address without a token, and views that follow the routes.
+
+mod support;
+
+use std::time::Duration;
+
+use http::StatusCode;
+use support::tls::{Ca, Key};
+use support::{Backend, Proxy, eventually, get, get_with};
+
+const TOKEN: &str = "s3cret-admin-token-0123";
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+#[tokio::test]
+async fn probes_are_open_and_the_api_needs_the_token() {
+    let be = Backend::spawn("be").await;
+    let p = Proxy::builder()
+        .route("app.foo.bar", &[be.addr], "")
+        .arg("--admin")
+        .arg("127.0.0.1:0")
+        .arg("--admin-token")
+        .arg(TOKEN)
+        .spawn()
+        .await;
+    let admin = p.admin.unwrap();
+    assert_eq!(get(admin, "admin", "/healthz").await.status, StatusCode::OK);
+    assert_eq!(get(admin, "admin", "/readyz").await.status, StatusCode::OK);
+
+    let r = get(admin, "admin", "/api/routes").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        r.headers["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    let wrong = format!("Bearer {}x", TOKEN);
+    let r = get_with(admin, "admin", "/api/routes", &[("authorization", &wrong)]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("authorization", bearer.as_str())];
+    let r = get_with(admin, "admin", "/api/routes", &auth).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let routes = json(&r.body);
+    assert_eq!(routes["routes"][0]["host"], "app.foo.bar");
+    assert_eq!(
+        routes["routes"][0]["paths"][0]["upstreams"][0]["addr"],
+        be.addr.to_string()
+    );
+    assert_eq!(
+        get_with(admin, "admin", "/api/nope", &auth).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Guessing is throttled per client: after 10 failures (two above) even
+    // the right token waits out the minute.
+    for _ in 0..8 {
+        let r = get_with(
+            admin,
+            "admin",
+            "/api/routes",
+            &[("authorization", "Bearer guess")],
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = get_with(admin, "admin", "/api/routes", &auth).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // Probes stay open.
+    assert_eq!(get(admin, "admin", "/healthz").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn views_follow_the_routes_warnings_and_certificates() {
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue("app", &["app.foo.bar"], Key::Ec)
+        .write(dir.path(), "app.foo.bar");
+    let be = Backend::spawn("be").await;
+    let p = Proxy::builder()
+        .route("app.foo.bar", &[be.addr], "")
+        .arg("--admin")
+        .arg("127.0.0.1:0")
+        .arg("--https")
+        .arg("127.0.0.1:0")
+        .arg("--certs")
+        .arg(dir.path().to_str().unwrap())
+        .arg("--branch-domain")
+        .arg("foo.bar")
+        .spawn()
+        .await;
+    let admin = p.admin.unwrap();
+    // Loopback without a token: open.
+    let certs = json(&get(admin, "admin", "/api/certificates").await.body);
+    assert_eq!(certs["files"][0]["name"], "app.foo.bar");
+    assert_eq!(
+        certs["files"][0]["names"],
+        serde_json::json!(["app.foo.bar"])
+    );
+    assert!(certs["files"][0]["not_after"].as_i64().unwrap() > 0);
+    assert!(certs["acme"].is_null(), "ACME is off here");
+
+    // A branch member appears; a bad routes file leaves the routes in force
+    // and shows up as a warning with its reason.
+    let branch = format!(
+        "[[route]]\nbranch = \"feature/login\"\nrole = \"frontend\"\nupstreams = [\"{}\"]\n",
+        be.addr
+    );
+    p.write_routes(&(support::proxy::route_toml("app.foo.bar", &[be.addr], "") + &branch));
+    let branches = eventually(Duration::from_secs(5), "the branch in the API", || async {
+        let b = json(&get(admin, "admin", "/api/branches").await.body);
+        (b["frontends"][0]["slug"] == "feature-login").then_some(b)
+    })
+    .await;
+    assert_eq!(branches["domain"], "foo.bar");
+    assert_eq!(branches["frontends"][0]["branch"], "feature/login");
+
+    p.write_routes("[[route]]\nhost = \"x.foo.bar\"\nupstreams = [\"not an address\"]\n");
+    let warning = eventually(
+        Duration::from_secs(5),
+        "the rejected file in the API",
+        || async {
+            let w = json(&get(admin, "admin", "/api/warnings").await.body);
+            w["warnings"]
+                .as_array()?
+                .iter()
+                .find(|n| n["kind"] == "file_rejected")
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(warning["severity"], "warning");
+    assert!(!warning["message"].as_str().unwrap().is_empty());
+    // The routes in force stay.
+    let routes = json(&get(admin, "admin", "/api/routes").await.body);
+    assert_eq!(routes["routes"][0]["host"], "app.foo.bar");
+}
+
+#[tokio::test]
+async fn a_non_loopback_admin_address_needs_a_token() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_branchgate"))
+        .args([
+            "--no-docker",
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "off",
+            "--admin",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--admin 0.0.0.0:0") && err.contains("--admin-token"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_branchgate"))
+        .args([
+            "--no-docker",
+            "--http",
+            "127.0.0.1:0",
+            "--https",
+            "off",
+            "--admin",
+            "127.0.0.1:0",
+            "--admin-token",
+            "short",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token"));
+}
