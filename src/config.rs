@@ -156,6 +156,16 @@ pub struct Config {
     )]
     pub admin_token: Option<String>,
 
+    /// Count requests for Prometheus (`/metrics` on the admin listener).
+    #[arg(long, env = "BRANCHGATE_METRICS", value_name = "on|off", default_value = "on",
+          value_parser = parse_on_off)]
+    pub metrics: bool,
+
+    /// `/metrics` needs the admin token too (by default it is open, as scrapers expect).
+    #[arg(long, env = "BRANCHGATE_METRICS_AUTH", num_args = 0..=1, default_value_t = false,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics_auth: bool,
+
     /// Static routes file (TOML), watched for changes.
     #[arg(long, env = "BRANCHGATE_ROUTES", value_name = "FILE")]
     pub routes: Option<PathBuf>,

@@ -264,6 +264,19 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             (Some(tls), dir)
         }
     };
+    let conns = proxy::conns::Conns::new(
+        connection_cap(&config),
+        proxy::conns::Timeouts {
+            idle: config.client_header_timeout,
+            send: config.client_send_timeout,
+        },
+    );
+    let metrics = config
+        .metrics
+        .then(|| Arc::new(admin::metrics::Metrics::default()));
+    if config.metrics_auth && config.admin_token.is_none() {
+        anyhow::bail!("--metrics-auth: needs --admin-token");
+    }
     let admin = match config.admin {
         config::Listen::Off => None,
         config::Listen::Addr(addr) => Some(admin::Admin::bind(
@@ -273,13 +286,22 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
                 routes: publisher.reader(),
                 certs: tls.as_ref().map(|t| t.selector.certs.clone()),
                 acme: acme.clone(),
+                conns: Some(conns.clone()),
+                metrics: metrics.clone(),
+                metrics_auth: config.metrics_auth,
             },
         )?),
     };
-    let sink: Box<dyn Sink> = match config.access_log {
+    let mut sink: Box<dyn Sink> = match config.access_log {
         config::AccessLogFormat::Off => Box::new(Discard),
         _ => Box::new(AccessLog),
     };
+    if let Some(metrics) = metrics {
+        sink = Box::new(admin::metrics::Tee {
+            metrics,
+            next: sink,
+        });
+    }
     let shared = Arc::new(Shared {
         routes: publisher.reader(),
         settings: ProxySettings {
@@ -297,13 +319,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
                 origins: config.cors_origins.clone(),
             },
         },
-        conns: proxy::conns::Conns::new(
-            connection_cap(&config),
-            proxy::conns::Timeouts {
-                idle: config.client_header_timeout,
-                send: config.client_send_timeout,
-            },
-        ),
+        conns,
         sink,
         tls,
         acme,

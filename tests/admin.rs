@@ -179,3 +179,136 @@ async fn a_non_loopback_admin_address_needs_a_token() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token"));
 }
+
+/// `/metrics` parsed as Prometheus would: request counters by route, code
+/// and method move with requests; unrouted hosts and odd methods fold into
+/// `_other` and `OTHER`; the histogram counts every request.
+#[tokio::test]
+async fn metrics_parse_and_move_with_requests() {
+    use prometheus_parse::{Scrape, Value};
+    let be = Backend::spawn("be").await;
+    let p = Proxy::builder()
+        .route("app.foo.bar", &[be.addr], "")
+        .arg("--admin")
+        .arg("127.0.0.1:0")
+        .arg("--admin-token")
+        .arg(TOKEN)
+        .spawn()
+        .await;
+    let admin = p.admin.unwrap();
+    let scrape = || async {
+        let r = get(admin, "admin", "/metrics").await;
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "open without the token by default"
+        );
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
+        Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    };
+    let count = |s: &Scrape, host: &str, code: &str, method: &str| -> f64 {
+        s.samples
+            .iter()
+            .find(|x| {
+                x.metric == "branchgate_requests_total"
+                    && x.labels.get("host") == Some(host)
+                    && x.labels.get("code") == Some(code)
+                    && x.labels.get("method") == Some(method)
+            })
+            .map_or(0.0, |x| match x.value {
+                Value::Counter(v) => v,
+                _ => panic!("a counter"),
+            })
+    };
+    let before = scrape().await;
+    for _ in 0..3 {
+        assert_eq!(
+            get(p.addr, "app.foo.bar", "/x").await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(
+        get(p.addr, "random-1.example", "/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(p.addr, "random-2.example", "/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let purge = support::client::raw(
+        p.addr,
+        b"PURGE /x HTTP/1.1\r\nHost: app.foo.bar\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(!purge.is_empty());
+    let after = eventually(Duration::from_secs(5), "the counters", || async {
+        let s = scrape().await;
+        (count(&s, "app.foo.bar/", "200", "GET")
+            == count(&before, "app.foo.bar/", "200", "GET") + 3.0)
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(
+        count(&after, "_other", "503", "GET"),
+        2.0,
+        "hosts that route nowhere fold into _other"
+    );
+    assert!(
+        count(&after, "app.foo.bar/", "200", "OTHER") >= 1.0,
+        "PURGE is OTHER"
+    );
+    let histogram = after
+        .samples
+        .iter()
+        .find(|x| x.metric == "branchgate_request_duration_seconds")
+        .expect("the duration histogram");
+    match &histogram.value {
+        Value::Histogram(buckets) => {
+            let inf = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
+            assert!(inf >= 6.0, "{buckets:?}");
+        }
+        v => panic!("a histogram, not {v:?}"),
+    }
+    let up = after
+        .samples
+        .iter()
+        .find(|x| x.metric == "branchgate_backend_up")
+        .expect("backend_up");
+    assert_eq!(
+        up.labels.get("upstream"),
+        Some(be.addr.to_string().as_str())
+    );
+    assert!(
+        after
+            .samples
+            .iter()
+            .any(|x| x.metric == "branchgate_route_table_updates_total")
+    );
+    assert!(
+        after
+            .samples
+            .iter()
+            .any(|x| x.metric == "branchgate_open_connections")
+    );
+}
+
+#[tokio::test]
+async fn metrics_auth_puts_metrics_behind_the_token() {
+    let p = Proxy::builder()
+        .arg("--admin")
+        .arg("127.0.0.1:0")
+        .arg("--admin-token")
+        .arg(TOKEN)
+        .arg("--metrics-auth")
+        .spawn()
+        .await;
+    let admin = p.admin.unwrap();
+    assert_eq!(
+        get(admin, "admin", "/metrics").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let bearer = format!("Bearer {TOKEN}");
+    let r = get_with(admin, "admin", "/metrics", &[("authorization", &bearer)]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&r.body).contains("# TYPE branchgate_requests_total counter"));
+}

@@ -323,6 +323,7 @@ impl Manager {
         let now = unix_now();
         match outcome {
             Outcome::Cert { cert, renew_at } => {
+                ctx.acme.count(0);
                 info!(
                     certificate = id,
                     names = ?e.names,
@@ -342,6 +343,7 @@ impl Manager {
                 e.next_attempt = now + LOCKED_RETRY;
             }
             Outcome::Budget { until, used } => {
+                ctx.acme.count(2);
                 let max = settings.max_orders_per_hour;
                 let msg = format!(
                     "order budget spent: {used} orders in the last hour (--acme-max-orders-per-hour {max}); next order possible in {}s",
@@ -355,6 +357,7 @@ impl Manager {
                 e.next_attempt = until;
             }
             Outcome::Failed(err) => {
+                ctx.acme.count(1);
                 e.failures += 1;
                 let backoff = backoff(settings.retry, e.failures);
                 e.next_attempt = now + backoff as i64;

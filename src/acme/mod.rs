@@ -148,6 +148,8 @@ pub struct Acme {
     published: ArcSwap<Published>,
     /// Bumped whenever `published` changes.
     changed: watch::Sender<u64>,
+    /// Order attempts that ended issued, failed, or refused by the budget.
+    outcomes: [std::sync::atomic::AtomicU64; 3],
     requests: mpsc::Sender<String>,
     settings: Settings,
     routes: Reader,
@@ -161,6 +163,7 @@ impl Acme {
             challenges: Challenges::default(),
             published: ArcSwap::default(),
             changed: watch::channel(0).0,
+            outcomes: Default::default(),
             requests,
             settings,
             routes,
@@ -237,6 +240,16 @@ impl Acme {
         tokio::time::timeout(self.settings.on_demand_timeout, wait)
             .await
             .unwrap_or(false)
+    }
+
+    /// Order attempts so far by result (`issued`, `failed`, `budget`), for metrics.
+    pub fn orders(&self) -> [(&'static str, u64); 3] {
+        let n = |i: usize| self.outcomes[i].load(std::sync::atomic::Ordering::Relaxed);
+        [("issued", n(0)), ("failed", n(1)), ("budget", n(2))]
+    }
+
+    fn count(&self, outcome: usize) {
+        self.outcomes[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn publish(&self, published: Published) {

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! GET /healthz, /readyz                     no auth (probes)
+//! GET /metrics                              Prometheus text format; token with --metrics-auth
 //! GET /api/{routes,branches,warnings,certificates}   Bearer --admin-token, if set
 //! ```
 //!
@@ -15,6 +16,7 @@
 
 pub mod api;
 mod auth;
+pub mod metrics;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +47,12 @@ pub struct Sources {
     pub certs: Option<Arc<CertStore>>,
     /// ACME's certificates and status, when ACME runs.
     pub acme: Option<Arc<Acme>>,
+    /// The client connections (open count).
+    pub conns: Option<Arc<crate::proxy::conns::Conns>>,
+    /// The request counters, unless `--metrics off`.
+    pub metrics: Option<Arc<metrics::Metrics>>,
+    /// `/metrics` needs the token too (`--metrics-auth`).
+    pub metrics_auth: bool,
 }
 
 /// The admin server: a bound listener and what it serves.
@@ -163,6 +171,9 @@ fn serve(
         }
         _ => {}
     }
+    if path == "/metrics" && !sources.metrics_auth {
+        return scrape(sources);
+    }
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -188,10 +199,29 @@ fn serve(
             );
         }
     }
+    if path == "/metrics" {
+        return scrape(sources);
+    }
     match api::view(sources, path) {
         Some(body) => json(StatusCode::OK, &body),
         None => json(StatusCode::NOT_FOUND, &api::error("no such API path")),
     }
+}
+
+/// `/metrics` in the Prometheus text format (404 with `--metrics off`).
+fn scrape(sources: &Sources) -> Response<Full<Bytes>> {
+    let Some(m) = &sources.metrics else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &api::error("metrics are off (--metrics off)"),
+        );
+    };
+    let mut r = Response::new(Full::new(Bytes::from(metrics::render(m, sources))));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
