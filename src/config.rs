@@ -158,7 +158,7 @@ pub struct Config {
 
     /// Count requests for Prometheus (`/metrics` on the admin listener).
     #[arg(long, env = "BRANCHGATE_METRICS", value_name = "on|off", default_value = "on",
-          value_parser = parse_on_off)]
+          value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub metrics: bool,
 
     /// `/metrics` needs the admin token too (by default it is open, as scrapers expect).

@@ -293,6 +293,20 @@ async fn metrics_parse_and_move_with_requests() {
 }
 
 #[tokio::test]
+async fn metrics_off_counts_nothing_and_says_so() {
+    let p = Proxy::builder()
+        .arg("--admin")
+        .arg("127.0.0.1:0")
+        .arg("--metrics")
+        .arg("off")
+        .spawn()
+        .await;
+    let r = get(p.admin.unwrap(), "admin", "/metrics").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(String::from_utf8_lossy(&r.body).contains("--metrics off"));
+}
+
+#[tokio::test]
 async fn metrics_auth_puts_metrics_behind_the_token() {
     let p = Proxy::builder()
         .arg("--admin")
