@@ -1,8 +1,8 @@
 //! The ACME numbers of BENCHMARKS.md (issue 14), measured black-box: the
 //! real binary against Debian's Pebble (and Knot for DNS-01) on loopback,
 //! orders counted on the CA's side. Each result is one stderr line
-//! `ACME-BENCH {json}`. The tests are `#[ignore]`d; `scripts/acme-bench.sh`
-//! runs them and prints the table.
+//! `ACME-BENCH {json}`. The tests are ignored by default (each says why);
+//! `scripts/acme-bench.sh` runs them and prints the table.
 //!
 //! - **DNS-01**, N frontends × M backends: branchgate orders `DOMAIN` +
 //!   `*.DOMAIN` and one `*.<be>.DOMAIN` per backend, M + 1 orders; timed from
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
+use support::acme::acme_flags;
 use support::docker::{TestContainer, docker, engine, field, unique};
 use support::knot::Knot;
 use support::pebble::{Pebble, PebbleOptions};
@@ -98,40 +99,20 @@ impl Ca {
 
     /// The real binary with ACME pointed at this CA, `routes` and `extra` flags.
     async fn proxy(&self, routes: &str, extra: &[&str]) -> ProxyProcess {
-        let (http, https) = (
-            format!("127.0.0.1:{}", self.http),
-            format!("127.0.0.1:{}", self.https),
-        );
         let budget = BUDGET.to_string();
-        let mut args = vec![
-            "--http",
-            &http,
-            "--https",
-            &https,
-            "--acme",
-            "on",
-            "--acme-directory",
-            &self.pebble.directory,
-            "--acme-ca-root",
-            self.pebble.ca_root.to_str().unwrap(),
-            "--state",
-            self.state.path().to_str().unwrap(),
-            "--acme-retry",
-            "1s",
-            "--acme-max-orders-per-hour",
-            &budget,
-            "--access-log",
-            "off",
-        ];
+        let mut args = acme_flags(&self.pebble, self.state.path(), self.http, self.https);
+        let mut more = vec!["--acme-max-orders-per-hour", &budget, "--access-log", "off"];
         if let Some(knot) = &self.knot {
-            args.extend([
+            more.extend([
                 "--acme-dns",
                 &knot.dns_spec,
                 "--acme-dns-tsig",
                 &knot.tsig_spec,
             ]);
         }
-        args.extend_from_slice(extra);
+        more.extend_from_slice(extra);
+        args.extend(more.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         ProxyProcess::spawn(routes, &args).await
     }
 

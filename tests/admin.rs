@@ -12,6 +12,15 @@ use support::{Backend, Proxy, eventually, get, get_with};
 
 const TOKEN: &str = "s3cret-admin-token-0123";
 
+/// `builder` with the admin listener on a free loopback port and [`TOKEN`].
+fn with_token(builder: support::proxy::ProxyBuilder) -> support::proxy::ProxyBuilder {
+    builder
+        .arg("--admin")
+        .arg("127.0.0.1:0")
+        .arg("--admin-token")
+        .arg(TOKEN)
+}
+
 fn json(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice(body).unwrap()
 }
@@ -19,12 +28,7 @@ fn json(body: &[u8]) -> serde_json::Value {
 #[tokio::test]
 async fn probes_are_open_and_the_api_needs_the_token() {
     let be = Backend::spawn("be").await;
-    let p = Proxy::builder()
-        .route("app.foo.bar", &[be.addr], "")
-        .arg("--admin")
-        .arg("127.0.0.1:0")
-        .arg("--admin-token")
-        .arg(TOKEN)
+    let p = with_token(Proxy::builder().route("app.foo.bar", &[be.addr], ""))
         .spawn()
         .await;
     let admin = p.admin.unwrap();
@@ -187,12 +191,7 @@ async fn a_non_loopback_admin_address_needs_a_token() {
 async fn metrics_parse_and_move_with_requests() {
     use prometheus_parse::{Scrape, Value};
     let be = Backend::spawn("be").await;
-    let p = Proxy::builder()
-        .route("app.foo.bar", &[be.addr], "")
-        .arg("--admin")
-        .arg("127.0.0.1:0")
-        .arg("--admin-token")
-        .arg(TOKEN)
+    let p = with_token(Proxy::builder().route("app.foo.bar", &[be.addr], ""))
         .spawn()
         .await;
     let admin = p.admin.unwrap();
@@ -308,11 +307,7 @@ async fn metrics_off_counts_nothing_and_says_so() {
 
 #[tokio::test]
 async fn metrics_auth_puts_metrics_behind_the_token() {
-    let p = Proxy::builder()
-        .arg("--admin")
-        .arg("127.0.0.1:0")
-        .arg("--admin-token")
-        .arg(TOKEN)
+    let p = with_token(Proxy::builder())
         .arg("--metrics-auth")
         .spawn()
         .await;

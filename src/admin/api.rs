@@ -52,7 +52,7 @@ fn routes(snapshot: &Snapshot) -> Value {
                         "path": &*p.prefix,
                         "dest": p.dest.as_deref(),
                         "upstreams": upstreams,
-                        "https_method": p.policy.https_method.map(|m| format!("{m:?}").to_ascii_lowercase()),
+                        "https_method": p.policy.https_method.map(|m| m.to_string()),
                         "cert_name": p.policy.cert_name.as_deref(),
                         "acme_hosts": p.policy.acme_hosts.iter().map(|h| &**h).collect::<Vec<_>>(),
                         "cors": p.policy.cors,

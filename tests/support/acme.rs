@@ -70,25 +70,7 @@ impl Env {
 
     /// The flags that point branchgate at this CA, plus `extra`.
     pub fn args(&self, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "--http",
-            &format!("127.0.0.1:{}", self.http),
-            "--https",
-            &format!("127.0.0.1:{}", self.https),
-            "--acme",
-            "on",
-            "--acme-directory",
-            &self.pebble.directory,
-            "--acme-ca-root",
-            self.pebble.ca_root.to_str().unwrap(),
-            "--state",
-            self.state.path().to_str().unwrap(),
-            "--acme-retry",
-            "1s",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = acme_flags(&self.pebble, self.state.path(), self.http, self.https);
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }
@@ -176,4 +158,29 @@ pub fn serial(session: &Session) -> String {
     use x509_parser::prelude::{FromDer, X509Certificate};
     let (_, c) = X509Certificate::from_der(session.chain[0].as_ref()).unwrap();
     c.raw_serial_as_string()
+}
+
+/// The flags that point branchgate at `pebble` (listening where Pebble
+/// validates: `http`, `https`), with `state` as its state directory and a
+/// 1 s retry: the first half of every ACME test's command line.
+pub fn acme_flags(pebble: &Pebble, state: &Path, http: u16, https: u16) -> Vec<String> {
+    [
+        "--http",
+        &format!("127.0.0.1:{http}"),
+        "--https",
+        &format!("127.0.0.1:{https}"),
+        "--acme",
+        "on",
+        "--acme-directory",
+        &pebble.directory,
+        "--acme-ca-root",
+        pebble.ca_root.to_str().unwrap(),
+        "--state",
+        state.to_str().unwrap(),
+        "--acme-retry",
+        "1s",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }
