@@ -29,6 +29,12 @@ ci=${CI:-false}
 
 log() { printf '\n==> %s\n' "$*" >&2; }
 
+if [ "$ci" = true ]; then
+    # A clean clone builds once: incremental state would only cost disk.
+    export CARGO_INCREMENTAL=0
+fi
+log "disk: $(df -h . | awk 'NR==2 {print $4 " free of " $2}')"
+
 apt_updated=0
 need_pkg() { # need_pkg COMMAND PACKAGE...
     command -v "$1" >/dev/null 2>&1 && return 0
