@@ -39,6 +39,8 @@ pub mod admin;
 
 pub mod logging;
 
+pub mod events;
+
 pub mod net;
 
 pub mod demo;
@@ -77,6 +79,8 @@ pub struct Bound {
     shared: Arc<Shared>,
     publisher: Publisher,
     tx: Arc<watch::Sender<Desired>>,
+    /// What the dashboard's event feed shows.
+    events: Arc<events::Events>,
     file: Option<(PathBuf, Vec<u8>)>,
     demo: Option<std::net::TcpListener>,
     /// `--certs`, watched once running.
@@ -93,6 +97,7 @@ pub struct Bound {
 fn acme_for(
     config: &Config,
     routes: Reader,
+    events: Arc<events::Events>,
 ) -> anyhow::Result<(Arc<acme::Acme>, acme::manager::Manager)> {
     let ca_root = match &config.acme_ca_root {
         Some(path) => {
@@ -153,7 +158,7 @@ fn acme_for(
         on_demand = settings.on_demand(),
         "ACME on"
     );
-    let (handle, requests) = acme::Acme::new(settings, routes);
+    let (handle, requests) = acme::Acme::new(settings, routes, Some(events));
     let manager = acme::manager::Manager::new(handle.clone(), requests, store, tls::provider());
     Ok((handle, manager))
 }
@@ -250,10 +255,11 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
                 default_branch: config.default_branch.clone(),
             }),
     };
-    let mut publisher = Publisher::new(registry, opts);
+    let events = Arc::new(events::Events::default());
+    let mut publisher = Publisher::new(registry, opts).with_events(events.clone());
     publisher.publish(&desired);
     let manager = match config.acme_enabled() {
-        true => Some(acme_for(&config, publisher.reader())?),
+        true => Some(acme_for(&config, publisher.reader(), events.clone())?),
         false => None,
     };
     let acme = manager.as_ref().map(|(a, _)| a.clone());
@@ -277,6 +283,27 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     if config.metrics_auth && config.admin_token.is_none() {
         anyhow::bail!("--metrics-auth: needs --admin-token");
     }
+    let mut sink: Box<dyn Sink> = match config.access_log {
+        config::AccessLogFormat::Off => Box::new(Discard),
+        _ => Box::new(AccessLog),
+    };
+    if let Some(metrics) = &metrics {
+        sink = Box::new(admin::metrics::Tee {
+            metrics: metrics.clone(),
+            next: sink,
+        });
+    }
+    // The live feed goes with the metrics: `--metrics off` is the
+    // configuration without any per-request work beyond the access log.
+    let (sink, feed): (Box<dyn Sink>, _) = match metrics.is_some() {
+        true => {
+            let feed = Arc::new(admin::feed::Feed::new(sink));
+            (Box::new(feed.clone()), Some(feed))
+        }
+        false => (sink, None),
+    };
+    let tx = Arc::new(watch::channel(desired).0);
+    let links = public_links(&workers);
     let admin = match config.admin {
         config::Listen::Off => None,
         config::Listen::Addr(addr) => Some(admin::Admin::bind(
@@ -289,19 +316,14 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
                 conns: Some(conns.clone()),
                 metrics: metrics.clone(),
                 metrics_auth: config.metrics_auth,
+                events: events.clone(),
+                feed,
+                docker: config.docker_url(),
+                desired: tx.subscribe(),
+                links,
             },
         )?),
     };
-    let mut sink: Box<dyn Sink> = match config.access_log {
-        config::AccessLogFormat::Off => Box::new(Discard),
-        _ => Box::new(AccessLog),
-    };
-    if let Some(metrics) = metrics {
-        sink = Box::new(admin::metrics::Tee {
-            metrics,
-            next: sink,
-        });
-    }
     let shared = Arc::new(Shared {
         routes: publisher.reader(),
         settings: ProxySettings {
@@ -332,10 +354,30 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         workers,
         shared,
         publisher,
-        tx: Arc::new(watch::channel(desired).0),
+        tx,
+        events,
         file,
         demo,
     })
+}
+
+/// How the branch environments' links are written: the scheme of the
+/// first HTTPS listener, else HTTP's, and its port unless the default.
+fn public_links(workers: &[Vec<Listener>]) -> (&'static str, Option<u16>) {
+    let first = |scheme| {
+        workers
+            .first()?
+            .iter()
+            .find(|l| l.scheme == scheme)?
+            .socket
+            .local_addr()
+            .ok()
+    };
+    match (first(Scheme::Https), first(Scheme::Http)) {
+        (Some(a), _) => ("https", (a.port() != 443).then_some(a.port())),
+        (None, Some(a)) => ("http", (a.port() != 80).then_some(a.port())),
+        (None, None) => ("http", None),
+    }
 }
 
 /// `--max-connections`, or the default derived from the descriptor limit
@@ -480,7 +522,8 @@ impl Bound {
                 url,
                 network: self.config.network.clone(),
             };
-            let watcher = providers::docker::Watcher::new(settings, self.tx.clone());
+            let watcher = providers::docker::Watcher::new(settings, self.tx.clone())
+                .with_events(self.events.clone());
             tasks.spawn(watcher.run(background.clone()));
         }
         if let Some(l) = self.demo {

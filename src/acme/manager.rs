@@ -323,7 +323,7 @@ impl Manager {
         let now = unix_now();
         match outcome {
             Outcome::Cert { cert, renew_at } => {
-                ctx.acme.count(0);
+                ctx.acme.count(0, id, &e.names, None);
                 info!(
                     certificate = id,
                     names = ?e.names,
@@ -343,12 +343,12 @@ impl Manager {
                 e.next_attempt = now + LOCKED_RETRY;
             }
             Outcome::Budget { until, used } => {
-                ctx.acme.count(2);
                 let max = settings.max_orders_per_hour;
                 let msg = format!(
                     "order budget spent: {used} orders in the last hour (--acme-max-orders-per-hour {max}); next order possible in {}s",
                     (until - now).max(0)
                 );
+                ctx.acme.count(2, id, &e.names, Some(&msg));
                 if e.state != State::Budget {
                     warn!(certificate = id, names = ?e.names, "ACME: {msg}");
                 }
@@ -357,7 +357,7 @@ impl Manager {
                 e.next_attempt = until;
             }
             Outcome::Failed(err) => {
-                ctx.acme.count(1);
+                ctx.acme.count(1, id, &e.names, Some(&err.to_string()));
                 e.failures += 1;
                 let backoff = backoff(settings.retry, e.failures);
                 e.next_attempt = now + backoff as i64;

@@ -153,11 +153,17 @@ pub struct Acme {
     requests: mpsc::Sender<String>,
     settings: Settings,
     routes: Reader,
+    events: Option<Arc<crate::events::Events>>,
 }
 
 impl Acme {
     /// The handle, and the receiving end of on-demand requests for the manager.
-    pub fn new(settings: Settings, routes: Reader) -> (Arc<Self>, mpsc::Receiver<String>) {
+    /// Order results go to `events`, when given.
+    pub fn new(
+        settings: Settings,
+        routes: Reader,
+        events: Option<Arc<crate::events::Events>>,
+    ) -> (Arc<Self>, mpsc::Receiver<String>) {
         let (requests, rx) = mpsc::channel(REQUEST_QUEUE);
         let acme = Arc::new(Self {
             challenges: Challenges::default(),
@@ -167,6 +173,7 @@ impl Acme {
             requests,
             settings,
             routes,
+            events,
         });
         (acme, rx)
     }
@@ -248,8 +255,19 @@ impl Acme {
         [("issued", n(0)), ("failed", n(1)), ("budget", n(2))]
     }
 
-    fn count(&self, outcome: usize) {
+    /// Counts one order attempt's outcome (0 issued, 1 failed, 2 budget)
+    /// and reports it as an event.
+    fn count(&self, outcome: usize, id: &str, names: &[String], detail: Option<&str>) {
         self.outcomes[outcome].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(events) = &self.events {
+            let result = ["issued", "failed", "budget"][outcome];
+            let message = match detail {
+                Some(d) => format!("ACME order for {} {result}: {d}", names.join(", ")),
+                None => format!("ACME order for {} {result}", names.join(", ")),
+            };
+            let data = serde_json::json!({ "certificate": id, "names": names, "result": result, "error": detail });
+            events.push("acme", message, data);
+        }
     }
 
     fn publish(&self, published: Published) {

@@ -5,16 +5,23 @@
 use serde_json::{Value, json};
 
 use super::Sources;
-use crate::routes::{NoteKind, Role, Severity, Snapshot};
+use std::net::SocketAddr;
+
+use crate::routes::{NoteKind, ProviderId, Role, RouteSpec, Severity, Snapshot};
+use crate::upstream::Pool;
 
 /// The view at `path`, or `None` for an unknown path.
 pub fn view(sources: &Sources, path: &str) -> Option<Value> {
     let snapshot = sources.routes.load();
     Some(match path {
-        "/api/routes" => routes(&snapshot),
-        "/api/branches" => branches(&snapshot),
+        "/api/routes" => routes(&snapshot, &Containers::new(sources)),
+        "/api/branches" => branches(&snapshot, &Containers::new(sources), sources.links),
         "/api/warnings" => warnings(&snapshot),
         "/api/certificates" => certificates(sources),
+        "/api/containers" => Containers::new(sources).list(),
+        "/api/events" => {
+            json!({ "events": sources.events.recent().iter().map(|e| &**e).collect::<Vec<_>>() })
+        }
         _ => return None,
     })
 }
@@ -24,34 +31,108 @@ pub fn error(message: &str) -> Value {
     json!({ "error": message })
 }
 
+/// What each provider wants routed, by container (or routes-file entry):
+/// names upstream addresses in the views.
+struct Containers {
+    /// (provider, source, spec) for every spec.
+    specs: Vec<(&'static str, RouteSpec)>,
+}
+
+impl Containers {
+    fn new(sources: &Sources) -> Self {
+        let desired = sources.desired.borrow();
+        let specs = desired
+            .iter()
+            .flat_map(|(id, provided)| {
+                let provider = match id {
+                    ProviderId::Demo => "demo",
+                    ProviderId::File => "file",
+                    ProviderId::Docker => "docker",
+                };
+                provided.specs.iter().map(move |s| (provider, s.clone()))
+            })
+            .collect();
+        Self { specs }
+    }
+
+    /// The provider and container (or file entry) behind `addr`.
+    fn owner(&self, addr: SocketAddr) -> Option<(&'static str, &str)> {
+        self.specs
+            .iter()
+            .find(|(_, s)| s.upstreams.contains(&addr))
+            .map(|(p, s)| (*p, s.source.as_str()))
+    }
+
+    /// Container names of a branch member.
+    fn of_member(&self, role: Role, branch: &str) -> Vec<&str> {
+        let mut names: Vec<&str> = (self.specs.iter())
+            .filter(|(p, s)| *p == "docker" && s.role == Some(role))
+            .filter(|(_, s)| s.branch.as_deref() == Some(branch))
+            .map(|(_, s)| s.source.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
+
+    /// `/api/containers`: every routed container with its hosts.
+    fn list(&self) -> Value {
+        let list: Vec<Value> = (self.specs.iter())
+            .map(|(provider, s)| {
+                json!({
+                    "name": s.source,
+                    "provider": provider,
+                    "hosts": s.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                    "path": s.path,
+                    "upstreams": s.upstreams.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
+                    "branch": s.branch,
+                    "role": s.role.map(|r| match r { Role::Frontend => "frontend", Role::Backend => "backend" }),
+                })
+            })
+            .collect();
+        json!({ "containers": list })
+    }
+}
+
+/// A pool's upstreams with their owner, health and in-flight count.
+fn upstreams(pool: &Pool, containers: &Containers) -> Vec<Value> {
+    pool.upstreams()
+        .iter()
+        .map(|u| {
+            let owner = containers.owner(u.addr);
+            json!({
+                "addr": u.addr.to_string(),
+                "container": owner.map(|o| o.1),
+                "source": owner.map(|o| o.0),
+                "in_flight": u.in_flight(),
+                "healthy": !u.recently_failed(),
+            })
+        })
+        .collect()
+}
+
 /// Every host rule with its paths, upstreams (live in-flight counts and
 /// health) and per-route settings, sorted by host.
-fn routes(snapshot: &Snapshot) -> Value {
+fn routes(snapshot: &Snapshot, containers: &Containers) -> Value {
     let mut hosts: Vec<_> = snapshot.table().host_routes().collect();
     hosts.sort_by(|a, b| a.pattern.cmp(&b.pattern));
-    let list: Vec<Value> = hosts
-        .iter()
-        .map(|h| {
-            let paths: Vec<Value> = h
+    let list: Vec<Value> =
+        hosts
+            .iter()
+            .map(|h| {
+                let paths: Vec<Value> = h
                 .paths()
                 .iter()
                 .map(|p| {
                     let pool = snapshot.pool(p.pool);
-                    let upstreams: Vec<Value> = pool
-                        .upstreams()
-                        .iter()
-                        .map(|u| {
-                            json!({
-                                "addr": u.addr.to_string(),
-                                "in_flight": u.in_flight(),
-                                "healthy": !u.recently_failed(),
-                            })
-                        })
-                        .collect();
+                    let ups = upstreams(pool, containers);
+                    let source = ups.iter().find_map(|u| u["source"].as_str()).unwrap_or("file");
                     json!({
                         "path": &*p.prefix,
                         "dest": p.dest.as_deref(),
-                        "upstreams": upstreams,
+                        "source": source,
+                        "upstreams": ups,
+                        "last_request_ms": pool.last_request_ms(),
                         "https_method": p.policy.https_method.map(|m| m.to_string()),
                         "cert_name": p.policy.cert_name.as_deref(),
                         "acme_hosts": p.policy.acme_hosts.iter().map(|h| &**h).collect::<Vec<_>>(),
@@ -59,27 +140,40 @@ fn routes(snapshot: &Snapshot) -> Value {
                     })
                 })
                 .collect();
-            json!({ "host": &*h.pattern, "paths": paths })
-        })
-        .collect();
+                json!({ "host": &*h.pattern, "paths": paths })
+            })
+            .collect();
     json!({ "generation": snapshot.generation(), "routes": list })
 }
 
-/// The branch domain and its deployed frontends and backends.
-fn branches(snapshot: &Snapshot) -> Value {
+/// The branch domain and its deployed frontends and backends, each with
+/// its containers, health (every upstream healthy) and last request.
+fn branches(snapshot: &Snapshot, containers: &Containers, links: (&str, Option<u16>)) -> Value {
     let Some(index) = snapshot.table().branches() else {
         return json!({ "domain": null, "frontends": [], "backends": [] });
     };
     let members = |role| -> Vec<Value> {
         index
             .members(role)
-            .list()
+            .iter()
             .into_iter()
-            .map(|(slug, branch)| json!({ "slug": slug, "branch": branch }))
+            .map(|(slug, m)| {
+                let pool = snapshot.pool(m.route.pool);
+                json!({
+                    "slug": slug,
+                    "branch": &*m.branch,
+                    "containers": containers.of_member(role, &m.branch),
+                    "upstreams": upstreams(pool, containers),
+                    "healthy": pool.upstreams().iter().all(|u| !u.recently_failed()),
+                    "last_request_ms": pool.last_request_ms(),
+                })
+            })
             .collect()
     };
     json!({
         "domain": index.domain(),
+        "url_scheme": links.0,
+        "url_port": links.1,
         "frontends": members(Role::Frontend),
         "backends": members(Role::Backend),
     })
@@ -126,13 +220,21 @@ fn certificates(sources: &Sources) -> Value {
                 "name": name,
                 "file": c.file.display().to_string(),
                 "names": c.names.iter().map(|n| &**n).collect::<Vec<_>>(),
+                "issuer": c.issuer,
                 "not_after": c.not_after,
             }));
         }
     }
-    let acme = sources
-        .acme
-        .as_ref()
-        .map(|a| serde_json::to_value(&a.published().status).unwrap_or(Value::Null));
+    let acme = sources.acme.as_ref().map(|a| {
+        let published = a.published();
+        let mut status = serde_json::to_value(&published.status).unwrap_or(Value::Null);
+        for (id, s) in &published.status {
+            let issuer = (s.names.first())
+                .and_then(|n| published.issued.get(n.as_str()))
+                .map(|c| c.issuer.clone());
+            status[id]["issuer"] = json!(issuer);
+        }
+        status
+    });
     json!({ "files": files, "acme": acme })
 }

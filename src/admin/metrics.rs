@@ -15,6 +15,7 @@ use dashmap::DashMap;
 use http::{Method, StatusCode};
 
 use super::Sources;
+use crate::events::PUBLISH_BUCKETS;
 use crate::proxy::record::{RequestRecord, Sink};
 
 /// Upper bounds of the duration histogram, in seconds (Prometheus' defaults).
@@ -52,6 +53,10 @@ impl Sink for Tee {
         self.metrics.observe(record);
         self.next.record(record);
     }
+
+    fn wants_headers(&self) -> bool {
+        self.next.wants_headers()
+    }
 }
 
 fn method_label(m: &Method) -> &'static str {
@@ -85,6 +90,10 @@ impl Metrics {
     /// Counts one completed request: a shared-lock lookup and relaxed
     /// atomic adds, an insert only for a new (route, code, method).
     pub fn observe(&self, r: &RequestRecord) {
+        if let Some(pool) = &r.pool {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+            pool.touch(now.map_or(0, |d| d.as_millis() as u64));
+        }
         let route = r.pool.as_ref().map_or(&self.other, |p| p.key().route());
         let key = (route.clone(), r.status.as_u16(), method_label(&r.method));
         match self.requests.get(&key) {
@@ -212,8 +221,13 @@ pub fn render(metrics: &Metrics, sources: &Sources) -> String {
         "gauge",
         "Client connections open now.",
     );
-    let open = sources.conns.as_ref().map_or(0, |c| c.open());
-    let _ = writeln!(out, "branchgate_open_connections {open}");
+    let (open, tls) = sources
+        .conns
+        .as_ref()
+        .map_or((0, 0), |c| (c.open(), c.open_tls()));
+    let http = open.saturating_sub(tls);
+    let _ = writeln!(out, "branchgate_open_connections{{scheme=\"http\"}} {http}");
+    let _ = writeln!(out, "branchgate_open_connections{{scheme=\"https\"}} {tls}");
 
     header(
         &mut out,
@@ -226,6 +240,53 @@ pub fn render(metrics: &Metrics, sources: &Sources) -> String {
         "branchgate_route_table_updates_total {}",
         snapshot.generation()
     );
+
+    let stats = &sources.events.stats;
+    header(
+        &mut out,
+        "branchgate_route_table_publish_duration_seconds",
+        "histogram",
+        "Time to build and publish one route table.",
+    );
+    let mut cumulative = 0;
+    for (i, bound) in PUBLISH_BUCKETS.iter().enumerate() {
+        cumulative += stats.publish_buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "branchgate_route_table_publish_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += stats.publish_buckets[PUBLISH_BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "branchgate_route_table_publish_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+    );
+    let sum = stats.publish_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(
+        out,
+        "branchgate_route_table_publish_duration_seconds_sum {sum}"
+    );
+    let _ = writeln!(
+        out,
+        "branchgate_route_table_publish_duration_seconds_count {cumulative}"
+    );
+
+    header(
+        &mut out,
+        "branchgate_docker_events_total",
+        "counter",
+        "Container and network events received from the Docker engine.",
+    );
+    let n = stats.docker_events.load(Ordering::Relaxed);
+    let _ = writeln!(out, "branchgate_docker_events_total {n}");
+    header(
+        &mut out,
+        "branchgate_docker_reconnects_total",
+        "counter",
+        "Times the connection to the Docker engine was lost and retried.",
+    );
+    let n = stats.docker_reconnects.load(Ordering::Relaxed);
+    let _ = writeln!(out, "branchgate_docker_reconnects_total {n}");
 
     header(
         &mut out,

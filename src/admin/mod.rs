@@ -1,22 +1,32 @@
-//! The admin listener (`--admin`, default `127.0.0.1:8081`): health and
-//! readiness, and a JSON API over the snapshot, the certificates and ACME's
-//! status. Beside the proxy in the flow: it only reads what the proxy
-//! publishes (one `load()` per request), on the main runtime, never on a
-//! worker's.
+//! The admin listener (`--admin`, default `127.0.0.1:8081`): the live
+//! dashboard, a JSON API over what the proxy publishes (routes, branch
+//! environments, warnings, certificates, events), the live request feed,
+//! container logs, health, readiness and Prometheus metrics. Beside the
+//! proxy in the flow: it only reads what the others publish, on the main
+//! runtime, never on a worker's.
 //!
 //! ```text
-//! GET /healthz, /readyz                     no auth (probes)
-//! GET /metrics                              Prometheus text format; token with --metrics-auth
-//! GET /api/{routes,branches,warnings,certificates}   Bearer --admin-token, if set
+//! GET  /healthz, /readyz                       no auth (probes)
+//! GET  /metrics                                Prometheus text; token with --metrics-auth
+//! GET  /login, POST /login, POST /logout       the session cookie
+//! GET  /, /assets/*                            the dashboard (/ needs a session)
+//! GET  /api/{routes,branches,warnings,certificates,containers,events}
+//! GET  /api/events (Accept: text/event-stream), /api/requests   SSE
+//! GET  /api/containers/{id}/logs?follow=1&tail=N                SSE
 //! ```
 //!
-//! With a token every API request needs `Authorization: Bearer TOKEN`,
-//! compared in constant time; a client that fails too often is refused
-//! (429) for a while. A non-loopback address needs a token: start-up says so.
+//! With a token every API request needs `Authorization: Bearer TOKEN` or
+//! the session cookie a login sets; compared in constant time, and a
+//! client that fails too often is refused (429) for a while. A
+//! non-loopback address needs a token: start-up says so.
 
 pub mod api;
+mod assets;
 mod auth;
+pub mod feed;
+mod logs;
 pub mod metrics;
+mod sse;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -24,7 +34,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -36,7 +45,14 @@ use tracing::{debug, info};
 use crate::acme::Acme;
 use crate::routes::Reader;
 use crate::tls::CertStore;
-use auth::{Auth, Verdict};
+pub use auth::Auth;
+use auth::Verdict;
+use sse::Body;
+
+/// The largest login form read.
+const MAX_FORM: usize = 4096;
+/// How long a login form may take to arrive.
+const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the admin API reads.
 #[derive(Debug, Clone)]
@@ -53,6 +69,17 @@ pub struct Sources {
     pub metrics: Option<Arc<metrics::Metrics>>,
     /// `/metrics` needs the token too (`--metrics-auth`).
     pub metrics_auth: bool,
+    /// Containers started and stopped, publishes, ACME orders.
+    pub events: Arc<crate::events::Events>,
+    /// The live request feed, unless `--metrics off`.
+    pub feed: Option<Arc<feed::Feed>>,
+    /// The Docker engine's address, for container logs.
+    pub docker: Option<String>,
+    /// What the providers want routed (container names by upstream).
+    pub desired: tokio::sync::watch::Receiver<crate::routes::Desired>,
+    /// How branch environments are reached: `http`/`https` and the port
+    /// when not the scheme's default.
+    pub links: (&'static str, Option<u16>),
 }
 
 /// The admin server: a bound listener and what it serves.
@@ -134,9 +161,9 @@ impl Admin {
             let builder = builder.clone();
             let cancel = cancel.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let state = state.clone();
-                    async move { Ok::<_, Infallible>(serve(&state.0, &state.1, peer, req)) }
+                    async move { Ok::<_, Infallible>(serve(&state.0, &state.1, peer, false, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
@@ -148,20 +175,58 @@ impl Admin {
     }
 }
 
-/// Answers one admin request.
-fn serve(
+/// What a request presented, and what the check made of it.
+struct Caller {
+    /// Allowed by the token or a session.
+    verdict: Verdict,
+    /// It presented nothing (a browser before its login).
+    anonymous: bool,
+}
+
+/// Checks the bearer token, else the session cookie. Only a wrong token
+/// counts as a failed attempt: a missing or expired cookie is no guess.
+fn caller(auth: &Auth, peer: SocketAddr, headers: &http::HeaderMap) -> Caller {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let verdict = match bearer {
+        Some(_) => auth.check(peer.ip(), bearer),
+        None if !auth.enabled() => Verdict::Allowed,
+        None => match session_cookie(headers) {
+            Some(c) if auth.valid_session(c, unix_now()) => Verdict::Allowed,
+            _ => Verdict::Denied,
+        },
+    };
+    Caller {
+        verdict,
+        anonymous: bearer.is_none(),
+    }
+}
+
+/// Answers one admin request. `tls`: it came over HTTPS (the session
+/// cookie is then `Secure`).
+pub async fn serve<B>(
     sources: &Sources,
     auth: &Auth,
     peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
-    let path = req.uri().path();
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
-    }
-    match path {
-        "/healthz" => return text(StatusCode::OK, "ok\n"),
-        "/readyz" => {
+    tls: bool,
+    req: Request<B>,
+) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::POST, "/login") => return login(auth, peer, tls, req).await,
+        (&Method::POST, "/logout") => return logout(tls),
+        (m, _) if m != Method::GET && m != Method::HEAD => {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        }
+        (_, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        (_, "/readyz") => {
             // `bind` publishes the first table before the listeners serve;
             // this listener starts with them.
             return match sources.routes.load().generation() {
@@ -169,22 +234,26 @@ fn serve(
                 _ => text(StatusCode::OK, "ready\n"),
             };
         }
+        (_, "/metrics") if !sources.metrics_auth => return scrape(sources),
+        (_, "/login") => {
+            return match auth.enabled() {
+                true => login_page(StatusCode::OK, "", query_value(req.uri(), "next")),
+                false => see_other("/", None),
+            };
+        }
+        (_, p) if p.starts_with("/assets/") => return assets::asset(p),
         _ => {}
     }
-    if path == "/metrics" && !sources.metrics_auth {
-        return scrape(sources);
-    }
-    let bearer = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match auth.check(peer.ip(), bearer) {
+    let who = caller(auth, peer, req.headers());
+    match who.verdict {
         Verdict::Allowed => {}
+        Verdict::Denied if who.anonymous && path == "/" => {
+            return see_other("/login", None);
+        }
         Verdict::Denied => {
             let mut r = json(
                 StatusCode::UNAUTHORIZED,
-                &api::error("a valid bearer token is needed"),
+                &api::error("a valid bearer token or session is needed"),
             );
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -199,24 +268,239 @@ fn serve(
             );
         }
     }
-    if path == "/metrics" {
-        return scrape(sources);
-    }
-    match api::view(sources, path) {
-        Some(body) => json(StatusCode::OK, &body),
-        None => json(StatusCode::NOT_FOUND, &api::error("no such API path")),
+    match path.as_str() {
+        "/" => assets::page(),
+        "/metrics" => scrape(sources),
+        "/api/requests" => match &sources.feed {
+            Some(feed) => sse::response(feed.watch(query_value(req.uri(), "host"))),
+            None => json(
+                StatusCode::NOT_FOUND,
+                &api::error("the request feed is off (--metrics off)"),
+            ),
+        },
+        "/api/events" if sse::wanted(req.headers()) => sse::response(events_stream(sources)),
+        p if p.starts_with("/api/containers/") => container_logs(sources, p, req.uri().query()),
+        p => match api::view(sources, p) {
+            Some(body) => json(StatusCode::OK, &body),
+            None => json(StatusCode::NOT_FOUND, &api::error("no such API path")),
+        },
     }
 }
 
+/// The kept events, then each new one, as SSE.
+fn events_stream(sources: &Sources) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    let (kept, rx) = sources.events.subscribe();
+    let render = |e: &crate::events::Event| {
+        sse::message(None, &serde_json::to_string(e).unwrap_or_default())
+    };
+    let kept: Vec<Bytes> = kept.iter().map(|e| render(e)).collect();
+    let live = futures_util::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => return Some((render(&e), rx)),
+                // A slow page misses some; it re-reads the views anyway.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    futures_util::StreamExt::chain(futures_util::stream::iter(kept), live)
+}
+
+/// `/api/containers/{id}/logs`.
+fn container_logs(sources: &Sources, path: &str, query: Option<&str>) -> Response<Body> {
+    let Some(id) = path
+        .strip_prefix("/api/containers/")
+        .and_then(|rest| rest.strip_suffix("/logs"))
+    else {
+        return json(StatusCode::NOT_FOUND, &api::error("no such API path"));
+    };
+    if !logs::valid_id(id) {
+        return json(
+            StatusCode::BAD_REQUEST,
+            &api::error("not a container id or name"),
+        );
+    }
+    let q = match logs::Query::parse(query) {
+        Ok(q) => q,
+        Err(e) => return json(StatusCode::BAD_REQUEST, &api::error(&e)),
+    };
+    let Some(url) = &sources.docker else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &api::error("no Docker engine is watched (--docker off)"),
+        );
+    };
+    match logs::connect(url) {
+        Ok(docker) => sse::response(logs::stream(docker, id.to_owned(), &q)),
+        Err(e) => json(StatusCode::BAD_GATEWAY, &api::error(&e)),
+    }
+}
+
+/// `POST /login`: the form's token; a session cookie when it is right.
+async fn login<B>(auth: &Auth, peer: SocketAddr, tls: bool, req: Request<B>) -> Response<Body>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt as _;
+    if !auth.enabled() {
+        return see_other("/", None);
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_FORM);
+    let form = match tokio::time::timeout(FORM_TIMEOUT, limited.collect()).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        _ => {
+            return login_page(
+                StatusCode::BAD_REQUEST,
+                "The form did not arrive whole.",
+                None,
+            );
+        }
+    };
+    let field = |name: &str| form_value(&form, name);
+    let next = field("next").filter(|n| n.starts_with('/') && !n.starts_with("//"));
+    match auth.check(peer.ip(), field("token").as_deref()) {
+        Verdict::Allowed => {
+            let value = auth.session(unix_now()).expect("a token is set");
+            let secure = if tls { "; Secure" } else { "" };
+            let cookie = format!(
+                "{}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+                auth::COOKIE,
+                auth::SESSION.as_secs()
+            );
+            see_other(next.as_deref().unwrap_or("/"), Some(cookie))
+        }
+        Verdict::Denied => login_page(StatusCode::UNAUTHORIZED, "Wrong token.", next),
+        Verdict::Throttled => login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed attempts; try again in a minute.",
+            next,
+        ),
+    }
+}
+
+/// `POST /logout`: the cookie cleared.
+fn logout(tls: bool) -> Response<Body> {
+    let secure = if tls { "; Secure" } else { "" };
+    let cookie = format!(
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}",
+        auth::COOKIE
+    );
+    see_other("/login", Some(cookie))
+}
+
+/// The login form with `message` (plain text; escaped here).
+fn login_page(status: StatusCode, message: &str, next: Option<String>) -> Response<Body> {
+    let next = next.filter(|n| n.starts_with('/') && !n.starts_with("//"));
+    let html = assets::LOGIN
+        .replace("{{message}}", &escape(message))
+        .replace("{{next}}", &escape(next.as_deref().unwrap_or("/")));
+    let mut r = assets::html(html);
+    *r.status_mut() = status;
+    r
+}
+
+fn see_other(location: &str, cookie: Option<String>) -> Response<Body> {
+    let mut r = Response::new(sse::full(Bytes::new()));
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    let h = r.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Some(c) = cookie.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
+        h.insert(header::SET_COOKIE, c);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+/// The session cookie's value, if the request carries one.
+fn session_cookie(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == auth::COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// One field of an `application/x-www-form-urlencoded` body or query.
+fn form_value(form: &[u8], name: &str) -> Option<String> {
+    form.split(|b| *b == b'&')
+        .filter_map(|pair| {
+            let i = pair.iter().position(|b| *b == b'=').unwrap_or(pair.len());
+            (&pair[..i] == name.as_bytes())
+                .then(|| percent_decode(pair.get(i + 1..).unwrap_or(b"")))
+        })
+        .next()
+}
+
+fn query_value(uri: &http::Uri, name: &str) -> Option<String> {
+    form_value(uri.query()?.as_bytes(), name).filter(|v| !v.is_empty())
+}
+
+/// `+` as space and `%XX` escapes; invalid UTF-8 replaced.
+fn percent_decode(s: &[u8]) -> String {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'+' => out.push(b' '),
+            b'%' => match s
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                Some(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                None => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Text safe inside HTML element content and attribute values.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// `/metrics` in the Prometheus text format (404 with `--metrics off`).
-fn scrape(sources: &Sources) -> Response<Full<Bytes>> {
+fn scrape(sources: &Sources) -> Response<Body> {
     let Some(m) = &sources.metrics else {
         return json(
             StatusCode::NOT_FOUND,
             &api::error("metrics are off (--metrics off)"),
         );
     };
-    let mut r = Response::new(Full::new(Bytes::from(metrics::render(m, sources))));
+    let mut r = Response::new(sse::full(metrics::render(m, sources)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -224,8 +508,8 @@ fn scrape(sources: &Sources) -> Response<Full<Bytes>> {
     r
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(sse::full(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -234,8 +518,8 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-fn json(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(sse::full(body.to_string()));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(

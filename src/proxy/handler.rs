@@ -27,7 +27,7 @@ use super::error::ProxyError;
 use super::forward::{forward, prepare};
 use super::listener::ConnInfo;
 use super::policy::{Context, Decoration, Https, policy};
-use super::record::{RequestRecord, Sink};
+use super::record::{RequestRecord, Sink, shown_headers};
 use super::respond::{Answer, Reply, respond, wants_json};
 use super::route::route;
 use crate::acme::challenge::{HTTP01_PREFIX, Http01};
@@ -86,6 +86,9 @@ pub async fn handle(
     let busy = Busy::new(connection);
     let connection = &busy.0;
     let mut record = RequestRecord::start(&req, connection.info.peer.ip());
+    if connection.shared.sink.wants_headers() {
+        record.headers = Some(shown_headers(req.headers()));
+    }
     let json = wants_json(req.headers().get(ACCEPT));
     let http1 = req.version() <= Version::HTTP_11;
     // With a body to upload: whether it has been read in full.

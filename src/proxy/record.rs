@@ -44,6 +44,33 @@ pub struct RequestRecord {
     pub duration: Duration,
     /// Whether the response body was sent in full (set on completion).
     pub complete: bool,
+    /// The request headers with credentials hidden, taken only while a sink
+    /// [wants them](Sink::wants_headers) (someone watches the live feed).
+    pub headers: Option<Box<[(http::HeaderName, HeaderValue)]>>,
+}
+
+/// What a shown header's value becomes when it carries credentials.
+pub const HIDDEN: &str = "[hidden]";
+
+/// Headers whose values are never shown: credentials and session cookies.
+fn is_secret(name: &http::HeaderName) -> bool {
+    use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
+    [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE, SET_COOKIE].contains(name)
+        || name.as_str() == "x-branchgate-bypass"
+}
+
+/// `headers` as they may be shown to people: credential values hidden.
+pub fn shown_headers(headers: &http::HeaderMap) -> Box<[(http::HeaderName, HeaderValue)]> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = match is_secret(name) {
+                true => HeaderValue::from_static(HIDDEN),
+                false => value.clone(),
+            };
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 impl RequestRecord {
@@ -62,6 +89,7 @@ impl RequestRecord {
             bytes: 0,
             duration: Duration::ZERO,
             complete: false,
+            headers: None,
         }
     }
 
@@ -96,6 +124,22 @@ impl RequestRecord {
 pub trait Sink: Send + Sync + std::fmt::Debug {
     /// Takes one completed record. Runs on the request's thread: no blocking.
     fn record(&self, record: &RequestRecord);
+
+    /// Whether records should carry the request headers (credentials
+    /// hidden); checked once per request, so it must be cheap.
+    fn wants_headers(&self) -> bool {
+        false
+    }
+}
+
+impl<T: Sink + ?Sized> Sink for Arc<T> {
+    fn record(&self, record: &RequestRecord) {
+        (**self).record(record);
+    }
+
+    fn wants_headers(&self) -> bool {
+        (**self).wants_headers()
+    }
 }
 
 /// Drops every record (the access log is off and nothing else listens).
@@ -151,5 +195,25 @@ mod tests {
         let req = Request::get("/").header("host", "h").body(()).unwrap();
         let r = RequestRecord::start(&req, [10, 0, 0, 1].into());
         assert_eq!((r.host(), r.path(), r.route()), (Some("h"), "/", None));
+    }
+
+    #[test]
+    fn shown_headers_hide_credentials() {
+        let req = Request::get("/")
+            .header("authorization", "Bearer secret")
+            .header("Cookie", "s=secret")
+            .header("proxy-authorization", "Basic c2VjcmV0")
+            .header("x-branchgate-bypass", "secret")
+            .header("user-agent", "curl/8")
+            .body(())
+            .unwrap();
+        let shown = shown_headers(req.headers());
+        assert_eq!(shown.len(), 5);
+        for (name, value) in shown.iter() {
+            match name.as_str() {
+                "user-agent" => assert_eq!(value, "curl/8"),
+                _ => assert_eq!(value, HIDDEN, "{name}"),
+            }
+        }
     }
 }

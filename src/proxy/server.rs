@@ -124,7 +124,7 @@ impl Server {
                 }
             };
             // At the cap with every connection busy: close the new one at once.
-            let Some(slot) = self.shared.conns.admit() else {
+            let Some(mut slot) = self.shared.conns.admit() else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
@@ -132,6 +132,7 @@ impl Server {
             let server = self.clone();
             match (scheme, &self.shared.tls) {
                 (Scheme::Https, Some(tls)) => {
+                    slot.mark_tls();
                     let tls = tls.clone();
                     self.spawn(async move {
                         // The handshake runs here, in the connection's task.

@@ -96,6 +96,13 @@ impl Members {
         v
     }
 
+    /// Every deployed member with its slug, sorted by slug.
+    pub fn iter(&self) -> Vec<(&str, &Member)> {
+        let mut v: Vec<(&str, &Member)> = self.by_slug.iter().map(|(s, m)| (&**s, m)).collect();
+        v.sort_unstable_by_key(|(s, _)| *s);
+        v
+    }
+
     /// Slugs two or more branch names map to, with those names.
     pub fn conflicts(&self) -> &BTreeMap<Box<str>, Vec<String>> {
         &self.conflicts

@@ -20,6 +20,7 @@ use super::build::{BuildOptions, build};
 use super::notes::{Note, Origin};
 use super::snapshot::{Reader, Snapshot};
 use super::spec::Provided;
+use crate::events::Events;
 use crate::upstream::Registry;
 
 /// A source of routes. The order of the variants is the documented order in
@@ -48,6 +49,7 @@ pub struct Publisher {
     registry: Registry,
     opts: BuildOptions,
     generation: u64,
+    events: Option<Arc<Events>>,
 }
 
 impl Publisher {
@@ -58,7 +60,14 @@ impl Publisher {
             registry,
             opts,
             generation: 0,
+            events: None,
         }
+    }
+
+    /// Reports every publish (hosts added and removed, duration) to `events`.
+    pub fn with_events(mut self, events: Arc<Events>) -> Self {
+        self.events = Some(events);
+        self
     }
 
     /// A read-only handle on what this publisher stores.
@@ -114,14 +123,32 @@ impl Publisher {
         );
         let added: Vec<&str> = after.difference(&before).copied().collect();
         let removed: Vec<&str> = before.difference(&after).copied().collect();
+        let took = started.elapsed();
         info!(
             generation = snapshot.generation(),
             hosts = snapshot.table().host_count(),
             ?added,
             ?removed,
-            took_us = started.elapsed().as_micros() as u64,
+            took_us = took.as_micros() as u64,
             "route table published"
         );
+        if let Some(events) = &self.events {
+            events.stats.publish(took);
+            let message = format!(
+                "route table {} published: {} host(s), +{} −{}",
+                snapshot.generation(),
+                snapshot.table().host_count(),
+                added.len(),
+                removed.len()
+            );
+            let data = serde_json::json!({
+                "generation": snapshot.generation(),
+                "added": added,
+                "removed": removed,
+                "took_us": took.as_micros() as u64,
+            });
+            events.push("publish", message, data);
+        }
     }
 
     /// Republishes on every change of `rx` until `shutdown`.

@@ -27,6 +27,8 @@ pub struct Cert {
     pub key: Arc<CertifiedKey>,
     /// The DNS names of the leaf's subjectAltName, lower case (`*.` wildcards kept).
     pub names: Names,
+    /// The leaf's issuer, as `CN=..., O=...`.
+    pub issuer: String,
     /// Where it came from (for logs).
     pub file: PathBuf,
     /// The leaf's `notBefore`, in seconds since the epoch.
@@ -50,7 +52,12 @@ impl Cert {
         let Some(leaf) = chain.first() else {
             return Err("holds no certificate".into());
         };
-        let (names, not_before, not_after) = leaf_facts(leaf)?;
+        let Leaf {
+            names,
+            issuer,
+            not_before,
+            not_after,
+        } = leaf_facts(leaf)?;
         let now = unix_now();
         if not_after < now {
             return Err(format!("expired {} ago", ago(now - not_after)));
@@ -67,6 +74,7 @@ impl Cert {
         Ok(Self {
             key: Arc::new(key),
             names,
+            issuer,
             file: file.to_owned(),
             not_before,
             not_after,
@@ -98,8 +106,16 @@ pub fn name_covers(name: &str, host: &str) -> bool {
 /// DNS names, lower case.
 type Names = Box<[Box<str>]>;
 
-/// The leaf's DNS SANs, `notBefore` and `notAfter`.
-fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Names, i64, i64), String> {
+/// What the API and selection read off a leaf.
+struct Leaf {
+    names: Names,
+    issuer: String,
+    not_before: i64,
+    not_after: i64,
+}
+
+/// The leaf's DNS SANs, issuer, `notBefore` and `notAfter`.
+fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<Leaf, String> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(leaf.as_ref())
         .map_err(|e| format!("the first certificate does not parse ({e})"))?;
@@ -116,11 +132,12 @@ fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(Names, i64, i64), String> {
         }
     }
     let validity = cert.validity();
-    Ok((
-        names.into(),
-        validity.not_before.timestamp(),
-        validity.not_after.timestamp(),
-    ))
+    Ok(Leaf {
+        names: names.into(),
+        issuer: cert.issuer().to_string(),
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
 }
 
 /// Seconds since the epoch.

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::{Proto, Upstream};
 
@@ -61,6 +61,9 @@ pub struct Pool {
     key: PoolKey,
     upstreams: Box<[Arc<Upstream>]>,
     next: AtomicUsize,
+    /// When it last completed a request (unix ms; 0: never), while metrics
+    /// are on.
+    last_request_ms: AtomicU64,
 }
 
 impl Pool {
@@ -69,7 +72,18 @@ impl Pool {
             key,
             upstreams,
             next: AtomicUsize::new(0),
+            last_request_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Notes a request completed at `unix_ms`.
+    pub fn touch(&self, unix_ms: u64) {
+        self.last_request_ms.store(unix_ms, Ordering::Relaxed);
+    }
+
+    /// When it last completed a request (unix ms), if it has since start.
+    pub fn last_request_ms(&self) -> Option<u64> {
+        Some(self.last_request_ms.load(Ordering::Relaxed)).filter(|ms| *ms != 0)
     }
 
     /// What the pool is made of.

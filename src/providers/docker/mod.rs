@@ -18,6 +18,7 @@ pub mod observe;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::{debug, info, warn};
 
+use crate::events::Events;
 use crate::logging::chain;
 use crate::providers::labels::container_route;
 use crate::routes::{Desired, Note, NoteKind, Origin, Provided, ProviderId, RouteSpec, Severity};
@@ -106,6 +108,7 @@ pub struct Watcher {
     own_id: Option<String>,
     entries: BTreeMap<String, Entry>,
     tx: Arc<watch::Sender<Desired>>,
+    events: Option<Arc<Events>>,
 }
 
 impl Watcher {
@@ -122,7 +125,34 @@ impl Watcher {
             own_id,
             entries: BTreeMap::new(),
             tx,
+            events: None,
         }
+    }
+
+    /// Reports containers starting and stopping, engine events and
+    /// reconnects to `events`.
+    pub fn with_events(mut self, events: Arc<Events>) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    /// One container started (or was found running) or stopped.
+    fn announce(&self, action: &'static str, observed: &Observed, routed: bool) {
+        let Some(events) = &self.events else { return };
+        let c = &observed.container;
+        let label = |k: &str| c.labels.get(k).cloned();
+        events.push(
+            "container",
+            format!("container {} {action}", c.name),
+            serde_json::json!({
+                "id": c.id,
+                "name": c.name,
+                "action": action,
+                "routed": routed,
+                "branch": label("branchgate.branch"),
+                "role": label("branchgate.role"),
+            }),
+        );
     }
 
     /// Runs until `token` is cancelled, reconnecting with capped backoff.
@@ -154,6 +184,12 @@ impl Watcher {
                 Ok(()) => SessionError::StreamEnded,
                 Err(e) => e,
             };
+            if let Some(events) = &self.events {
+                events
+                    .stats
+                    .docker_reconnects
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             // The first failure of a run of them is a warning; retries are quiet.
             if failing {
                 debug!(error = %chain(&error), retry_in = ?backoff, "docker still unavailable");
@@ -245,13 +281,17 @@ impl Watcher {
         let mut old = std::mem::take(&mut self.entries);
         for (id, observed) in found {
             if let Some(observed) = observed {
-                let note = old.remove(&id).and_then(|e| e.note);
-                let entry = self.entry(observed, note);
+                let before = old.remove(&id);
+                let entry = self.entry(observed, before.as_ref().and_then(|e| e.note.clone()));
+                if before.is_none() {
+                    self.announce("running", &entry.observed, entry.route.is_some());
+                }
                 self.entries.insert(id, entry);
             }
         }
         for (_, gone) in old {
             info!(container = %gone.observed.container.name, "container went away while docker was unreachable");
+            self.announce("gone", &gone.observed, false);
         }
         self.send();
         info!(url = %self.settings.url, running = self.entries.len(), routed = self.routed(), "docker synced");
@@ -261,9 +301,17 @@ impl Watcher {
             let first = events_rx.recv().await.ok_or(SessionError::StreamEnded)?;
             let mut changed = BTreeSet::new();
             note_event(&first.map_err(api("event stream"))?, &mut changed);
+            let mut seen = 1;
             // Take whatever else already arrived: one batch, one publish.
             while let Ok(ev) = events_rx.try_recv() {
                 note_event(&ev.map_err(api("event stream"))?, &mut changed);
+                seen += 1;
+            }
+            if let Some(events) = &self.events {
+                events
+                    .stats
+                    .docker_events
+                    .fetch_add(seen, Ordering::Relaxed);
             }
             if changed.is_empty() {
                 continue;
@@ -292,17 +340,23 @@ impl Watcher {
     /// Puts a container's new state in place; whether its route or its note
     /// changed (notes are published state too).
     fn replace(&mut self, id: String, observed: Option<Observed>) -> bool {
-        let (before, note) = match self.entries.remove(&id) {
-            Some(e) => (e.route, e.note),
-            None => (None, None),
+        let (before, note, known) = match self.entries.remove(&id) {
+            Some(e) => (e.route, e.note, Some(e.observed)),
+            None => (None, None, None),
         };
         let Some(observed) = observed else {
             if before.is_some() {
                 debug!(container = %short(&id), "container no longer routed");
             }
+            if let Some(known) = &known {
+                self.announce("stopped", known, before.is_some());
+            }
             return before.is_some() || note.is_some();
         };
         let entry = self.entry(observed, note.clone());
+        if known.is_none() {
+            self.announce("started", &entry.observed, entry.route.is_some());
+        }
         let changed = entry.route != before || entry.note != note;
         self.entries.insert(id, entry);
         changed

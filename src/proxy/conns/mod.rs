@@ -77,6 +77,8 @@ pub struct Conns {
     cap: usize,
     timeouts: Timeouts,
     open: AtomicUsize,
+    /// Of `open`, those on an HTTPS listener.
+    open_tls: AtomicUsize,
     /// Connections asked to close to make room that have not closed yet; each
     /// one pays for one connection admitted over the cap meanwhile.
     evicting: AtomicUsize,
@@ -187,6 +189,7 @@ impl crate::net::WriteObserver for ConnState {
 pub struct Slot {
     state: Arc<ConnState>,
     conns: Arc<Conns>,
+    tls: bool,
 }
 
 impl Conns {
@@ -197,6 +200,7 @@ impl Conns {
             cap: cap.max(1),
             timeouts,
             open: AtomicUsize::new(0),
+            open_tls: AtomicUsize::new(0),
             evicting: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             live: DashMap::new(),
@@ -216,6 +220,11 @@ impl Conns {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Of [`Conns::open`], those on an HTTPS listener.
+    pub fn open_tls(&self) -> usize {
+        self.open_tls.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
@@ -255,6 +264,7 @@ impl Conns {
         Some(Slot {
             state,
             conns: self.clone(),
+            tls: false,
         })
     }
 
@@ -388,6 +398,14 @@ impl Conns {
 }
 
 impl Slot {
+    /// Counts it as an HTTPS connection (for metrics), until it closes.
+    pub fn mark_tls(&mut self) {
+        if !self.tls {
+            self.tls = true;
+            self.conns.open_tls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// This connection's state.
     pub fn state(&self) -> &Arc<ConnState> {
         &self.state
@@ -415,6 +433,9 @@ impl Drop for Slot {
         self.conns.live.remove(&self.state.id);
         if self.state.life.swap(CLOSED, Ordering::AcqRel) == EVICTED {
             self.conns.evicting.fetch_sub(1, Ordering::AcqRel);
+        }
+        if self.tls {
+            self.conns.open_tls.fetch_sub(1, Ordering::Relaxed);
         }
         self.conns.open.fetch_sub(1, Ordering::AcqRel);
     }
