@@ -54,6 +54,8 @@ need_pkg() { # need_pkg COMMAND PACKAGE...
 log "checking tools"
 # Headless Chromium for tests/browser.rs (skipped loudly without it, off CI).
 need_pkg chromium chromium || true
+# ChromeDriver for tests/dashboard.rs (WebDriver: log in, click, watch live updates).
+need_pkg chromedriver chromium-driver || true
 # Pebble (ACME test CA) and pebble-challtestsrv for tests/support/pebble.rs (skipped loudly without it, off CI).
 need_pkg pebble pebble || true
 # knotd (and kdig) for tests/acme_dns.rs: RFC 2136 + TSIG against a real server.

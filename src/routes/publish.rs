@@ -134,17 +134,26 @@ impl Publisher {
         );
         if let Some(events) = &self.events {
             events.stats.publish(took);
+            let (before, after) = (
+                old.table().branch_members(),
+                snapshot.table().branch_members(),
+            );
+            let deployed: Vec<&String> = after.difference(&before).collect();
+            let gone: Vec<&String> = before.difference(&after).collect();
             let message = format!(
-                "route table {} published: {} host(s), +{} −{}",
+                "route table {} published: hosts +{} −{}, branches +{} −{}",
                 snapshot.generation(),
-                snapshot.table().host_count(),
                 added.len(),
-                removed.len()
+                removed.len(),
+                deployed.len(),
+                gone.len(),
             );
             let data = serde_json::json!({
                 "generation": snapshot.generation(),
                 "added": added,
                 "removed": removed,
+                "branches_added": deployed,
+                "branches_removed": gone,
                 "took_us": took.as_micros() as u64,
             });
             events.push("publish", message, data);

@@ -213,6 +213,23 @@ impl RouteTable {
         self.host_routes().map(|r| &*r.pattern).collect()
     }
 
+    /// Every deployed branch member as `frontend feature-x` / `backend main`.
+    pub fn branch_members(&self) -> BTreeSet<String> {
+        let Some(index) = self.branches() else {
+            return BTreeSet::new();
+        };
+        [(Role::Frontend, "frontend"), (Role::Backend, "backend")]
+            .into_iter()
+            .flat_map(|(role, name)| {
+                index
+                    .members(role)
+                    .list()
+                    .into_iter()
+                    .map(move |(slug, _)| format!("{name} {slug}"))
+            })
+            .collect()
+    }
+
     /// Every host rule: exact, wildcard and regex ones (not the default host).
     pub fn host_routes(&self) -> impl Iterator<Item = &HostRoutes> {
         self.exact

@@ -304,6 +304,15 @@ fn act_on_path(request: &Request) {
         return;
     }
     let path = request.target.split('?').next().unwrap_or("");
+    // `/log/TEXT` prints a line for the log tests: stdout in green, and
+    // `/log/stderr/TEXT` on stderr.
+    if let Some(text) = path.strip_prefix("/log/") {
+        match text.strip_prefix("stderr/") {
+            Some(text) => eprintln!("echo: {text}"),
+            None => println!("\x1b[32mecho:\x1b[0m {text}"),
+        }
+        return;
+    }
     let result = match path {
         "/healthy" => std::fs::write(FLAG, b"ok\n"),
         "/unhealthy" => match std::fs::remove_file(FLAG) {

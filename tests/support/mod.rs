@@ -11,7 +11,9 @@ pub mod knot;
 pub mod pebble;
 pub mod proxy;
 pub mod raw;
+pub mod sse;
 pub mod tls;
+pub mod webdriver;
 
 pub use backend::Backend;
 pub use client::{Reply, get, get_with, raw};

@@ -161,6 +161,8 @@ pub struct ProxyProcess {
     pub addr: SocketAddr,
     /// The first HTTPS listener, when `--https` was given.
     pub https: Option<SocketAddr>,
+    /// The admin listener, when `--admin` was given (and not `off`).
+    pub admin: Option<SocketAddr>,
     /// Child process id.
     pub pid: u32,
     /// The routes file.
@@ -288,9 +290,30 @@ impl ProxyProcess {
                 .await,
             ),
         };
+        let wants_admin = args
+            .iter()
+            .position(|a| *a == "--admin")
+            .is_some_and(|i| args.get(i + 1) != Some(&"off"));
+        let admin = match wants_admin {
+            false => None,
+            true => Some(
+                super::eventually(Duration::from_secs(10), "the admin listener", || {
+                    let lines = lines.clone();
+                    async move {
+                        lines.lock().unwrap().iter().find_map(|l| {
+                            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                            (v["fields"]["message"].as_str()? == "admin API listening")
+                                .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
+                        })
+                    }
+                })
+                .await,
+            ),
+        };
         Self {
             addr,
             https,
+            admin,
             pid,
             routes,
             child,
