@@ -82,7 +82,8 @@ pub struct Bound {
     /// What the dashboard's event feed shows.
     events: Arc<events::Events>,
     file: Option<(PathBuf, Vec<u8>)>,
-    demo: Option<std::net::TcpListener>,
+    /// The demo backends: listener, name, what they answer.
+    demo: Vec<(std::net::TcpListener, String, demo::Kind)>,
     /// `--certs`, watched once running.
     certs: Option<tls::dir::CertDir>,
     /// ACME's manager, run once running.
@@ -202,7 +203,12 @@ fn tls_for(
 
 /// Binds the listeners and publishes the first table. A routes file that does
 /// not load is an error here (at start-up) rather than a warning.
-pub async fn bind(config: Config) -> anyhow::Result<Bound> {
+pub async fn bind(mut config: Config) -> anyhow::Result<Bound> {
+    if config.demo && config.branch_domain.is_none() {
+        // The demo's branch environments live under `localhost`, which
+        // browsers resolve to loopback with no DNS setup.
+        config.branch_domain = Some("localhost".into());
+    }
     let addrs: Vec<(Scheme, SocketAddr)> = (config.http_addrs().into_iter())
         .map(|a| (Scheme::Http, a))
         .chain(config.https_addrs().into_iter().map(|a| (Scheme::Https, a)))
@@ -228,13 +234,21 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         desired.insert(ProviderId::File, Arc::new(Provided::specs(specs)));
         file = Some((path.clone(), text));
     }
-    let mut demo = None;
+    let mut demo = Vec::new();
     if config.demo {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").context("--demo: cannot bind")?;
-        l.set_nonblocking(true)?;
-        let spec = demo_spec(l.local_addr()?);
-        desired.insert(ProviderId::Demo, Arc::new(Provided::specs(vec![spec])));
-        demo = Some(l);
+        let branch_domain = config.branch_domain.as_deref();
+        let mut specs = Vec::new();
+        let members = demo::BRANCHES
+            .iter()
+            .map(|(kind, branch)| (*kind, Some(*branch)));
+        for (kind, branch) in [(demo::Kind::Echo, None)].into_iter().chain(members) {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").context("--demo: cannot bind")?;
+            l.set_nonblocking(true)?;
+            let spec = demo_spec(l.local_addr()?, kind, branch, branch_domain);
+            demo.push((l, spec.source.clone(), kind));
+            specs.push(spec);
+        }
+        desired.insert(ProviderId::Demo, Arc::new(Provided::specs(specs)));
     }
 
     let registry = Registry::new(
@@ -403,20 +417,53 @@ fn connection_cap(config: &Config) -> usize {
     cap
 }
 
-fn demo_spec(addr: SocketAddr) -> RouteSpec {
+fn demo_spec(
+    addr: SocketAddr,
+    kind: demo::Kind,
+    branch: Option<&str>,
+    branch_domain: Option<&str>,
+) -> RouteSpec {
+    let (source, hosts, role) = match (kind, branch) {
+        (demo::Kind::Frontend, Some(b)) => (
+            format!("demo frontend {b}"),
+            vec![],
+            Some(routes::Role::Frontend),
+        ),
+        (demo::Kind::Backend, Some(b)) => (
+            format!("demo backend {b}"),
+            vec![],
+            Some(routes::Role::Backend),
+        ),
+        _ => {
+            // `localhost` is the environment matrix when it is the branch domain.
+            let named = ["localhost", "*.localhost"];
+            let hosts = ["127.0.0.1", "[::1]"]
+                .into_iter()
+                .chain(
+                    named
+                        .into_iter()
+                        .filter(|_| branch_domain != Some("localhost")),
+                )
+                .map(|h| HostPattern::parse(h).expect("demo hosts are valid"))
+                .collect();
+            ("the branchgate demo backend".to_owned(), hosts, None)
+        }
+    };
     RouteSpec {
-        source: "--demo".into(),
-        hosts: ["localhost", "*.localhost", "127.0.0.1", "[::1]"]
-            .iter()
-            .map(|h| HostPattern::parse(h).expect("demo hosts are valid"))
-            .collect(),
+        source,
+        hosts,
         path: "/".into(),
         dest: None,
         proto: routes::Proto::Http,
         upstreams: vec![addr],
-        branch: None,
-        role: None,
-        policy: routes::Policy::default(),
+        branch: branch.map(str::to_owned),
+        role,
+        // Plain HTTP keeps working in a browser: the demo's certificate is
+        // self-signed, so a redirect would end at a warning.
+        policy: routes::Policy {
+            https_method: Some(routes::HttpsMethod::NoRedirect),
+            ..Default::default()
+        },
     }
 }
 
@@ -526,10 +573,9 @@ impl Bound {
                 .with_events(self.events.clone());
             tasks.spawn(watcher.run(background.clone()));
         }
-        if let Some(l) = self.demo {
+        for (l, name, kind) in self.demo {
             let l = tokio::net::TcpListener::from_std(l)?;
-            let name = "the branchgate demo backend".to_owned();
-            tasks.spawn(demo::serve(l, name, background.clone()));
+            tasks.spawn(demo::serve(l, name, kind, background.clone()));
         }
         tasks.spawn(self.shared.conns.clone().sweep(background.clone()));
         if let Some(admin) = self.admin {

@@ -322,3 +322,93 @@ async fn metrics_auth_puts_metrics_behind_the_token() {
     assert_eq!(r.status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&r.body).contains("# TYPE branchgate_requests_total counter"));
 }
+
+/// POSTs a form to the admin listener.
+async fn post_form(admin: std::net::SocketAddr, path: &str, form: &str) -> support::Reply {
+    let req = http::Request::post(path)
+        .header("host", "admin")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            form.to_owned(),
+        )))
+        .unwrap();
+    support::client::Conn::open(admin)
+        .await
+        .send(req)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_browser_logs_in_with_the_token_and_gets_a_strict_session_cookie() {
+    let p = with_token(Proxy::builder()).spawn().await;
+    let admin = p.admin.unwrap();
+
+    // The dashboard sends a browser without a session to the login form.
+    let r = get(admin, "admin", "/").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers["location"], "/login");
+    let r = get(admin, "admin", "/login").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let form = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(form.contains("name=\"token\""), "{form}");
+    // Its stylesheet and script load without a session; nothing else does.
+    assert_eq!(
+        get(admin, "admin", "/assets/style.css").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(admin, "admin", "/assets/nope.js").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // A wrong token: the form again, with the reason, and no cookie.
+    let r = post_form(admin, "/login", "token=wrong-token-0000000&next=%2F").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&r.body).contains("Wrong token."));
+    assert!(r.headers.get("set-cookie").is_none());
+
+    // The right one (form-encoded, `next` kept when it is a local path).
+    let form = format!("token={}&next=%2Fapi%2Froutes", TOKEN.replace('-', "%2D"));
+    let r = post_form(admin, "/login", &form).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.headers["location"], "/api/routes");
+    let set = r.headers["set-cookie"].to_str().unwrap().to_owned();
+    for attr in [
+        "branchgate_admin=",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=",
+    ] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    assert!(!set.contains("Secure"), "plain HTTP: no Secure ({set})");
+    let cookie = set.split(';').next().unwrap().to_owned();
+    let with_cookie = [("cookie", cookie.as_str())];
+    let r = get_with(admin, "admin", "/api/routes", &with_cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = get_with(admin, "admin", "/", &with_cookie).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let csp = r.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+    // A forged or tampered session is no session.
+    let (value, tag) = cookie.split_once('.').unwrap();
+    let forged = format!("{}9.{tag}", value);
+    let r = get_with(admin, "admin", "/api/routes", &[("cookie", &forged)]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // `next` never leaves the admin origin.
+    let form = format!("token={TOKEN}&next=%2F%2Fevil.example%2F");
+    let r = post_form(admin, "/login", &form).await;
+    assert_eq!(r.headers["location"], "/");
+
+    // Logging out clears the cookie.
+    let r = post_form(admin, "/logout", "").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let cleared = r.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        cleared.starts_with("branchgate_admin=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+}

@@ -442,7 +442,9 @@ async fn an_https_listener_that_cannot_bind_stops_start_up_naming_the_flag() {
 }
 
 /// The README's first command, as a user who is not root runs it: loopback
-/// ports and a self-signed certificate for `localhost` made at start.
+/// ports, a self-signed certificate made at start, two frontend and two
+/// backend branches deployed under `localhost` (the matrix at
+/// `http://localhost:8080/`), and the dashboard on 127.0.0.1:8081.
 #[tokio::test]
 async fn demo_defaults_to_loopback_ports_with_a_self_signed_certificate() {
     use support::tls::Client;
@@ -463,18 +465,57 @@ async fn demo_defaults_to_loopback_ports_with_a_self_signed_certificate() {
         .spawn()
         .unwrap();
     let https: std::net::SocketAddr = "127.0.0.1:8443".parse().unwrap();
+    let host = "feature-login.feature-payments.localhost";
     let session = eventually(
         Duration::from_secs(10),
         "the demo's HTTPS listener",
-        || async { Client::new("app.localhost").connect(https).await.ok() },
+        || async { Client::new(host).connect(https).await.ok() },
     )
     .await;
     assert_eq!(session.cn, "rcgen self signed cert");
-    let (r, _) = session.get("app.localhost", "/hello").await;
+    let (r, _) = session.get(host, "/api/hello").await;
     assert_eq!(r.status, http::StatusCode::OK);
-    // Plain HTTP is redirected to the HTTPS port.
-    let r = get("127.0.0.1:8080".parse().unwrap(), "localhost", "/hello").await;
-    assert_eq!(r.status, http::StatusCode::MOVED_PERMANENTLY);
-    assert_eq!(r.headers["location"], "https://localhost:8443/hello");
+    assert_eq!(r.json()["backend"], "demo backend feature/payments");
+    let again = Client::new(host).connect(https).await.unwrap();
+    let (r, _) = again.get(host, "/").await;
+    let page = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(page.contains("demo frontend feature/login"), "{page}");
+
+    // Plain HTTP works too (no redirect to a self-signed certificate): the
+    // matrix on localhost links every environment, the echo backend on
+    // 127.0.0.1 shows what was forwarded.
+    let http: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let r = get(http, "localhost:8080", "/").await;
+    assert_eq!(r.status, http::StatusCode::OK);
+    let matrix = String::from_utf8_lossy(&r.body).into_owned();
+    for env in [
+        "main.main",
+        "main.feature-payments",
+        "feature-login.main",
+        "feature-login.feature-payments",
+    ] {
+        assert!(
+            matrix.contains(&format!("{env}.localhost:8080")),
+            "{env}: {matrix}"
+        );
+    }
+    let r = get(http, "main.main.localhost:8080", "/api/x").await;
+    assert_eq!(r.json()["backend"], "demo backend main");
+    let r = get(http, "127.0.0.1:8080", "/hello").await;
+    assert!(String::from_utf8_lossy(&r.body).contains("GET /hello"));
+
+    // The dashboard's API on the admin port, no token on loopback.
+    let admin: std::net::SocketAddr = "127.0.0.1:8081".parse().unwrap();
+    let b = get(admin, "admin", "/api/branches").await.json();
+    assert_eq!(b["domain"], "localhost");
+    assert_eq!(
+        (
+            b["frontends"].as_array().unwrap().len(),
+            b["backends"].as_array().unwrap().len()
+        ),
+        (2, 2)
+    );
+    let r = get(admin, "admin", "/").await;
+    assert_eq!(r.status, http::StatusCode::OK);
     child.kill().await.unwrap();
 }

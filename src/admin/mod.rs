@@ -242,6 +242,7 @@ where
             };
         }
         (_, p) if p.starts_with("/assets/") => return assets::asset(p),
+        (_, "/favicon.ico") => return text(StatusCode::NO_CONTENT, ""),
         _ => {}
     }
     let who = caller(auth, peer, req.headers());
