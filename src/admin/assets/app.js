@@ -526,6 +526,9 @@ function start() {
   openEvents();
   openRequests();
   setInterval(refreshAgo, 1000);
+  // Events change what is deployed; this keeps the live numbers (last
+  // request, in-flight counts, health) current between them.
+  setInterval(refreshViews, 5000);
 }
 
 start();
