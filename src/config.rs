@@ -156,6 +156,12 @@ pub struct Config {
     )]
     pub admin_token: Option<String>,
 
+    /// Also serve the dashboard and admin API on the main listeners for this host (same
+    /// token and login; over HTTPS with the host's certificate). Needs --admin-token.
+    #[arg(long, env = "BRANCHGATE_DASHBOARD_HOST", value_name = "HOST",
+          value_parser = parse_host_name)]
+    pub dashboard_host: Option<String>,
+
     /// Count requests for Prometheus (`/metrics` on the admin listener).
     #[arg(long, env = "BRANCHGATE_METRICS", value_name = "on|off", default_value = "on",
           value_parser = parse_on_off, action = clap::ArgAction::Set)]
@@ -518,6 +524,14 @@ fn parse_branch_domain(s: &str) -> Result<String, String> {
     match crate::routes::normalize_host(s, &mut buf) {
         Some(h) if h.contains('.') && !h.starts_with('[') => Ok(h.to_owned()),
         _ => Err("expected a domain name such as foo.bar".into()),
+    }
+}
+
+fn parse_host_name(s: &str) -> Result<String, String> {
+    let mut buf = [0; crate::routes::MAX_HOST_LEN];
+    match crate::routes::normalize_host(s, &mut buf) {
+        Some(h) if !h.starts_with('[') && !h.contains(':') => Ok(h.to_owned()),
+        _ => Err("expected a host name such as admin.foo.bar".into()),
     }
 }
 

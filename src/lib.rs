@@ -318,25 +318,37 @@ pub async fn bind(mut config: Config) -> anyhow::Result<Bound> {
     };
     let tx = Arc::new(watch::channel(desired).0);
     let links = public_links(&workers);
+    let core = Arc::new(admin::Core::new(
+        config.admin_token.clone(),
+        admin::Sources {
+            routes: publisher.reader(),
+            certs: tls.as_ref().map(|t| t.selector.certs.clone()),
+            acme: acme.clone(),
+            conns: Some(conns.clone()),
+            metrics: metrics.clone(),
+            metrics_auth: config.metrics_auth,
+            events: events.clone(),
+            feed,
+            docker: config.docker_url(),
+            desired: tx.subscribe(),
+            links,
+        },
+    )?);
     let admin = match config.admin {
         config::Listen::Off => None,
-        config::Listen::Addr(addr) => Some(admin::Admin::bind(
-            addr,
-            config.admin_token.clone(),
-            admin::Sources {
-                routes: publisher.reader(),
-                certs: tls.as_ref().map(|t| t.selector.certs.clone()),
-                acme: acme.clone(),
-                conns: Some(conns.clone()),
-                metrics: metrics.clone(),
-                metrics_auth: config.metrics_auth,
-                events: events.clone(),
-                feed,
-                docker: config.docker_url(),
-                desired: tx.subscribe(),
-                links,
-            },
-        )?),
+        config::Listen::Addr(addr) => Some(admin::Admin::bind(addr, core.clone())?),
+    };
+    let dashboard = match &config.dashboard_host {
+        Some(_) if !core.auth_enabled() => {
+            anyhow::bail!(
+                "--dashboard-host: the main listeners are public, so it needs --admin-token"
+            )
+        }
+        Some(host) => Some(proxy::dashboard::Dashboard {
+            host: host.as_str().into(),
+            core,
+        }),
+        None => None,
     };
     let shared = Arc::new(Shared {
         routes: publisher.reader(),
@@ -359,6 +371,7 @@ pub async fn bind(mut config: Config) -> anyhow::Result<Bound> {
         sink,
         tls,
         acme,
+        dashboard,
     });
     Ok(Bound {
         certs,

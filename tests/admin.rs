@@ -412,3 +412,91 @@ async fn a_browser_logs_in_with_the_token_and_gets_a_strict_session_cookie() {
         "{cleared}"
     );
 }
+
+#[tokio::test]
+async fn the_dashboard_host_serves_the_admin_side_on_the_main_listeners() {
+    use support::tls::Client;
+    let ca = Ca::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.issue("dash", &["dash.foo.bar"], Key::Ec)
+        .write(dir.path(), "dash.foo.bar");
+    let be = Backend::spawn("be").await;
+    let p = with_token(Proxy::builder().route("app.foo.bar", &[be.addr], ""))
+        .arg("--https")
+        .arg("127.0.0.1:0")
+        .arg("--certs")
+        .arg(dir.path().to_str().unwrap())
+        .arg("--dashboard-host")
+        .arg("Dash.Foo.Bar")
+        .spawn()
+        .await;
+    let https = p.https.unwrap();
+
+    // Over plain HTTP it goes to HTTPS first, as a route with a certificate does.
+    let r = get(p.addr, "dash.foo.bar", "/api/routes").await;
+    assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
+    let location = r.headers["location"].to_str().unwrap();
+    assert_eq!(
+        location,
+        format!("https://dash.foo.bar:{}/api/routes", https.port())
+    );
+
+    // Over HTTPS, with the host's certificate: the same auth as the admin listener.
+    let session = Client::new("dash.foo.bar").connect(https).await.unwrap();
+    assert_eq!(session.cn, "dash");
+    let (r, _) = session.get("dash.foo.bar", "/api/routes").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let bearer = format!("Bearer {TOKEN}");
+    let req = http::Request::get("/api/routes")
+        .header("host", "dash.foo.bar:443")
+        .header("authorization", &bearer)
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let session = Client::new("dash.foo.bar").connect(https).await.unwrap();
+    let (r, _) = session.send(req).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["routes"][0]["host"], "app.foo.bar");
+    // The login's cookie is Secure over TLS.
+    let req = http::Request::post("/login")
+        .header("host", "dash.foo.bar")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+            "token={TOKEN}"
+        ))))
+        .unwrap();
+    let session = Client::new("dash.foo.bar").connect(https).await.unwrap();
+    let (r, _) = session.send(req).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let set = r.headers["set-cookie"].to_str().unwrap();
+    assert!(
+        set.contains("; Secure") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+
+    // Every other host routes as before.
+    assert_eq!(get(p.addr, "app.foo.bar", "/").await.backend(), "be");
+}
+
+#[tokio::test]
+async fn the_dashboard_host_needs_a_token() {
+    let argv = [
+        "branchgate",
+        "--http",
+        "127.0.0.1:0",
+        "--https",
+        "off",
+        "--no-docker",
+        "--acme",
+        "off",
+        "--admin",
+        "off",
+        "--dashboard-host",
+        "dash.foo.bar",
+    ];
+    let config = <branchgate::Config as clap::Parser>::try_parse_from(argv).unwrap();
+    let err = branchgate::bind(config).await.err().unwrap().to_string();
+    assert!(
+        err.contains("--dashboard-host") && err.contains("--admin-token"),
+        "{err}"
+    );
+}

@@ -45,9 +45,8 @@ use tracing::{debug, info};
 use crate::acme::Acme;
 use crate::routes::Reader;
 use crate::tls::CertStore;
-pub use auth::Auth;
-use auth::Verdict;
-use sse::Body;
+use auth::{Auth, Verdict};
+pub use sse::Body;
 
 /// The largest login form read.
 const MAX_FORM: usize = 4096;
@@ -82,11 +81,54 @@ pub struct Sources {
     pub links: (&'static str, Option<u16>),
 }
 
+/// What the admin side serves and who may see it: shared by the admin
+/// listener and `--dashboard-host` on the main listeners.
+pub struct Core {
+    /// What the views read.
+    pub sources: Sources,
+    /// The token check and sessions.
+    pub auth: Auth,
+}
+
+impl Core {
+    /// Checks the token's length.
+    pub fn new(token: Option<String>, sources: Sources) -> Result<Self, AdminError> {
+        if token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(AdminError::ShortToken);
+        }
+        Ok(Self {
+            sources,
+            auth: Auth::new(token),
+        })
+    }
+
+    /// Whether a token is required.
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.enabled()
+    }
+
+    /// Answers one request (see [`serve`]).
+    pub async fn serve<B>(&self, peer: SocketAddr, tls: bool, req: Request<B>) -> Response<Body>
+    where
+        B: http_body::Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        serve(&self.sources, &self.auth, peer, tls, req).await
+    }
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Core")
+            .field("auth", &self.auth.enabled())
+            .finish()
+    }
+}
+
 /// The admin server: a bound listener and what it serves.
 pub struct Admin {
     listener: std::net::TcpListener,
-    sources: Sources,
-    auth: Arc<Auth>,
+    core: Arc<Core>,
 }
 
 /// Why the admin listener cannot start.
@@ -107,24 +149,14 @@ pub enum AdminError {
 
 impl Admin {
     /// Binds `addr`; refuses a non-loopback address without a token.
-    pub fn bind(
-        addr: SocketAddr,
-        token: Option<String>,
-        sources: Sources,
-    ) -> Result<Self, AdminError> {
-        match &token {
-            None if !addr.ip().is_loopback() => return Err(AdminError::NeedsToken(addr)),
-            Some(t) if t.len() < 16 => return Err(AdminError::ShortToken),
-            _ => {}
+    pub fn bind(addr: SocketAddr, core: Arc<Core>) -> Result<Self, AdminError> {
+        if !core.auth.enabled() && !addr.ip().is_loopback() {
+            return Err(AdminError::NeedsToken(addr));
         }
         let listener = std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| AdminError::Bind(addr, e))?;
-        Ok(Self {
-            listener,
-            sources,
-            auth: Arc::new(Auth::new(token)),
-        })
+        Ok(Self { listener, core })
     }
 
     /// The bound address.
@@ -142,10 +174,10 @@ impl Admin {
             }
         };
         if let Ok(addr) = listener.local_addr() {
-            info!(%addr, auth = self.auth.enabled(), "admin API listening");
+            info!(%addr, auth = self.core.auth.enabled(), "admin API listening");
         }
         let builder = auto::Builder::new(TokioExecutor::new());
-        let state = Arc::new((self.sources, self.auth));
+        let core = self.core;
         loop {
             let (stream, peer) = tokio::select! {
                 _ = cancel.cancelled() => break,
@@ -157,13 +189,13 @@ impl Admin {
                     }
                 },
             };
-            let state = state.clone();
+            let core = core.clone();
             let builder = builder.clone();
             let cancel = cancel.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(serve(&state.0, &state.1, peer, false, req).await) }
+                    let core = core.clone();
+                    async move { Ok::<_, Infallible>(core.serve(peer, false, req).await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 tokio::select! {
@@ -206,7 +238,7 @@ fn caller(auth: &Auth, peer: SocketAddr, headers: &http::HeaderMap) -> Caller {
 
 /// Answers one admin request. `tls`: it came over HTTPS (the session
 /// cookie is then `Secure`).
-pub async fn serve<B>(
+async fn serve<B>(
     sources: &Sources,
     auth: &Auth,
     peer: SocketAddr,

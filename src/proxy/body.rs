@@ -42,6 +42,8 @@ pub struct ProxyBody {
 enum Kind {
     Upstream(UpstreamBody),
     Full(Option<Bytes>),
+    /// The admin side's answer on `--dashboard-host` (event streams included).
+    Admin(crate::admin::Body),
 }
 
 /// An upstream's response body, cut after its read timeout without data.
@@ -129,6 +131,16 @@ impl ProxyBody {
         }
     }
 
+    /// The admin side's answer (`--dashboard-host`).
+    pub fn admin(body: crate::admin::Body, record: RequestRecord, busy: Busy) -> Self {
+        Self {
+            kind: Kind::Admin(body),
+            record: Some(record),
+            bytes: 0,
+            busy,
+        }
+    }
+
     /// Completes the record, once, and hands it to the sink.
     fn finish(&mut self, complete: bool) {
         if let Some(mut record) = self.record.take() {
@@ -153,6 +165,10 @@ impl Body for ProxyBody {
                 Poll::Pending => return Poll::Pending,
             },
             Kind::Full(bytes) => bytes.take().map(|b| Ok(Frame::data(b))),
+            Kind::Admin(body) => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(frame) => frame.map(|f| f.map_err(|never| match never {})),
+                Poll::Pending => return Poll::Pending,
+            },
         };
         match &frame {
             Some(Ok(f)) => {
@@ -170,6 +186,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Upstream(u) => u.body.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
+            Kind::Admin(body) => body.is_end_stream(),
         }
     }
 
@@ -177,6 +194,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Upstream(u) => u.body.size_hint(),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Admin(body) => body.size_hint(),
         }
     }
 }

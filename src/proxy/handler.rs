@@ -59,6 +59,11 @@ impl Busy {
     pub fn sink(&self) -> &dyn Sink {
         &*self.0.shared.sink
     }
+
+    /// The connection it is on.
+    pub fn connection(&self) -> &Connection {
+        &self.0
+    }
 }
 
 impl Drop for Busy {
@@ -88,6 +93,9 @@ pub async fn handle(
     let mut record = RequestRecord::start(&req, connection.info.peer.ip());
     if connection.shared.sink.wants_headers() {
         record.headers = Some(shown_headers(req.headers()));
+    }
+    if (connection.shared.dashboard.as_ref()).is_some_and(|d| d.wants(&req)) {
+        return Ok(super::dashboard::serve(req, record, busy).await);
     }
     let json = wants_json(req.headers().get(ACCEPT));
     let http1 = req.version() <= Version::HTTP_11;

@@ -16,6 +16,7 @@
 pub mod body;
 pub mod conns;
 pub mod cors;
+pub mod dashboard;
 pub mod error;
 pub mod forward;
 pub mod handler;
@@ -73,4 +74,6 @@ pub struct Shared {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// ACME's challenge answers, while ACME runs.
     pub acme: Option<Arc<crate::acme::Acme>>,
+    /// `--dashboard-host`: the admin side on the main listeners.
+    pub dashboard: Option<dashboard::Dashboard>,
 }
