@@ -284,12 +284,44 @@ async fn metrics_parse_and_move_with_requests() {
             .iter()
             .any(|x| x.metric == "branchgate_route_table_updates_total")
     );
-    assert!(
-        after
-            .samples
-            .iter()
-            .any(|x| x.metric == "branchgate_open_connections")
+    // A connection held open shows under its scheme.
+    let mut held = support::client::Conn::open(p.addr).await;
+    assert_eq!(
+        held.get("app.foo.bar", "/").await.unwrap().status,
+        StatusCode::OK
     );
+    let gauge = |s: &Scrape, scheme: &str| -> f64 {
+        s.samples
+            .iter()
+            .find(|x| {
+                x.metric == "branchgate_open_connections" && x.labels.get("scheme") == Some(scheme)
+            })
+            .map_or(-1.0, |x| match x.value {
+                Value::Gauge(v) => v,
+                _ => panic!("a gauge"),
+            })
+    };
+    let s = scrape().await;
+    assert!(gauge(&s, "http") >= 1.0, "the held connection");
+    assert_eq!(gauge(&s, "https"), 0.0);
+    let publishes = s
+        .samples
+        .iter()
+        .find(|x| x.metric == "branchgate_route_table_publish_duration_seconds")
+        .expect("the publish histogram");
+    match &publishes.value {
+        Value::Histogram(buckets) => {
+            let inf = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
+            assert!(inf >= 1.0, "the first publish is counted: {buckets:?}");
+        }
+        v => panic!("a histogram, not {v:?}"),
+    }
+    for name in [
+        "branchgate_docker_events_total",
+        "branchgate_docker_reconnects_total",
+    ] {
+        assert!(s.samples.iter().any(|x| x.metric == name), "{name}");
+    }
 }
 
 #[tokio::test]

@@ -206,6 +206,14 @@ async fn views_events_logs_and_the_request_feed_follow_containers() {
         slugs(admin, "frontends").await.is_empty().then_some(())
     })
     .await;
+    // The engine's events are counted.
+    let metrics = get(admin, "admin", "/metrics").await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let events: f64 = (text.lines())
+        .find_map(|l| l.strip_prefix("branchgate_docker_events_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("branchgate_docker_events_total");
+    assert!(events >= 4.0, "start and stop of two containers: {events}");
     drop(be);
 }
 
