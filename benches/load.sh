@@ -619,16 +619,31 @@ for t in "${TARGETS[@]}"; do
     fi
 done
 
+ratio() { # ratio A B -> A/B with 2 decimals, or n/a
+    awk -v a="$1" -v b="$2" 'BEGIN {
+        if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b + 0 > 0) printf "%.2f", a / b; else printf "n/a" }'
+}
+
+# Each round starts one target later: running second or third in a round
+# costs a few percent here (seen: the same binary 4-8 % apart by position),
+# so rotating spreads that evenly instead of charging it to one target.
+declare -A L_PAIR=()
 for round in $(seq 1 "$ROUNDS"); do
+    shift_by=$(( (round - 1) % ${#TARGETS[@]} ))
+    ORDER=("${TARGETS[@]:$shift_by}" "${TARGETS[@]:0:$shift_by}")
     for sc in "${SCENARIOS[@]}"; do
         echo
-        echo "[${S_DESC[$sc]}] round $round/$ROUNDS"
+        echo "[${S_DESC[$sc]}] round $round/$ROUNDS: ${ORDER[*]}"
         wait_quiet
-        for t in "${TARGETS[@]}"; do
+        for t in "${ORDER[@]}"; do
             measure_or_skip "$t" "$sc"
             k="$sc/$t"
             L_RPS[$k]+=" ${R_RPS[$k]}" L_P50[$k]+=" ${R_P50[$k]}" L_P99[$k]+=" ${R_P99[$k]}"
             L_CPU[$k]+=" ${R_CPU[$k]}" L_RSS[$k]+=" ${R_RSS[$k]}"
+        done
+        # Each variant's CPU per request over the first variant's, this round.
+        for v in "${VARIANTS[@]:1}"; do
+            L_PAIR[$sc/$v]+=" $(ratio "${R_CPU[$sc/$v]:-}" "${R_CPU[$sc/${VARIANTS[0]}]:-}")"
         done
     done
 done
@@ -670,11 +685,6 @@ forget_pid "$NGX_PID"
 
 # --------------------------------------------------------------- report ---
 
-ratio() { # ratio A B -> A/B with 2 decimals, or n/a
-    awk -v a="$1" -v b="$2" 'BEGIN {
-        if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b + 0 > 0) printf "%.2f", a / b; else printf "n/a" }'
-}
-
 TABLE="$TMP/table.md"
 {
     echo "| scenario | target | req/s | p50 µs | p99 µs | CPU µs/req | peak RSS MiB | wrk errors | other CPU % |"
@@ -701,12 +711,12 @@ TABLE="$TMP/table.md"
         echo
         echo "each variant / $first (same run):"
         echo
-        echo "| scenario | variant | CPU/req | req/s | p99 |"
-        echo "|---|---|---:|---:|---:|"
+        echo "| scenario | variant | CPU/req | CPU/req, median of per-round ratios (each round) | req/s | p99 |"
+        echo "|---|---|---:|---:|---:|---:|"
         for sc in "${SCENARIOS[@]}"; do
             for v in "${VARIANTS[@]:1}"; do
                 b="$sc/$v" f="$sc/$first"
-                echo "| ${S_DESC[$sc]} | $v | $(ratio "${R_CPU[$b]:-}" "${R_CPU[$f]:-}") | $(ratio "${R_RPS[$b]:-}" "${R_RPS[$f]:-}") | $(ratio "${R_P99[$b]:-}" "${R_P99[$f]:-}") |"
+                echo "| ${S_DESC[$sc]} | $v | $(ratio "${R_CPU[$b]:-}" "${R_CPU[$f]:-}") | $(median "${L_PAIR[$b]:-}") (${L_PAIR[$b]# }) | $(ratio "${R_RPS[$b]:-}" "${R_RPS[$f]:-}") | $(ratio "${R_P99[$b]:-}" "${R_P99[$f]:-}") |"
             done
         done
     fi

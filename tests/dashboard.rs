@@ -3,7 +3,8 @@
 //! binary and a real Docker engine: log in with the token, see the matrix,
 //! start a branch container and see it appear without a reload, open its
 //! logs and see a line it prints after the page opened, see the request in
-//! the live feed. Screenshots go to `target/test-artifacts/`.
+//! the live feed; and at a phone's width, nothing wider than the screen.
+//! Screenshots go to `target/test-artifacts/`.
 
 mod support;
 
@@ -158,5 +159,26 @@ async fn log_in_watch_containers_logs_and_requests_live() {
     );
     browser.execute("window.scrollTo(0, 0);", vec![]).await;
     browser.screenshot(&dir.join("dashboard.png")).await;
+
+    // On a phone: nothing wider than the screen, the matrix still there.
+    browser.set_window_size(390, 844).await;
+    let overflow = browser
+        .execute(
+            "return document.documentElement.scrollWidth - window.innerWidth;",
+            vec![],
+        )
+        .await;
+    assert!(
+        overflow.as_i64().unwrap_or(i64::MAX) <= 0,
+        "scrolls sideways by {overflow}px"
+    );
+    assert!(
+        browser
+            .text("#matrix-body")
+            .await
+            .unwrap()
+            .contains("feature-a")
+    );
+    browser.screenshot(&dir.join("dashboard-phone.png")).await;
     browser.quit().await;
 }

@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use super::Sources;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 
 use crate::routes::{NoteKind, ProviderId, Role, RouteSpec, Severity, Snapshot};
@@ -34,8 +35,10 @@ pub fn error(message: &str) -> Value {
 /// What each provider wants routed, by container (or routes-file entry):
 /// names upstream addresses in the views.
 struct Containers {
-    /// (provider, source, spec) for every spec.
+    /// (provider, spec) for every spec.
     specs: Vec<(&'static str, RouteSpec)>,
+    /// Upstream address → index in `specs` of the first spec naming it.
+    by_addr: HashMap<SocketAddr, usize>,
 }
 
 impl Containers {
@@ -51,16 +54,20 @@ impl Containers {
                 };
                 provided.specs.iter().map(move |s| (provider, s.clone()))
             })
-            .collect();
-        Self { specs }
+            .collect::<Vec<(&'static str, RouteSpec)>>();
+        let mut by_addr = HashMap::new();
+        for (i, (_, spec)) in specs.iter().enumerate() {
+            for addr in &spec.upstreams {
+                by_addr.entry(*addr).or_insert(i);
+            }
+        }
+        Self { specs, by_addr }
     }
 
     /// The provider and container (or file entry) behind `addr`.
     fn owner(&self, addr: SocketAddr) -> Option<(&'static str, &str)> {
-        self.specs
-            .iter()
-            .find(|(_, s)| s.upstreams.contains(&addr))
-            .map(|(p, s)| (*p, s.source.as_str()))
+        let (provider, spec) = &self.specs[*self.by_addr.get(&addr)?];
+        Some((provider, spec.source.as_str()))
     }
 
     /// Container names of a branch member.

@@ -37,6 +37,9 @@ pub struct Metrics {
     duration_sum_us: AtomicU64,
     /// 502, 503 and 504 answers: the upstream could not be used.
     upstream_errors: [AtomicU64; 3],
+    /// A moment on both clocks: a record's end in unix time without
+    /// reading the wall clock per request.
+    epoch: (std::time::Instant, u64),
 }
 
 /// Feeds [`Metrics`], then hands the record on (to the access log).
@@ -82,6 +85,12 @@ impl Default for Metrics {
             buckets: Default::default(),
             duration_sum_us: AtomicU64::new(0),
             upstream_errors: Default::default(),
+            epoch: (
+                std::time::Instant::now(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            ),
         }
     }
 }
@@ -91,8 +100,8 @@ impl Metrics {
     /// atomic adds, an insert only for a new (route, code, method).
     pub fn observe(&self, r: &RequestRecord) {
         if let Some(pool) = &r.pool {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-            pool.touch(now.map_or(0, |d| d.as_millis() as u64));
+            let end = (r.start + r.duration).saturating_duration_since(self.epoch.0);
+            pool.touch(self.epoch.1 + end.as_millis() as u64);
         }
         let route = r.pool.as_ref().map_or(&self.other, |p| p.key().route());
         let key = (route.clone(), r.status.as_u16(), method_label(&r.method));

@@ -315,6 +315,14 @@ impl Driver {
         std::fs::write(path, png).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     }
 
+    /// Resizes the browser window (CSS pixels), e.g. to a phone's width.
+    pub async fn set_window_size(&self, width: u32, height: u32) {
+        let rect = json!({ "width": width, "height": height });
+        self.session
+            .must(Method::POST, "/window/rect", Some(rect))
+            .await;
+    }
+
     /// chromedriver's output so far (for a failure message).
     pub fn log(&self) -> String {
         read_log(&self.dir.path().join("chromedriver.log"))
