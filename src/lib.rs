@@ -150,6 +150,7 @@ fn acme_for(
         max_orders_per_hour: config.acme_max_orders_per_hour,
         retry: config.acme_retry,
         branch_domain: config.branch_domain.clone(),
+        dashboard_host: config.dashboard_host.clone(),
     };
     info!(
         directory = %settings.directory,

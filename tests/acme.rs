@@ -72,7 +72,49 @@ async fn http_01_issues_a_certificate_for_a_labelled_host_and_keeps_keys_private
     )
     .await;
     assert_eq!(r.status, 502);
+    // Once the certificate is held, plain HTTP goes to HTTPS.
+    let r = get(http, "a.foo.bar", "/x?y=1").await;
+    assert_eq!(r.status, 301);
+    let location = format!("https://a.foo.bar:{}/x?y=1", env.https_addr().port());
+    assert_eq!(r.headers["location"], location.as_str());
     drop(proxy);
+}
+
+/// `--dashboard-host` gets its certificate as a routed host does (HTTP-01
+/// answered on it), then serves the admin side over HTTPS.
+#[tokio::test]
+async fn the_dashboard_host_gets_a_certificate() {
+    let Some(env) = Env::start(false, None).await else {
+        return;
+    };
+    let token = "s3cret-admin-token-0123";
+    let args = [
+        "--acme-challenge",
+        "http-01",
+        "--admin",
+        "off",
+        "--admin-token",
+        token,
+        "--dashboard-host",
+        "dash.foo.bar",
+    ];
+    let _proxy = env.proxy("", &args).await;
+    let session = env.served("dash.foo.bar", Duration::from_secs(30)).await;
+    let bearer = format!("Bearer {token}");
+    let req = http::Request::get("/api/routes")
+        .header("host", "dash.foo.bar")
+        .header("authorization", bearer)
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let (r, _) = session.send(req).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["routes"].is_array());
+    let http = SocketAddr::from(([127, 0, 0, 1], env.http));
+    let r = get(http, "dash.foo.bar", "/").await;
+    assert_eq!(
+        r.status, 301,
+        "plain HTTP goes to HTTPS once the certificate is held"
+    );
 }
 
 #[tokio::test]

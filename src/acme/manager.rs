@@ -259,7 +259,10 @@ impl Manager {
         for e in self.entries.values_mut() {
             // Kept only while asked for and routed: a label removed, or a
             // branch gone, stops renewals; the certificate serves until it expires.
-            let routed = e.wanted && e.names.iter().all(|n| names::name_routes(&snapshot, n));
+            let settings = &self.ctx.acme.settings;
+            let routed = e.wanted
+                && (e.names.iter())
+                    .all(|n| names::name_routes(&snapshot, n) || settings.serves_itself(n));
             if routed != e.routed {
                 e.routed = routed;
                 match (routed, e.state, e.cert.is_some()) {

@@ -74,9 +74,17 @@ pub struct Settings {
     pub retry: Duration,
     /// The branch domain, if branch environments are on.
     pub branch_domain: Option<String>,
+    /// `--dashboard-host`: served by branchgate itself, so it gets a
+    /// certificate although no route names it.
+    pub dashboard_host: Option<String>,
 }
 
 impl Settings {
+    /// Whether `name` is served by branchgate itself (the dashboard host).
+    pub fn serves_itself(&self, name: &str) -> bool {
+        self.dashboard_host.as_deref() == Some(name)
+    }
+
     /// Whether branch hosts get certificates at their first handshake
     /// (no DNS-01: no wildcards).
     pub fn on_demand(&self) -> bool {

@@ -96,6 +96,11 @@ pub fn wanted(snapshot: &Snapshot, settings: &Settings) -> (BTreeMap<String, Wan
             }
         }
     }
+    if let Some(host) = &settings.dashboard_host
+        && publicly_orderable(host)
+    {
+        add(vec![host.clone()]);
+    }
     if settings.all_hosts {
         for host in table.exact_hosts().filter(|h| publicly_orderable(h)) {
             add(vec![host.to_owned()]);

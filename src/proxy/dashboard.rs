@@ -2,7 +2,8 @@
 //! for one host, behind the same token and login as the admin listener.
 //! Over HTTP it redirects to HTTPS when the host has a certificate there,
 //! as any route does, so the token and the session cookie travel
-//! encrypted (the cookie is then `Secure`).
+//! encrypted (the cookie is then `Secure`). With ACME on, the host gets a
+//! certificate as a routed host would.
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::handler::Busy;
+use super::handler::{Busy, http01};
 use super::listener::Scheme;
 use super::policy::{Context, Https, policy};
 use super::record::RequestRecord;
@@ -71,11 +72,17 @@ pub async fn serve(
         https: shared.tls.as_ref().map(|t| Https {
             port: t.port,
             certs: &t.selector.certs,
+            acme: shared.acme.as_deref(),
         }),
         non_get_redirect: shared.settings.non_get_redirect,
     };
-    if let Err(answer) = policy(&Policy::default(), &req, &dashboard.host, &cx) {
-        let reply = respond(answer, false);
+    // Its own certificate's HTTP-01 challenge first, then HTTPS.
+    let early = http01(shared, &req, false).or_else(|| {
+        policy(&Policy::default(), &req, &dashboard.host, &cx)
+            .err()
+            .map(|answer| respond(answer, false))
+    });
+    if let Some(reply) = early {
         record.status = reply.status;
         return reply.into_response(|body| ProxyBody::full(body, record, busy));
     }

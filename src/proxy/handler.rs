@@ -169,16 +169,8 @@ fn decide(
             err.log(connection.info.peer);
         }
     };
-    // HTTP-01 before any route or redirect (RFC 8555 8.3). A well-formed
-    // token no order waits on goes on to the route: a backend may run its
-    // own ACME client.
-    if let Some(acme) = &shared.acme
-        && let Some(token) = req.uri().path().strip_prefix(HTTP01_PREFIX)
-    {
-        match acme.challenges.http01(token) {
-            Http01::Unknown => {}
-            answer => return Err(respond(Answer::Acme(answer), json)),
-        }
+    if let Some(reply) = http01(shared, &req, json) {
+        return Err(reply);
     }
     let mut name = [0; MAX_HOST_LEN];
     let routed = route(&snapshot, &req, &mut name).map_err(|answer| {
@@ -204,6 +196,7 @@ fn decide(
         https: shared.tls.as_ref().map(|t| Https {
             port: t.port,
             certs: &t.selector.certs,
+            acme: shared.acme.as_deref(),
         }),
         non_get_redirect: settings.non_get_redirect,
     };
@@ -228,6 +221,18 @@ fn decide(
             record.pool = Some(pool);
             Err(reply)
         }
+    }
+}
+
+/// HTTP-01 before any route or redirect (RFC 8555 8.3). A well-formed
+/// token no order waits on goes on (`None`): a backend may run its own ACME
+/// client.
+pub fn http01<B>(shared: &Shared, req: &Request<B>, json: bool) -> Option<Reply> {
+    let acme = shared.acme.as_ref()?;
+    let token = req.uri().path().strip_prefix(HTTP01_PREFIX)?;
+    match acme.challenges.http01(token) {
+        Http01::Unknown => None,
+        answer => Some(respond(Answer::Acme(answer), json)),
     }
 }
 

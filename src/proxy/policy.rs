@@ -49,6 +49,8 @@ pub struct Https<'a> {
     pub port: u16,
     /// The certificates in force, loaded only when a rule needs them.
     pub certs: &'a CertStore,
+    /// ACME's certificates, while ACME runs.
+    pub acme: Option<&'a crate::acme::Acme>,
 }
 
 /// What the policy phase adds to the upstream's response.
@@ -128,7 +130,7 @@ fn scheme_rule<'a, B>(
     {
         return Ok(());
     }
-    let Some(Https { port, certs }) = cx.https else {
+    let Some(Https { port, certs, acme }) = cx.https else {
         return Ok(());
     };
     // No certificate at all for this host: served over HTTP rather than locked out.
@@ -136,6 +138,7 @@ fn scheme_rule<'a, B>(
         .load()
         .select(name, policy.cert_name.as_deref())
         .is_none()
+        && acme.is_none_or(|a| a.cert_for(name).is_none())
     {
         return Ok(());
     }
@@ -275,6 +278,7 @@ mod tests {
                 https: Some(Https {
                     port,
                     certs: &certs,
+                    acme: None,
                 }),
                 non_get_redirect: StatusCode::MOVED_PERMANENTLY,
             };
@@ -295,6 +299,7 @@ mod tests {
             https: Some(Https {
                 port: 443,
                 certs: &empty,
+                acme: None,
             }),
             non_get_redirect: StatusCode::MOVED_PERMANENTLY,
         };
