@@ -88,7 +88,7 @@ fn echo(name: &str, req: &Request<Incoming>) -> Response<Full<Bytes>> {
 /// A frontend branch's page: it asks its own origin's `/api/hello`, which
 /// branchgate sends to the environment's backend branch.
 fn page(name: &str) -> Response<Full<Bytes>> {
-    let name = name.replace(['<', '>', '&', '"'], "");
+    let name = crate::proxy::pages::esc(name);
     let body = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"></head>\

@@ -118,7 +118,8 @@ impl Events {
 
     /// The kept events, oldest first.
     pub fn recent(&self) -> Vec<Arc<Event>> {
-        self.subscribe().0
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.iter().cloned().collect()
     }
 }
 

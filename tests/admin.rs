@@ -257,18 +257,8 @@ async fn metrics_parse_and_move_with_requests() {
         count(&after, "app.foo.bar/", "200", "OTHER") >= 1.0,
         "PURGE is OTHER"
     );
-    let histogram = after
-        .samples
-        .iter()
-        .find(|x| x.metric == "branchgate_request_duration_seconds")
-        .expect("the duration histogram");
-    match &histogram.value {
-        Value::Histogram(buckets) => {
-            let inf = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
-            assert!(inf >= 6.0, "{buckets:?}");
-        }
-        v => panic!("a histogram, not {v:?}"),
-    }
+    let requests = histogram_count(&after, "branchgate_request_duration_seconds");
+    assert!(requests >= 6.0, "{requests}");
     let up = after
         .samples
         .iter()
@@ -304,18 +294,11 @@ async fn metrics_parse_and_move_with_requests() {
     let s = scrape().await;
     assert!(gauge(&s, "http") >= 1.0, "the held connection");
     assert_eq!(gauge(&s, "https"), 0.0);
-    let publishes = s
-        .samples
-        .iter()
-        .find(|x| x.metric == "branchgate_route_table_publish_duration_seconds")
-        .expect("the publish histogram");
-    match &publishes.value {
-        Value::Histogram(buckets) => {
-            let inf = buckets.iter().map(|b| b.count).fold(0.0, f64::max);
-            assert!(inf >= 1.0, "the first publish is counted: {buckets:?}");
-        }
-        v => panic!("a histogram, not {v:?}"),
-    }
+    let publishes = histogram_count(&s, "branchgate_route_table_publish_duration_seconds");
+    assert!(
+        publishes >= 1.0,
+        "the first publish is counted: {publishes}"
+    );
     for name in [
         "branchgate_docker_events_total",
         "branchgate_docker_reconnects_total",
@@ -353,6 +336,19 @@ async fn metrics_auth_puts_metrics_behind_the_token() {
     let r = get_with(admin, "admin", "/metrics", &[("authorization", &bearer)]).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(String::from_utf8_lossy(&r.body).contains("# TYPE branchgate_requests_total counter"));
+}
+
+/// The count of a histogram in a scrape (its +Inf bucket).
+fn histogram_count(s: &prometheus_parse::Scrape, metric: &str) -> f64 {
+    let sample = (s.samples.iter())
+        .find(|x| x.metric == metric)
+        .unwrap_or_else(|| panic!("{metric} in the scrape"));
+    match &sample.value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+        }
+        v => panic!("{metric}: a histogram, not {v:?}"),
+    }
 }
 
 /// POSTs a form to the admin listener.

@@ -8,7 +8,7 @@ use super::Sources;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use crate::routes::{NoteKind, ProviderId, Role, RouteSpec, Severity, Snapshot};
+use crate::routes::{Desired, NoteKind, ProviderId, Role, RouteSpec, Severity, Snapshot};
 use crate::upstream::Pool;
 
 /// The view at `path`, or `None` for an unknown path.
@@ -35,44 +35,42 @@ pub fn error(message: &str) -> Value {
 /// What each provider wants routed, by container (or routes-file entry):
 /// names upstream addresses in the views.
 struct Containers {
-    /// (provider, spec) for every spec.
-    specs: Vec<(&'static str, RouteSpec)>,
-    /// Upstream address → index in `specs` of the first spec naming it.
-    by_addr: HashMap<SocketAddr, usize>,
+    /// What each provider sends (its specs are shared, not copied).
+    desired: Desired,
+    /// Upstream address → the first spec naming it: provider and index.
+    by_addr: HashMap<SocketAddr, (ProviderId, usize)>,
 }
 
 impl Containers {
     fn new(sources: &Sources) -> Self {
-        let desired = sources.desired.borrow();
-        let specs = desired
-            .iter()
-            .flat_map(|(id, provided)| {
-                let provider = match id {
-                    ProviderId::Demo => "demo",
-                    ProviderId::File => "file",
-                    ProviderId::Docker => "docker",
-                };
-                provided.specs.iter().map(move |s| (provider, s.clone()))
-            })
-            .collect::<Vec<(&'static str, RouteSpec)>>();
+        let desired = sources.desired.borrow().clone();
         let mut by_addr = HashMap::new();
-        for (i, (_, spec)) in specs.iter().enumerate() {
-            for addr in &spec.upstreams {
-                by_addr.entry(*addr).or_insert(i);
+        for (id, provided) in &desired {
+            for (i, spec) in provided.specs.iter().enumerate() {
+                for addr in &spec.upstreams {
+                    by_addr.entry(*addr).or_insert((*id, i));
+                }
             }
         }
-        Self { specs, by_addr }
+        Self { desired, by_addr }
+    }
+
+    /// Every spec with its provider's name.
+    fn specs(&self) -> impl Iterator<Item = (&'static str, &RouteSpec)> {
+        (self.desired.iter())
+            .flat_map(|(id, provided)| provided.specs.iter().map(|s| (provider_name(*id), s)))
     }
 
     /// The provider and container (or file entry) behind `addr`.
     fn owner(&self, addr: SocketAddr) -> Option<(&'static str, &str)> {
-        let (provider, spec) = &self.specs[*self.by_addr.get(&addr)?];
-        Some((provider, spec.source.as_str()))
+        let (id, i) = self.by_addr.get(&addr)?;
+        let spec = &self.desired.get(id)?.specs[*i];
+        Some((provider_name(*id), spec.source.as_str()))
     }
 
     /// Container names of a branch member.
     fn of_member(&self, role: Role, branch: &str) -> Vec<&str> {
-        let mut names: Vec<&str> = (self.specs.iter())
+        let mut names: Vec<&str> = (self.specs())
             .filter(|(p, s)| *p == "docker" && s.role == Some(role))
             .filter(|(_, s)| s.branch.as_deref() == Some(branch))
             .map(|(_, s)| s.source.as_str())
@@ -84,7 +82,7 @@ impl Containers {
 
     /// `/api/containers`: every routed container with its hosts.
     fn list(&self) -> Value {
-        let list: Vec<Value> = (self.specs.iter())
+        let list: Vec<Value> = (self.specs())
             .map(|(provider, s)| {
                 json!({
                     "name": s.source,
@@ -93,11 +91,19 @@ impl Containers {
                     "path": s.path,
                     "upstreams": s.upstreams.iter().map(|u| u.to_string()).collect::<Vec<_>>(),
                     "branch": s.branch,
-                    "role": s.role.map(|r| match r { Role::Frontend => "frontend", Role::Backend => "backend" }),
+                    "role": s.role.map(|r| r.to_string()),
                 })
             })
             .collect();
         json!({ "containers": list })
+    }
+}
+
+fn provider_name(id: ProviderId) -> &'static str {
+    match id {
+        ProviderId::Demo => "demo",
+        ProviderId::File => "file",
+        ProviderId::Docker => "docker",
     }
 }
 

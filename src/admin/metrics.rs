@@ -190,24 +190,12 @@ pub fn render(metrics: &Metrics, sources: &Sources) -> String {
         "histogram",
         "Time from a request's arrival to the end of its response body.",
     );
-    let mut cumulative = 0;
-    for (i, bound) in BUCKETS.iter().enumerate() {
-        cumulative += metrics.buckets[i].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "branchgate_request_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    cumulative += metrics.buckets[BUCKETS.len()].load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "branchgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    let sum = metrics.duration_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = writeln!(out, "branchgate_request_duration_seconds_sum {sum}");
-    let _ = writeln!(
-        out,
-        "branchgate_request_duration_seconds_count {cumulative}"
+    histogram(
+        &mut out,
+        "branchgate_request_duration_seconds",
+        &BUCKETS,
+        &metrics.buckets,
+        &metrics.duration_sum_us,
     );
 
     header(
@@ -257,27 +245,12 @@ pub fn render(metrics: &Metrics, sources: &Sources) -> String {
         "histogram",
         "Time to build and publish one route table.",
     );
-    let mut cumulative = 0;
-    for (i, bound) in PUBLISH_BUCKETS.iter().enumerate() {
-        cumulative += stats.publish_buckets[i].load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "branchgate_route_table_publish_duration_seconds_bucket{{le=\"{bound}\"}} {cumulative}"
-        );
-    }
-    cumulative += stats.publish_buckets[PUBLISH_BUCKETS.len()].load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "branchgate_route_table_publish_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
-    );
-    let sum = stats.publish_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-    let _ = writeln!(
-        out,
-        "branchgate_route_table_publish_duration_seconds_sum {sum}"
-    );
-    let _ = writeln!(
-        out,
-        "branchgate_route_table_publish_duration_seconds_count {cumulative}"
+    histogram(
+        &mut out,
+        "branchgate_route_table_publish_duration_seconds",
+        &PUBLISH_BUCKETS,
+        &stats.publish_buckets,
+        &stats.publish_sum_us,
     );
 
     header(
@@ -377,6 +350,29 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// A histogram's `_bucket` (cumulative), `_sum` and `_count` lines: `counts`
+/// holds one count per bound, then the +Inf one; `sum_us` in microseconds.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    bounds: &[f64],
+    counts: &[AtomicU64],
+    sum_us: &AtomicU64,
+) {
+    let les = bounds
+        .iter()
+        .map(ToString::to_string)
+        .chain(["+Inf".to_owned()]);
+    let mut cumulative = 0;
+    for (le, count) in les.zip(counts) {
+        cumulative += count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    let sum = sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::acme::Acme;
+use crate::proxy::pages::esc;
 use crate::routes::Reader;
 use crate::tls::CertStore;
 use auth::{Auth, Verdict};
@@ -427,8 +428,8 @@ fn logout(tls: bool) -> Response<Body> {
 fn login_page(status: StatusCode, message: &str, next: Option<String>) -> Response<Body> {
     let next = next.filter(|n| n.starts_with('/') && !n.starts_with("//"));
     let html = assets::LOGIN
-        .replace("{{message}}", &escape(message))
-        .replace("{{next}}", &escape(next.as_deref().unwrap_or("/")));
+        .replace("{{message}}", &esc(message))
+        .replace("{{next}}", &esc(next.as_deref().unwrap_or("/")));
     let mut r = assets::html(html);
     *r.status_mut() = status;
     r
@@ -501,22 +502,6 @@ fn percent_decode(s: &[u8]) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Text safe inside HTML element content and attribute values.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn unix_now() -> u64 {

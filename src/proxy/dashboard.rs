@@ -13,9 +13,9 @@ use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::handler::{Busy, http01};
+use super::handler::{Busy, http01, policy_context};
 use super::listener::Scheme;
-use super::policy::{Context, Https, policy};
+use super::policy::policy;
 use super::record::RequestRecord;
 use super::respond::respond;
 use crate::admin::Core;
@@ -66,16 +66,7 @@ pub async fn serve(
     };
     let scheme = connection.info.scheme;
     let peer = connection.info.peer;
-    let cx = Context {
-        scheme,
-        origins: &shared.settings.cors,
-        https: shared.tls.as_ref().map(|t| Https {
-            port: t.port,
-            certs: &t.selector.certs,
-            acme: shared.acme.as_deref(),
-        }),
-        non_get_redirect: shared.settings.non_get_redirect,
-    };
+    let cx = policy_context(shared, scheme);
     // Its own certificate's HTTP-01 challenge first, then HTTPS.
     let early = http01(shared, &req, false).or_else(|| {
         policy(&Policy::default(), &req, &dashboard.host, &cx)

@@ -25,7 +25,7 @@ use super::body::ProxyBody;
 use super::conns::Slot;
 use super::error::ProxyError;
 use super::forward::{forward, prepare};
-use super::listener::ConnInfo;
+use super::listener::{ConnInfo, Scheme};
 use super::policy::{Context, Decoration, Https, policy};
 use super::record::{RequestRecord, Sink, shown_headers};
 use super::respond::{Answer, Reply, respond, wants_json};
@@ -189,17 +189,7 @@ fn decide(
         add_hsts(&mut reply.headers, hsts.as_ref());
         reply
     };
-    let settings = &shared.settings;
-    let cx = Context {
-        scheme,
-        origins: &settings.cors,
-        https: shared.tls.as_ref().map(|t| Https {
-            port: t.port,
-            certs: &t.selector.certs,
-            acme: shared.acme.as_deref(),
-        }),
-        non_get_redirect: settings.non_get_redirect,
-    };
+    let cx = policy_context(shared, scheme);
     let ready = policy(&routed.route.policy, &req, routed.name, &cx)
         .map_err(fail)
         .and_then(|decoration| {
@@ -221,6 +211,20 @@ fn decide(
             record.pool = Some(pool);
             Err(reply)
         }
+    }
+}
+
+/// What the policy phase reads of the server for a request over `scheme`.
+pub fn policy_context(shared: &Shared, scheme: Scheme) -> Context<'_> {
+    Context {
+        scheme,
+        origins: &shared.settings.cors,
+        https: shared.tls.as_ref().map(|t| Https {
+            port: t.port,
+            certs: &t.selector.certs,
+            acme: shared.acme.as_deref(),
+        }),
+        non_get_redirect: shared.settings.non_get_redirect,
     }
 }
 

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use crate::routes::{BranchIndex, Role};
 
 /// Escapes text for HTML content and attribute values.
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
