@@ -155,6 +155,32 @@ pub fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// Whether `flag` is among `args` with a value other than `off`.
+fn flag_on(args: &[&str], flag: &str) -> bool {
+    args.iter()
+        .position(|a| *a == flag)
+        .is_some_and(|i| args.get(i + 1) != Some(&"off"))
+}
+
+/// The `addr` field of the first JSON log line whose `field` is `value`,
+/// waited for up to 10 s.
+async fn logged_addr(
+    lines: &Arc<Mutex<Vec<String>>>,
+    what: &str,
+    field: &str,
+    value: &str,
+) -> SocketAddr {
+    super::eventually(Duration::from_secs(10), what, || {
+        let found = lines.lock().unwrap().iter().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["fields"][field].as_str()? == value)
+                .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
+        });
+        async move { found }
+    })
+    .await
+}
+
 /// The real `branchgate` binary, run as a child process with JSON logs.
 pub struct ProxyProcess {
     /// The HTTP listener.
@@ -259,54 +285,26 @@ impl ProxyProcess {
         }
         let pid = child.id().unwrap();
         let lines = stderr.clone();
-        let addr = super::eventually(Duration::from_secs(10), "the proxy to listen", || {
-            let lines = lines.clone();
-            async move {
-                lines.lock().unwrap().iter().find_map(|l| {
-                    let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                    (v["fields"]["message"].as_str()? == "listening (HTTP/1.1, h2c)")
-                        .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
-                })
-            }
-        })
+        let addr = logged_addr(
+            &lines,
+            "the proxy to listen",
+            "message",
+            "listening (HTTP/1.1, h2c)",
+        )
         .await;
-        let wants_https = args
-            .iter()
-            .position(|a| *a == "--https")
-            .is_some_and(|i| args.get(i + 1) != Some(&"off"));
-        let https = match wants_https {
+        let https = match flag_on(args, "--https") {
             false => None,
-            true => Some(
-                super::eventually(Duration::from_secs(10), "the HTTPS listener", || {
-                    let lines = lines.clone();
-                    async move {
-                        lines.lock().unwrap().iter().find_map(|l| {
-                            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                            (v["fields"]["scheme"].as_str()? == "https")
-                                .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
-                        })
-                    }
-                })
-                .await,
-            ),
+            true => Some(logged_addr(&lines, "the HTTPS listener", "scheme", "https").await),
         };
-        let wants_admin = args
-            .iter()
-            .position(|a| *a == "--admin")
-            .is_some_and(|i| args.get(i + 1) != Some(&"off"));
-        let admin = match wants_admin {
+        let admin = match flag_on(args, "--admin") {
             false => None,
             true => Some(
-                super::eventually(Duration::from_secs(10), "the admin listener", || {
-                    let lines = lines.clone();
-                    async move {
-                        lines.lock().unwrap().iter().find_map(|l| {
-                            let v: serde_json::Value = serde_json::from_str(l).ok()?;
-                            (v["fields"]["message"].as_str()? == "admin API listening")
-                                .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
-                        })
-                    }
-                })
+                logged_addr(
+                    &lines,
+                    "the admin listener",
+                    "message",
+                    "admin API listening",
+                )
                 .await,
             ),
         };
