@@ -276,6 +276,44 @@ pub struct Config {
           value_delimiter = ',', value_parser = parse_origin)]
     pub cors_origins: Vec<String>,
 
+    /// Put every host under --branch-domain behind one login: an htpasswd file (bcrypt, SHA1,
+    /// APR1, as nginx accepts), watched. One login sets a cookie for the whole domain.
+    #[arg(long, env = "BRANCHGATE_BRANCH_AUTH", value_name = "FILE")]
+    pub branch_auth: Option<PathBuf>,
+
+    /// Requests carrying `X-Branchgate-Bypass: TOKEN` pass the branch gate without a login (for
+    /// CI); at least 16 characters.
+    #[arg(long, env = "BRANCHGATE_BRANCH_AUTH_BYPASS_TOKEN", value_name = "TOKEN",
+          hide_env_values = true, value_parser = parse_token)]
+    pub branch_auth_bypass_token: Option<String>,
+
+    /// Read the bypass token from this file (first line) instead.
+    #[arg(long, env = "BRANCHGATE_BRANCH_AUTH_BYPASS_TOKEN_FILE", value_name = "FILE",
+          conflicts_with = "branch_auth_bypass_token")]
+    pub branch_auth_bypass_token_file: Option<PathBuf>,
+
+    /// How long a branch gate login lasts (at most 7d).
+    #[arg(long, env = "BRANCHGATE_BRANCH_AUTH_TTL", value_name = "DURATION", default_value = "7d",
+          value_parser = parse_timeout)]
+    pub branch_auth_ttl: Duration,
+
+    /// Only these client addresses may reach hosts under --branch-domain (CIDR list, e.g.
+    /// `10.0.0.0/8,192.168.1.7`); others get 403.
+    #[arg(long, env = "BRANCHGATE_BRANCH_ALLOW", value_name = "CIDRS",
+          value_parser = clap::value_parser!(crate::access::AllowList))]
+    pub branch_allow: Option<crate::access::AllowList>,
+
+    /// Send `X-Robots-Tag: noindex` on every response from hosts under --branch-domain.
+    #[arg(long, env = "BRANCHGATE_BRANCH_NOINDEX", value_name = "BOOL", num_args = 0..=1,
+          default_value_t = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub branch_noindex: bool,
+
+    /// nginx-proxy's htpasswd directory: a file named `<host>` protects that host, and
+    /// `<host>_<sha1 of VIRTUAL_PATH>` one path of it. Watched.
+    #[arg(long, env = "BRANCHGATE_HTPASSWD", value_name = "DIR")]
+    pub htpasswd: Option<PathBuf>,
+
     /// Worker threads, each with its own runtime and SO_REUSEPORT listener (0 = one per CPU).
     #[arg(long, env = "BRANCHGATE_WORKERS", value_name = "N", default_value_t = 0,
           value_parser = clap::value_parser!(u16).range(0..=256))]
@@ -507,9 +545,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "" | "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => {
             return Err(format!(
-                "unknown unit {unit:?} in {s:?} (use ms, s, m or h)"
+                "unknown unit {unit:?} in {s:?} (use ms, s, m, h or d)"
             ));
         }
     };
@@ -525,6 +564,17 @@ fn parse_branch_domain(s: &str) -> Result<String, String> {
         Some(h) if h.contains('.') && !h.starts_with('[') => Ok(h.to_owned()),
         _ => Err("expected a domain name such as foo.bar".into()),
     }
+}
+
+fn parse_token(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.len() < 16 {
+        return Err("must be at least 16 characters".into());
+    }
+    if http::HeaderValue::from_str(s).is_err() {
+        return Err("must be printable ASCII (it is sent as a header value)".into());
+    }
+    Ok(s.to_owned())
 }
 
 fn parse_host_name(s: &str) -> Result<String, String> {

@@ -33,6 +33,8 @@ pub mod tls;
 
 pub mod acme;
 
+pub mod access;
+
 pub mod proxy;
 
 pub mod admin;
@@ -90,6 +92,8 @@ pub struct Bound {
     acme: Option<acme::manager::Manager>,
     /// The admin listener, unless `--admin off`.
     admin: Option<admin::Admin>,
+    /// The access layer's file watchers.
+    access: access::Watchers,
 }
 
 /// ACME: the settings from the flags (files read and checked here, so a
@@ -351,7 +355,9 @@ pub async fn bind(mut config: Config) -> anyhow::Result<Bound> {
         }),
         None => None,
     };
+    let (access, access_watchers) = access::Access::from_config(&config)?;
     let shared = Arc::new(Shared {
+        access,
         routes: publisher.reader(),
         settings: ProxySettings {
             trust_downstream_proxy: config.trust_downstream_proxy,
@@ -378,6 +384,7 @@ pub async fn bind(mut config: Config) -> anyhow::Result<Bound> {
         certs,
         acme: manager.map(|(_, m)| m),
         admin,
+        access: access_watchers,
         config,
         workers,
         shared,
@@ -592,6 +599,8 @@ impl Bound {
             tasks.spawn(demo::serve(l, name, kind, background.clone()));
         }
         tasks.spawn(self.shared.conns.clone().sweep(background.clone()));
+        self.access
+            .spawn(&self.shared.access, &mut tasks, &background);
         if let Some(admin) = self.admin {
             tasks.spawn(admin.run(background.clone()));
         }

@@ -2,26 +2,28 @@
 //! throttle on failures so a token cannot be guessed at network speed.
 //!
 //! A browser logs in once with the token and gets a session cookie:
-//! `EXPIRY.MAC`, the MAC an HMAC-SHA256 of the expiry under a key derived
+//! `admin.EXPIRY.MAC` ([`crate::access::signed`]) under a key derived
 //! from the token, so sessions survive a restart, end when the token
 //! changes, and need no server-side store. Verified in constant time.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dashmap::DashMap;
 use ring::hmac;
+
+use crate::access::signed;
+use crate::access::throttle::{Throttle, constant_time_eq};
 
 /// Failed attempts a client may make per window before it is refused.
 const MAX_FAILURES: u32 = 10;
 /// The window, and how long a throttled client waits.
 const WINDOW: Duration = Duration::from_secs(60);
-/// Clients remembered at most; older entries are dropped past this.
-const MAX_CLIENTS: usize = 10_000;
 /// How long a login lasts.
 pub const SESSION: Duration = Duration::from_secs(12 * 3600);
 /// The session cookie's name.
 pub const COOKIE: &str = "branchgate_admin";
+/// The payload of an admin session (the signature carries the rest).
+const PAYLOAD: &str = "admin";
 
 /// What the check says.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,7 +42,7 @@ pub struct Auth {
     token: Option<Box<[u8]>>,
     /// Signs session cookies; derived from the token.
     sessions: Option<hmac::Key>,
-    failures: DashMap<IpAddr, (u32, Instant)>,
+    failures: Throttle,
 }
 
 impl Auth {
@@ -54,7 +56,7 @@ impl Auth {
         Self {
             token: token.map(|t| t.into_bytes().into_boxed_slice()),
             sessions,
-            failures: DashMap::new(),
+            failures: Throttle::new(MAX_FAILURES, WINDOW),
         }
     }
 
@@ -62,24 +64,16 @@ impl Auth {
     /// seconds); `None` without a token.
     pub fn session(&self, now: u64) -> Option<String> {
         let key = self.sessions.as_ref()?;
-        let expiry = (now + SESSION.as_secs()).to_string();
-        let tag = hmac::sign(key, expiry.as_bytes());
-        Some(format!("{expiry}.{}", hex(tag.as_ref())))
+        Some(signed::sign(key, PAYLOAD, now + SESSION.as_secs()))
     }
 
     /// Whether `cookie` is a session this token signed that has not expired
     /// at `now` (unix seconds).
     pub fn valid_session(&self, cookie: &str, now: u64) -> bool {
-        let Some(key) = &self.sessions else {
-            return false;
-        };
-        let Some((expiry, tag)) = cookie.split_once('.') else {
-            return false;
-        };
-        let (Ok(until), Some(tag)) = (expiry.parse::<u64>(), unhex(tag)) else {
-            return false;
-        };
-        now < until && hmac::verify(key, expiry.as_bytes(), &tag).is_ok()
+        self.sessions
+            .as_ref()
+            .and_then(|key| signed::verify(key, cookie, now))
+            == Some(PAYLOAD)
     }
 
     /// Whether a token is required.
@@ -92,49 +86,15 @@ impl Auth {
         let Some(token) = &self.token else {
             return Verdict::Allowed;
         };
-        let now = Instant::now();
-        if let Some(f) = self.failures.get(&client)
-            && f.0 >= MAX_FAILURES
-            && now.duration_since(f.1) < WINDOW
-        {
+        if self.failures.throttled(client) {
             return Verdict::Throttled;
         }
         if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token)) {
             return Verdict::Allowed;
         }
-        if self.failures.len() >= MAX_CLIENTS {
-            self.failures
-                .retain(|_, (_, since)| now.duration_since(*since) < WINDOW);
-        }
-        let mut f = self.failures.entry(client).or_insert((0, now));
-        if now.duration_since(f.1) >= WINDOW {
-            *f = (0, now);
-        }
-        f.0 += 1;
+        self.failures.failed(client);
         Verdict::Denied
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.is_ascii() {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
-
-/// Equal contents, in time that depends only on the lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
@@ -166,18 +126,11 @@ mod tests {
         // Another token's session, a changed expiry, garbage: refused.
         let other = Auth::new(Some("fedcba9876543210".into()));
         assert!(!other.valid_session(&cookie, 1001));
-        let (_, tag) = cookie.split_once('.').unwrap();
-        let stretched = format!("{}.{tag}", 1000 + 10 * SESSION.as_secs());
+        let (_, tag) = cookie.rsplit_once('.').unwrap();
+        let stretched = format!("admin.{}.{tag}", 1000 + 10 * SESSION.as_secs());
         assert!(!auth.valid_session(&stretched, 1001));
         assert!(!auth.valid_session("x", 1001));
         assert!(!auth.valid_session("1.zz", 0));
         assert!(Auth::new(None).session(0).is_none());
-    }
-
-    #[test]
-    fn comparison_needs_equal_length_and_bytes() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"abcd"));
     }
 }

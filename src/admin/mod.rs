@@ -42,6 +42,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::access::form;
+use crate::access::signed::unix_now;
 use crate::acme::Acme;
 use crate::proxy::pages::esc;
 use crate::routes::Reader;
@@ -392,8 +394,8 @@ where
             );
         }
     };
-    let field = |name: &str| form_value(&form, name);
-    let next = field("next").filter(|n| n.starts_with('/') && !n.starts_with("//"));
+    let field = |name: &str| form::value(&form, name);
+    let next = field("next").filter(|n| form::local_path(n));
     match auth.check(peer.ip(), field("token").as_deref()) {
         Verdict::Allowed => {
             let value = auth.session(unix_now()).expect("a token is set");
@@ -426,7 +428,7 @@ fn logout(tls: bool) -> Response<Body> {
 
 /// The login form with `message` (plain text; escaped here).
 fn login_page(status: StatusCode, message: &str, next: Option<String>) -> Response<Body> {
-    let next = next.filter(|n| n.starts_with('/') && !n.starts_with("//"));
+    let next = next.filter(|n| form::local_path(n));
     let html = assets::LOGIN
         .replace("{{message}}", &esc(message))
         .replace("{{next}}", &esc(next.as_deref().unwrap_or("/")));
@@ -454,60 +456,11 @@ fn see_other(location: &str, cookie: Option<String>) -> Response<Body> {
 
 /// The session cookie's value, if the request carries one.
 fn session_cookie(headers: &http::HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == auth::COOKIE)
-        .map(|(_, value)| value)
-}
-
-/// One field of an `application/x-www-form-urlencoded` body or query.
-fn form_value(form: &[u8], name: &str) -> Option<String> {
-    form.split(|b| *b == b'&')
-        .filter_map(|pair| {
-            let i = pair.iter().position(|b| *b == b'=').unwrap_or(pair.len());
-            (&pair[..i] == name.as_bytes())
-                .then(|| percent_decode(pair.get(i + 1..).unwrap_or(b"")))
-        })
-        .next()
+    form::cookie(headers, auth::COOKIE)
 }
 
 fn query_value(uri: &http::Uri, name: &str) -> Option<String> {
-    form_value(uri.query()?.as_bytes(), name).filter(|v| !v.is_empty())
-}
-
-/// `+` as space and `%XX` escapes; invalid UTF-8 replaced.
-fn percent_decode(s: &[u8]) -> String {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        match s[i] {
-            b'+' => out.push(b' '),
-            b'%' => match s
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                Some(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                None => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    form::value(uri.query()?.as_bytes(), name).filter(|v| !v.is_empty())
 }
 
 /// `/metrics` in the Prometheus text format (404 with `--metrics off`).

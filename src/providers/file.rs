@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
-use crate::routes::policy::{parse_acme_hosts, parse_cert_name};
+use crate::routes::policy::{parse_acme_hosts, parse_cert_name, parse_size};
 use crate::routes::spec::check_path;
 use crate::routes::{
     Desired, HostPattern, Hsts, HttpsMethod, Note, NoteKind, Origin, Policy, Provided, ProviderId,
@@ -85,6 +85,10 @@ struct RawRoute {
     cert_name: Option<String>,
     acme_host: Option<String>,
     acme_email: Option<String>,
+    auth_basic: Option<String>,
+    allow: Option<String>,
+    max_body: Option<String>,
+    response_timeout: Option<String>,
 }
 
 fn line_of(text: &str, span: Range<usize>) -> usize {
@@ -172,6 +176,23 @@ fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
             .map(|e| e.trim().to_owned())
             .filter(|e| !e.is_empty())
             .map(Into::into),
+        basic_auth: match raw.auth_basic.as_deref().filter(|v| !v.trim().is_empty()) {
+            // The hashes stay out of the message.
+            Some(v) => Some(v.parse().map_err(|e| format!("auth_basic: {e}"))?),
+            None => None,
+        },
+        allow: match raw.allow.as_deref().filter(|v| !v.trim().is_empty()) {
+            Some(v) => Some(v.parse().map_err(|e| bad("allow", v, e))?),
+            None => None,
+        },
+        max_body: match &raw.max_body {
+            Some(v) => parse_size(v).map_err(|e| bad("max_body", v, e))?,
+            None => None,
+        },
+        response_timeout: match raw.response_timeout.as_deref().filter(|v| !v.trim().is_empty()) {
+            Some(v) => Some(crate::config::parse_timeout(v).map_err(|e| bad("response_timeout", v, e))?),
+            None => None,
+        },
     };
     Ok(RouteSpec {
         source,

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::routes::policy::{parse_acme_hosts, parse_cert_name};
+use crate::routes::policy::{parse_acme_hosts, parse_cert_name, parse_size};
 use crate::routes::spec::check_path;
 use crate::routes::{HostPattern, Hsts, HttpsMethod, Policy, Proto, Role, RouteSpec};
 
@@ -105,6 +105,22 @@ const CORS: Setting = Setting {
 };
 const TLS: Setting = Setting {
     label: "branchgate.tls",
+    env: &[],
+};
+const AUTH_BASIC: Setting = Setting {
+    label: "branchgate.auth.basic",
+    env: &[],
+};
+const ALLOW: Setting = Setting {
+    label: "branchgate.allow",
+    env: &[],
+};
+const MAX_BODY: Setting = Setting {
+    label: "branchgate.max_body",
+    env: &[],
+};
+const RESPONSE_TIMEOUT: Setting = Setting {
+    label: "branchgate.response_timeout",
     env: &[],
 };
 
@@ -248,6 +264,29 @@ pub fn container_route(c: &Container) -> Result<Option<RouteSpec>, LabelError> {
         None => false,
     };
 
+    let basic_auth = match c.get(&AUTH_BASIC) {
+        Some(kv) if !kv.1.is_empty() => Some(kv.1.parse().map_err(|e: String| {
+            // Never echo the hashes back into a log line.
+            let shown = (kv.0.clone(), "(hidden)".to_owned());
+            c.error(shown, e)
+        })?),
+        _ => None,
+    };
+    let allow = match c.get(&ALLOW) {
+        Some(kv) if !kv.1.is_empty() => Some(kv.1.parse().map_err(|e| c.error(kv, e))?),
+        _ => None,
+    };
+    let max_body = match c.get(&MAX_BODY) {
+        Some(kv) => parse_size(&kv.1).map_err(|e| c.error(kv, e))?,
+        None => None,
+    };
+    let response_timeout = match c.get(&RESPONSE_TIMEOUT) {
+        Some(kv) if !kv.1.is_empty() => {
+            Some(crate::config::parse_timeout(&kv.1).map_err(|e| c.error(kv, e))?)
+        }
+        _ => None,
+    };
+
     // No address: the route keeps its hosts with no upstream (503); the
     // Docker provider reports why (see `docker::route_for`).
     let upstreams =
@@ -274,6 +313,10 @@ pub fn container_route(c: &Container) -> Result<Option<RouteSpec>, LabelError> {
                 .map(|kv| kv.1)
                 .filter(|v| !v.is_empty())
                 .map(Into::into),
+            basic_auth,
+            allow,
+            max_body,
+            response_timeout,
         },
     }))
 }
@@ -326,6 +369,38 @@ mod tests {
             assert_eq!(e.key, "branchgate.tls");
             assert!(e.reason.contains(reason), "{e:?}");
         }
+    }
+
+    #[test]
+    fn access_and_limit_labels_parse_or_reject_the_container() {
+        let c = container(
+            &["VIRTUAL_HOST=a.foo.bar"],
+            &[
+                ("branchgate.auth.basic", "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="),
+                ("branchgate.allow", "10.0.0.0/8, 192.168.1.7"),
+                ("branchgate.max_body", "10m"),
+                ("branchgate.response_timeout", "2s"),
+            ],
+        );
+        let p = route(&c).policy;
+        assert_eq!(p.basic_auth.unwrap().to_string(), "users ann");
+        assert_eq!(p.allow.unwrap().to_string(), "10.0.0.0/8,192.168.1.7");
+        assert_eq!(p.max_body, Some(10 << 20));
+        assert_eq!(p.response_timeout, Some(std::time::Duration::from_secs(2)));
+        for (key, value, says) in [
+            ("branchgate.allow", "10.0.0.0/40", "prefix length"),
+            ("branchgate.max_body", "ten", "not a size"),
+            ("branchgate.response_timeout", "soon", "not a duration"),
+            ("branchgate.auth.basic", "ann", "ann"),
+        ] {
+            let c = container(&["VIRTUAL_HOST=a.foo.bar"], &[(key, value)]);
+            let e = container_route(&c).unwrap_err();
+            assert_eq!(e.key, key);
+            assert!(e.reason.contains(says), "{key}: {e}");
+        }
+        let c = container(&["VIRTUAL_HOST=a.foo.bar"], &[("branchgate.auth.basic", "ann:$6$x$y")]);
+        let e = container_route(&c).unwrap_err();
+        assert_eq!(e.value, "(hidden)", "hashes stay out of the warning");
     }
 
     #[test]

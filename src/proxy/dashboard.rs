@@ -18,6 +18,7 @@ use super::listener::Scheme;
 use super::policy::policy;
 use super::record::RequestRecord;
 use super::respond::respond;
+use crate::access::Target;
 use crate::admin::Core;
 use crate::routes::{MAX_HOST_LEN, Policy, normalize_host};
 
@@ -66,10 +67,10 @@ pub async fn serve(
     };
     let scheme = connection.info.scheme;
     let peer = connection.info.peer;
-    let cx = policy_context(shared, scheme);
+    let cx = policy_context(shared, scheme, peer.ip());
     // Its own certificate's HTTP-01 challenge first, then HTTPS.
     let early = http01(shared, &req, false).or_else(|| {
-        policy(&Policy::default(), &req, &dashboard.host, &cx)
+        policy(&Policy::default(), &req, &Target::host(&dashboard.host), &cx)
             .err()
             .map(|answer| respond(answer, false))
     });

@@ -68,6 +68,18 @@ pub enum ProxyError {
     /// The upstream closed or reset the connection before responding.
     #[error("upstream failed before responding")]
     Upstream(#[source] hyper::Error),
+    /// The client is not on the route's (or the branch domain's) allow list.
+    #[error("client address {0} is not allowed")]
+    NotAllowed(std::net::IpAddr),
+    /// A wrong `X-Branchgate-Bypass` token.
+    #[error("wrong bypass token")]
+    WrongBypass,
+    /// Too many failed logins from this client lately.
+    #[error("too many failed logins; try again in a minute")]
+    Throttled,
+    /// The request body is larger than the route's `max_body`.
+    #[error("request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// `VIRTUAL_DEST` produced a request target that is not a valid URI.
     #[error("rewriting the path for the upstream produced an invalid request target")]
     Rewrite,
@@ -89,6 +101,9 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::NoPath => StatusCode::NOT_FOUND,
+            Self::NotAllowed(_) | Self::WrongBypass => StatusCode::FORBIDDEN,
+            Self::Throttled => StatusCode::TOO_MANY_REQUESTS,
+            Self::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Connect(ConnectError::Timeout(_))
             | Self::ResponseTimeout(_)
             | Self::UpstreamNotReading(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -119,7 +134,11 @@ impl ProxyError {
             | Self::HttpsOnly
             | Self::NotOverHttps
             | Self::NoPath
-            | Self::NoUpstream => Source::Client,
+            | Self::NoUpstream
+            | Self::NotAllowed(_)
+            | Self::WrongBypass
+            | Self::Throttled
+            | Self::BodyTooLarge(_) => Source::Client,
             Self::Rewrite => Source::Internal,
         }
     }
@@ -145,6 +164,10 @@ impl ProxyError {
             | Self::UpstreamNotReading(_)
             | Self::Upstream(_)
             | Self::UnexpectedUpgrade
+            | Self::NotAllowed(_)
+            | Self::WrongBypass
+            | Self::Throttled
+            | Self::BodyTooLarge(_)
             | Self::Rewrite => false,
         }
     }

@@ -87,15 +87,17 @@ pub fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Ur
 }
 
 /// Sends `req` to an upstream of `pool`. `body_sent` is there when the
-/// request has a body: the response timeout starts once it is sent in full.
+/// request has a body: the response timeout (the route's, else
+/// `--response-timeout`) starts once it is sent in full.
 pub async fn forward(
     connection: &Arc<Connection>,
     pool: &Pool,
     req: Request<RequestBody>,
     client_upgrade: Option<OnUpgrade>,
     body_sent: Option<Arc<Sent>>,
+    response_timeout: Option<std::time::Duration>,
 ) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
-    let timeout = connection.shared.settings.response_timeout;
+    let timeout = response_timeout.unwrap_or(connection.shared.settings.response_timeout);
     let mut req = Some(req);
     let mut last_err = ProxyError::NoUpstream;
     for upstream in pool.candidates() {
@@ -158,6 +160,7 @@ fn send_error(e: hyper::Error) -> ProxyError {
     let body = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<RequestBodyError>());
     match body {
         Some(RequestBodyError::Stalled(limit)) => ProxyError::ClientBodyTimeout(*limit),
+        Some(RequestBodyError::TooLarge(max)) => ProxyError::BodyTooLarge(*max),
         Some(RequestBodyError::Client(_) | RequestBodyError::Trailers) => ProxyError::ClientBody(e),
         None => ProxyError::Upstream(e),
     }

@@ -26,12 +26,13 @@ use super::conns::Slot;
 use super::error::ProxyError;
 use super::forward::{forward, prepare};
 use super::listener::{ConnInfo, Scheme};
-use super::policy::{Context, Decoration, Https, policy};
+use super::policy::{Context, Decoration, Https, NOINDEX, policy, refused};
 use super::record::{RequestRecord, Sink, shown_headers};
 use super::respond::{Answer, Reply, respond, wants_json};
-use super::route::route;
+use super::route::{Routed, route};
 use crate::acme::challenge::{HTTP01_PREFIX, Http01};
-use crate::routes::MAX_HOST_LEN;
+use crate::access::Target;
+use crate::routes::{HostMatch, MAX_HOST_LEN, Policy};
 use crate::upstream::{Pool, RequestBody, Sent};
 
 /// What every request on one client connection shares: one `Arc` clone per request.
@@ -79,9 +80,30 @@ struct Ready {
     req: Request<Incoming>,
     upgrade: Option<OnUpgrade>,
     decoration: Decoration,
-    /// `Strict-Transport-Security` for every answer on this route.
-    hsts: Option<HeaderValue>,
+    /// Headers every answer on this route carries.
+    extra: RouteHeaders,
 }
+
+/// Headers every response on a route carries, forwarded or branchgate's
+/// own: `Strict-Transport-Security` and `X-Robots-Tag`.
+#[derive(Clone, Debug, Default)]
+struct RouteHeaders {
+    hsts: Option<HeaderValue>,
+    noindex: bool,
+}
+
+impl RouteHeaders {
+    fn add(&self, headers: &mut http::HeaderMap) {
+        if let Some(v) = &self.hsts {
+            headers.insert(STRICT_TRANSPORT_SECURITY, v.clone());
+        }
+        if self.noindex {
+            headers.insert(X_ROBOTS_TAG, NOINDEX);
+        }
+    }
+}
+
+const X_ROBOTS_TAG: http::HeaderName = http::HeaderName::from_static("x-robots-tag");
 
 /// Serves one request. Never fails: errors become responses.
 pub async fn handle(
@@ -97,6 +119,9 @@ pub async fn handle(
     if (connection.shared.dashboard.as_ref()).is_some_and(|d| d.wants(&req)) {
         return Ok(super::dashboard::serve(req, record, busy).await);
     }
+    if super::gate::wants(&connection.shared.access, &req) {
+        return Ok(super::gate::serve(req, record, busy).await);
+    }
     let json = wants_json(req.headers().get(ACCEPT));
     let http1 = req.version() <= Version::HTTP_11;
     // With a body to upload: whether it has been read in full.
@@ -108,7 +133,8 @@ pub async fn handle(
             let settings = &connection.shared.settings;
             let (parts, body) = ready.req.into_parts();
             let body =
-                RequestBody::new(body, settings.client_body_timeout, http1, body_sent.clone());
+                RequestBody::new(body, settings.client_body_timeout, http1, body_sent.clone())
+                    .limit(ready.decoration.max_body);
             let req = Request::from_parts(parts, body);
             let forwarded = forward(
                 connection,
@@ -116,13 +142,14 @@ pub async fn handle(
                 req,
                 ready.upgrade,
                 body_sent.clone(),
+                ready.decoration.response_timeout,
             )
             .await;
             record.pool = Some(ready.pool);
             match forwarded {
                 Ok((mut resp, lease)) => {
                     ready.decoration.apply(resp.headers_mut());
-                    add_hsts(resp.headers_mut(), ready.hsts.as_ref());
+                    ready.extra.add(resp.headers_mut());
                     record.status = resp.status();
                     record.upstream = lease.as_ref().map(|l| l.upstream().addr);
                     let (parts, body) = resp.into_parts();
@@ -133,7 +160,7 @@ pub async fn handle(
                 Err(err) => {
                     err.log(connection.info.peer);
                     let mut reply = respond(Answer::Error(err), json);
-                    add_hsts(&mut reply.headers, ready.hsts.as_ref());
+                    ready.extra.add(&mut reply.headers);
                     synthetic(reply, record, busy)
                 }
             }
@@ -173,29 +200,59 @@ fn decide(
         return Err(reply);
     }
     let mut name = [0; MAX_HOST_LEN];
+    let access = &shared.access;
+    let peer = connection.info.peer.ip();
     let routed = route(&snapshot, &req, &mut name).map_err(|answer| {
+        // The branch domain's own pages (the matrix, a missing branch) are
+        // behind its gate and allow list too.
+        let branch_page = matches!(answer, Answer::Matrix { .. } | Answer::MissingBranch { .. });
+        let target = Target {
+            branch: true,
+            ..Target::host("")
+        };
+        let answer = match branch_page {
+            true => match access.check(&Policy::default(), &req, &target, peer) {
+                Ok(_) => answer,
+                Err(refusal) => refused(refusal),
+            },
+            false => answer,
+        };
         log(&answer);
-        respond(answer, json)
+        let mut reply = respond(answer, json);
+        if branch_page && access.noindex {
+            reply.headers.insert(X_ROBOTS_TAG, NOINDEX);
+        }
+        reply
     })?;
     // The one clone of the pool per request: it forwards, and its key names
     // the route in the record.
     let pool = routed.pool.clone();
     let scheme = connection.info.scheme;
-    // From here on, branchgate's own answers on this route carry its HSTS.
-    let hsts = super::policy::hsts(&routed.route.policy, scheme);
+    let target = Target {
+        name: routed.name,
+        pattern: host_pattern(&snapshot, &routed, access.htpasswd.is_some()),
+        prefix: &routed.route.prefix,
+        branch: routed.how == HostMatch::Branch,
+    };
+    // From here on, branchgate's own answers on this route carry these.
+    let extra = RouteHeaders {
+        hsts: super::policy::hsts(&routed.route.policy, scheme),
+        noindex: access.noindex(&target),
+    };
     let fail = |answer: Answer<'_>| {
         log(&answer);
         let mut reply = respond(answer, json);
-        add_hsts(&mut reply.headers, hsts.as_ref());
+        extra.add(&mut reply.headers);
         reply
     };
-    let cx = policy_context(shared, scheme);
-    let ready = policy(&routed.route.policy, &req, routed.name, &cx)
+    let cx = policy_context(shared, scheme, peer);
+    let ready = policy(&routed.route.policy, &req, &target, &cx)
         .map_err(fail)
         .and_then(|decoration| {
             if pool.upstreams().is_empty() {
                 return Err(fail(ProxyError::NoUpstream.into()));
             }
+            decoration.consumed.strip(req.headers_mut());
             let upgrade = prepare(&mut req, &routed, connection).map_err(|e| fail(e.into()))?;
             Ok((upgrade, decoration))
         });
@@ -205,7 +262,7 @@ fn decide(
             req,
             upgrade,
             decoration,
-            hsts,
+            extra,
         }),
         Err(reply) => {
             record.pool = Some(pool);
@@ -214,10 +271,26 @@ fn decide(
     }
 }
 
-/// What the policy phase reads of the server for a request over `scheme`.
-pub fn policy_context(shared: &Shared, scheme: Scheme) -> Context<'_> {
+/// The host pattern of `routed`'s rule as written, for `--htpasswd` file
+/// names: the request's host for exact and branch hosts, else (only when
+/// `wanted`) the wildcard or regex that matched.
+fn host_pattern<'a>(snapshot: &'a crate::routes::Snapshot, routed: &Routed<'a>, wanted: bool) -> &'a str {
+    match routed.how {
+        HostMatch::Suffix | HostMatch::Prefix | HostMatch::Regex if wanted => snapshot
+            .table()
+            .find_host(routed.name)
+            .map_or(routed.name, |(h, _)| &h.pattern),
+        _ => routed.name,
+    }
+}
+
+/// What the policy phase reads of the server for a request over `scheme`
+/// from `peer`.
+pub fn policy_context(shared: &Shared, scheme: Scheme, peer: std::net::IpAddr) -> Context<'_> {
     Context {
         scheme,
+        access: &shared.access,
+        peer,
         origins: &shared.settings.cors,
         https: shared.tls.as_ref().map(|t| Https {
             port: t.port,
@@ -243,10 +316,4 @@ pub fn http01<B>(shared: &Shared, req: &Request<B>, json: bool) -> Option<Reply>
 fn synthetic(reply: Reply, mut record: RequestRecord, busy: Busy) -> Response<ProxyBody> {
     record.status = reply.status;
     reply.into_response(|body| ProxyBody::full(body, record, busy))
-}
-
-fn add_hsts(headers: &mut http::HeaderMap, hsts: Option<&HeaderValue>) {
-    if let Some(v) = hsts {
-        headers.insert(STRICT_TRANSPORT_SECURITY, v.clone());
-    }
 }

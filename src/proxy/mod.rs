@@ -19,6 +19,7 @@ pub mod cors;
 pub mod dashboard;
 pub mod error;
 pub mod forward;
+pub mod gate;
 pub mod handler;
 pub mod headers;
 pub mod listener;
@@ -76,4 +77,6 @@ pub struct Shared {
     pub acme: Option<Arc<crate::acme::Acme>>,
     /// `--dashboard-host`: the admin side on the main listeners.
     pub dashboard: Option<dashboard::Dashboard>,
+    /// Allow lists, the branch gate, Basic auth.
+    pub access: crate::access::Access,
 }

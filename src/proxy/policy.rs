@@ -1,7 +1,8 @@
 //! The policy phase: what a route demands before its request is forwarded:
 //! nginx-proxy's HTTP/HTTPS rules (`HTTPS_METHOD`, HSTS) and CORS (a
-//! preflight answered here, a grant added to the response); ACME
-//! challenges, auth, allow lists and limits go here and nowhere else.
+//! preflight answered here, a grant added to the response); access
+//! (allow lists, the branch gate, Basic auth: [`crate::access`]), body
+//! limits and per-route timeouts go here and nowhere else.
 //! Synchronous, run under the table guard; reads only the route's
 //! [`Policy`], the request and the certificates in force.
 //!
@@ -20,6 +21,7 @@ use http::header::{ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
 use super::cors::{self, CorsPolicy};
+use crate::access::{Access, Consumed, Refusal, Target};
 use super::error::ProxyError;
 use super::listener::Scheme;
 use super::respond::{Answer, Preflight, Redirect};
@@ -40,6 +42,10 @@ pub struct Context<'a> {
     pub https: Option<Https<'a>>,
     /// Redirect status for methods other than GET and HEAD.
     pub non_get_redirect: StatusCode,
+    /// Access settings and state.
+    pub access: &'a Access,
+    /// The socket peer's address.
+    pub peer: std::net::IpAddr,
 }
 
 /// What the HTTP/HTTPS rules read of the HTTPS side.
@@ -58,6 +64,13 @@ pub struct Https<'a> {
 pub struct Decoration {
     /// CORS route with an `Origin`: the origin, and whether it is allowed.
     cors: Option<(HeaderValue, bool)>,
+    /// What the access step consumed, removed before forwarding.
+    pub consumed: Consumed,
+    /// The route's `max_body`, enforced while a body without a
+    /// `Content-Length` is read.
+    pub max_body: Option<u64>,
+    /// The route's `response_timeout`.
+    pub response_timeout: Option<std::time::Duration>,
 }
 
 impl Decoration {
@@ -68,6 +81,9 @@ impl Decoration {
         }
     }
 }
+
+/// `X-Robots-Tag: noindex`, on every response from a branch environment.
+pub const NOINDEX: HeaderValue = HeaderValue::from_static("noindex");
 
 /// The `Strict-Transport-Security` value every response on `policy`'s route
 /// gets over `scheme` (forwarded or branchgate's own): only over TLS, never
@@ -80,17 +96,35 @@ pub fn hsts(policy: &Policy, scheme: Scheme) -> Option<HeaderValue> {
     }
 }
 
-/// Applies `policy` to `req` (sent to `host`, normalised by the route
-/// phase): an answer when the route answers it itself, else what to add to
-/// the forwarded response.
+/// Applies `policy` to `req` (sent to `target`, its host normalised by the
+/// route phase): an answer when the route answers it itself, else what to
+/// add to the forwarded response.
 pub fn policy<'a, B>(
     policy: &Policy,
     req: &Request<B>,
-    host: &str,
+    target: &Target<'_>,
     cx: &Context<'_>,
 ) -> Result<Decoration, Answer<'a>> {
-    scheme_rule(policy, req, host, cx)?;
-    let mut out = Decoration::default();
+    scheme_rule(policy, req, target.name, cx)?;
+    let mut out = Decoration {
+        consumed: cx
+            .access
+            .check(policy, req, target, cx.peer)
+            .map_err(refused)?,
+        response_timeout: policy.response_timeout,
+        ..Decoration::default()
+    };
+    if let Some(max) = policy.max_body {
+        // Known up front: refused before a byte of the body is read.
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return Err(ProxyError::BodyTooLarge(max).into());
+        }
+        out.max_body = Some(max);
+    }
     if policy.cors
         && let Some(origin) = req.headers().get(ORIGIN)
     {
@@ -108,6 +142,17 @@ pub fn policy<'a, B>(
         out.cors = Some((origin.clone(), allowed));
     }
     Ok(out)
+}
+
+/// The answer to a refusal of the access step.
+pub fn refused<'a>(r: Refusal) -> Answer<'a> {
+    match r {
+        Refusal::Forbidden(ip) => ProxyError::NotAllowed(ip).into(),
+        Refusal::WrongBypass => ProxyError::WrongBypass.into(),
+        Refusal::Throttled => ProxyError::Throttled.into(),
+        Refusal::Unauthorized(challenge) => Answer::Unauthorized(challenge),
+        Refusal::Login(location) => Answer::Login(location),
+    }
 }
 
 /// nginx-proxy's `HTTPS_METHOD` with `TRUST_DEFAULT_CERT=true` and
@@ -182,13 +227,16 @@ mod tests {
 
     fn run<'a>(p: &Policy, req: &Request<()>) -> Result<Decoration, Answer<'a>> {
         let origins = origins();
+        let access = Access::new(None);
         let cx = Context {
             scheme: Scheme::Http,
             origins: &origins,
             https: None,
             non_get_redirect: StatusCode::MOVED_PERMANENTLY,
+            access: &access,
+            peer: [127, 0, 0, 1].into(),
         };
-        policy(p, req, "fe.foo.bar", &cx)
+        policy(p, req, &Target::host("fe.foo.bar"), &cx)
     }
 
     fn preflight(origin: &str) -> Request<()> {
@@ -266,6 +314,7 @@ mod tests {
             Some(&cert),
         ));
         let origins = origins();
+        let access = Access::new(None);
         let req = Request::get("/p?q").body(()).unwrap();
         for (port, host, want) in [
             (443, "app.localhost", "https://app.localhost/p?q"),
@@ -281,11 +330,14 @@ mod tests {
                     acme: None,
                 }),
                 non_get_redirect: StatusCode::MOVED_PERMANENTLY,
+                access: &access,
+                peer: [127, 0, 0, 1].into(),
             };
             // As the route phase hands it over.
             let mut buf = [0; crate::routes::MAX_HOST_LEN];
             let name = crate::routes::normalize_host(host, &mut buf).unwrap();
-            let Err(Answer::Redirect(r)) = policy(&Policy::default(), &req, name, &cx) else {
+            let Err(Answer::Redirect(r)) = policy(&Policy::default(), &req, &Target::host(name), &cx)
+            else {
                 panic!("{host:?} is redirected");
             };
             assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY);
@@ -302,7 +354,9 @@ mod tests {
                 acme: None,
             }),
             non_get_redirect: StatusCode::MOVED_PERMANENTLY,
+            access: &access,
+            peer: [127, 0, 0, 1].into(),
         };
-        assert!(policy(&Policy::default(), &req, "app.localhost", &cx).is_ok());
+        assert!(policy(&Policy::default(), &req, &Target::host("app.localhost"), &cx).is_ok());
     }
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONNECTION, CONTENT_TYPE,
-    LOCATION, VARY,
+    LOCATION, VARY, WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
@@ -45,6 +45,10 @@ pub enum Answer<'a> {
     Redirect(Redirect),
     /// A request for an HTTP-01 challenge token.
     Acme(Http01),
+    /// Credentials missing or wrong: 401 with this `WWW-Authenticate`.
+    Unauthorized(HeaderValue),
+    /// A browser at the branch gate: 302 to the login form at this `Location`.
+    Login(HeaderValue),
 }
 
 /// An HTTP→HTTPS redirect.
@@ -143,6 +147,17 @@ pub fn respond(answer: Answer<'_>, json: bool) -> Reply {
                 body: key_authorization.into(),
             };
         }
+        Answer::Unauthorized(challenge) => {
+            let status = StatusCode::UNAUTHORIZED;
+            headers.insert(WWW_AUTHENTICATE, challenge);
+            (status, status_page(status, "authorization required", json))
+        }
+        Answer::Login(location) => {
+            let status = StatusCode::FOUND;
+            let body = status_page(status, location.to_str().unwrap_or_default(), json);
+            headers.insert(LOCATION, location);
+            (status, body)
+        }
         Answer::Acme(Http01::Unknown) => {
             let status = StatusCode::NOT_FOUND;
             (status, status_page(status, "no such ACME challenge", json))
@@ -172,7 +187,11 @@ pub fn respond(answer: Answer<'_>, json: bool) -> Reply {
 
 /// nginx's small status page, or `{"status", "error", "detail"}`.
 fn status_page(status: StatusCode, detail: &str, json: bool) -> String {
-    let reason = status.canonical_reason().unwrap_or("Error");
+    let reason = match status {
+        // nginx's wording, which nginx-proxy users know.
+        StatusCode::UNAUTHORIZED => "Authorization Required",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
     let code = status.as_u16();
     if json {
         return serde_json::json!({ "status": code, "error": reason, "detail": detail })

@@ -15,14 +15,18 @@
 //! | `https_method` | the strictest: `nohttp` > `redirect` (also the default) > `noredirect` > `nohttps` |
 //! | `hsts` | the strictest: on beats `off`; the longer `max-age` wins, then `includeSubDomains`, then `preload` (unset counts as `max-age=31536000`) |
 //! | `acme_host` | the union |
-//! | `cors`, `cert_name`, `acme_email` | the first spec in provider order (routes file by line, then containers by name) |
+//! | `auth_basic`, `allow` | set beats unset (a restriction one spec asks for holds); both set: the first spec |
+//! | `max_body` | the smallest |
+//! | `cors`, `cert_name`, `acme_email`, `response_timeout` | the first spec in provider order (routes file by line, then containers by name) |
 //!
 //! Every disagreement is reported as a note naming both sources.
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use super::host::HostPattern;
+pub use crate::access::{AllowList, BasicUsers};
 
 /// nginx-proxy's `HTTPS_METHOD`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -206,6 +210,32 @@ pub struct Policy {
     pub acme_hosts: Vec<Box<str>>,
     /// `LETSENCRYPT_EMAIL`: the ACME account contact.
     pub acme_email: Option<Box<str>>,
+    /// `branchgate.auth.basic`: users who may pass (HTTP Basic).
+    pub basic_auth: Option<BasicUsers>,
+    /// `branchgate.allow`: client addresses that may pass; 403 for others.
+    pub allow: Option<AllowList>,
+    /// `branchgate.max_body`: the largest request body in bytes; 413 above.
+    pub max_body: Option<u64>,
+    /// `branchgate.response_timeout`: overrides `--response-timeout`.
+    pub response_timeout: Option<Duration>,
+}
+
+/// Parses `branchgate.max_body` as nginx's `client_max_body_size`: bytes,
+/// or a number with `k`, `m` or `g` (binary units); `0` means no limit.
+pub fn parse_size(s: &str) -> Result<Option<u64>, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let bad = || format!("{s:?} is not a size (bytes, or a number with k, m or g; 0 for no limit)");
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n.checked_mul(scale).ok_or_else(bad)?;
+    Ok((bytes > 0).then_some(bytes))
 }
 
 fn https_rank(m: Option<HttpsMethod>) -> HttpsMethod {
@@ -226,23 +256,39 @@ pub enum Setting {
     CertName,
     /// `acme_email`.
     AcmeEmail,
+    /// `auth_basic`.
+    AuthBasic,
+    /// `allow`.
+    Allow,
+    /// `max_body`.
+    MaxBody,
+    /// `response_timeout`.
+    ResponseTimeout,
 }
 
 impl Setting {
     /// Every setting, in note order.
-    pub const ALL: [Setting; 5] = [
+    pub const ALL: [Setting; 9] = [
         Self::HttpsMethod,
         Self::Hsts,
         Self::Cors,
         Self::CertName,
         Self::AcmeEmail,
+        Self::AuthBasic,
+        Self::Allow,
+        Self::MaxBody,
+        Self::ResponseTimeout,
     ];
 
     /// The rule that decides it, for notes.
     pub fn rule(self) -> &'static str {
         match self {
             Self::HttpsMethod | Self::Hsts => "the strictest wins",
-            Self::Cors | Self::CertName | Self::AcmeEmail => "the first spec decides",
+            Self::AuthBasic | Self::Allow => "set beats unset, then the first spec decides",
+            Self::MaxBody => "the smallest wins",
+            Self::Cors | Self::CertName | Self::AcmeEmail | Self::ResponseTimeout => {
+                "the first spec decides"
+            }
         }
     }
 }
@@ -255,6 +301,10 @@ impl fmt::Display for Setting {
             Self::Hsts => "hsts",
             Self::CertName => "cert_name",
             Self::AcmeEmail => "acme_email",
+            Self::AuthBasic => "auth_basic",
+            Self::Allow => "allow",
+            Self::MaxBody => "max_body",
+            Self::ResponseTimeout => "response_timeout",
         })
     }
 }
@@ -274,6 +324,16 @@ impl Policy {
         self.acme_hosts.extend(other.acme_hosts.iter().cloned());
         self.acme_hosts.sort_unstable();
         self.acme_hosts.dedup();
+        if self.basic_auth.is_none() {
+            self.basic_auth = other.basic_auth.clone();
+        }
+        if self.allow.is_none() {
+            self.allow = other.allow.clone();
+        }
+        self.max_body = match (self.max_body, other.max_body) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 
     /// Whether `self` says the same as `other` for `setting`: equal in
@@ -286,6 +346,10 @@ impl Policy {
             Setting::Hsts => self.hsts.strictness() == other.hsts.strictness(),
             Setting::CertName => self.cert_name == other.cert_name,
             Setting::AcmeEmail => self.acme_email == other.acme_email,
+            Setting::AuthBasic => self.basic_auth == other.basic_auth,
+            Setting::Allow => self.allow == other.allow,
+            Setting::MaxBody => self.max_body == other.max_body,
+            Setting::ResponseTimeout => self.response_timeout == other.response_timeout,
         }
     }
 
@@ -300,6 +364,20 @@ impl Policy {
                 .https_method
                 .map_or_else(|| "redirect (default)".to_owned(), |m| m.to_string()),
             Setting::Hsts => self.hsts.to_string(),
+            Setting::AuthBasic => self
+                .basic_auth
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |b| b.to_string()),
+            Setting::Allow => self
+                .allow
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            Setting::MaxBody => self
+                .max_body
+                .map_or_else(|| "-".to_owned(), |b| format!("{b} bytes")),
+            Setting::ResponseTimeout => self
+                .response_timeout
+                .map_or_else(|| "-".to_owned(), |t| format!("{t:?}")),
         }
     }
 }
@@ -440,5 +518,33 @@ mod tests {
         );
         assert_eq!(parse_cert_name(" ").unwrap(), None);
         assert!(parse_cert_name("../etc/x").is_err());
+        assert_eq!(parse_size("10m"), Ok(Some(10 << 20)));
+        assert_eq!(parse_size("512K"), Ok(Some(512 << 10)));
+        assert_eq!(parse_size("1000"), Ok(Some(1000)));
+        assert_eq!(parse_size("0"), Ok(None));
+        for bad in ["", "10mb", "-1", "1.5m", "99999999999g"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn restrictions_hold_when_any_spec_asks_and_the_smallest_body_wins() {
+        let open = Policy::default();
+        let guarded = Policy {
+            allow: Some("10.0.0.0/8".parse().unwrap()),
+            max_body: Some(1 << 20),
+            ..Policy::default()
+        };
+        let mut a = open.clone();
+        a.merge(&guarded);
+        assert_eq!(a.allow, guarded.allow, "set beats unset");
+        let mut b = guarded.clone();
+        b.merge(&Policy {
+            max_body: Some(1000),
+            allow: Some("192.168.0.0/16".parse().unwrap()),
+            ..Policy::default()
+        });
+        assert_eq!(b.max_body, Some(1000), "the smallest wins");
+        assert_eq!(b.allow, guarded.allow, "both set: the first");
     }
 }

@@ -31,6 +31,9 @@ pub enum RequestBodyError {
     /// through branchgate anyway (`Trailer` is hop-by-hop), so none is read.
     #[error("HTTP/1.1 request trailers are refused")]
     Trailers,
+    /// The body grew past the route's `max_body`.
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(u64),
 }
 
 /// How a request body's trip upstream goes, shared between the body and the
@@ -88,6 +91,8 @@ pub struct RequestBody {
     sent: Option<Arc<Sent>>,
     timer: ReadTimer,
     http1: bool,
+    /// The route's `max_body` and the bytes read so far, if limited.
+    limit: Option<(u64, u64)>,
 }
 
 impl RequestBody {
@@ -104,7 +109,15 @@ impl RequestBody {
             sent,
             timer: ReadTimer::new(read_timeout),
             http1,
+            limit: None,
         }
+    }
+
+    /// Cuts the body with [`RequestBodyError::TooLarge`] once it brings
+    /// more than `max` bytes.
+    pub fn limit(mut self, max: Option<u64>) -> Self {
+        self.limit = max.map(|m| (m, 0));
+        self
     }
 
     fn signal_if_done(&mut self, done: bool) {
@@ -142,6 +155,14 @@ impl Body for RequestBody {
         };
         if matches!(frame, Some(Err(_))) {
             return Poll::Ready(frame);
+        }
+        if let (Some((max, read)), Some(Ok(f))) = (&mut this.limit, &frame)
+            && let Some(data) = f.data_ref()
+        {
+            *read += data.len() as u64;
+            if *read > *max {
+                return Poll::Ready(Some(Err(RequestBodyError::TooLarge(*max))));
+            }
         }
         // hyper stops polling once the body says it is at its end, so look
         // at that too, not only at the final `None`.

@@ -1,0 +1,209 @@
+//! HTTP Basic credentials (RFC 7617) checked against an htpasswd user list,
+//! with a bounded cache of recent successes: bcrypt costs tens of
+//! milliseconds by design, and a browser sends the same `Authorization` on
+//! every request, so only the first request of a login pays for the hash.
+//! The cache is keyed by a SHA-256 of the header under a per-process random
+//! key and the list's identity, so it holds no password, and a changed file
+//! (a new list) or a removed user is never served from it.
+
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use dashmap::DashMap;
+use http::HeaderValue;
+use ring::hmac;
+
+use super::htpasswd::Htpasswd;
+
+/// Successes remembered at most (then the oldest half is dropped).
+const CACHE_MAX: usize = 4096;
+/// How long a success is remembered.
+const CACHE_TTL: Duration = Duration::from_secs(300);
+
+/// An htpasswd user list with an identity: each parse gets a new one, so a
+/// cached success belongs to exactly one version of a file or label.
+#[derive(Debug)]
+pub struct Users {
+    id: u64,
+    /// The users and their hashes.
+    pub list: Htpasswd,
+}
+
+impl Users {
+    /// Gives `list` a fresh identity.
+    pub fn new(list: Htpasswd) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            list,
+        }
+    }
+}
+
+/// `branchgate.auth.basic=user:hash,...`: users parsed once from a label,
+/// compared by the label text.
+#[derive(Clone, Debug)]
+pub struct BasicUsers {
+    text: Box<str>,
+    /// The users.
+    pub users: Arc<Users>,
+}
+
+impl PartialEq for BasicUsers {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for BasicUsers {}
+
+impl Hash for BasicUsers {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl FromStr for BasicUsers {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let list = Htpasswd::parse_list(s)?;
+        if list.is_empty() {
+            return Err("no user in the list (expected user:hash,...)".into());
+        }
+        Ok(Self {
+            text: s.trim().into(),
+            users: Arc::new(Users::new(list)),
+        })
+    }
+}
+
+impl fmt::Display for BasicUsers {
+    /// The user names only: hashes stay out of logs and the dashboard.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self
+            .text
+            .split(',')
+            .filter_map(|e| e.trim().split_once(':').map(|(u, _)| u))
+            .collect();
+        write!(f, "users {}", names.join(","))
+    }
+}
+
+/// The user and password of an `Authorization: Basic` value.
+pub fn credentials(value: &HeaderValue) -> Option<(String, Vec<u8>)> {
+    let v = value.as_bytes();
+    let scheme = v.get(..6)?;
+    if !scheme.eq_ignore_ascii_case(b"basic ") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(v[6..].trim_ascii())
+        .ok()?;
+    let i = decoded.iter().position(|b| *b == b':')?;
+    let user = String::from_utf8(decoded[..i].to_vec()).ok()?;
+    Some((user, decoded[i + 1..].to_vec()))
+}
+
+/// What a Basic check says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// No `Authorization: Basic` at all.
+    Missing,
+    /// Presented, and wrong (or not Basic-decodable).
+    Wrong,
+    /// Right: the user.
+    Right,
+}
+
+/// Recent successful checks, shared by every list.
+#[derive(Debug)]
+pub struct Verifier {
+    key: hmac::Key,
+    ok: DashMap<[u8; 32], Instant>,
+}
+
+impl Default for Verifier {
+    fn default() -> Self {
+        let rng = ring::rand::SystemRandom::new();
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system randomness");
+        Self {
+            key,
+            ok: DashMap::new(),
+        }
+    }
+}
+
+impl Verifier {
+    /// Checks `authorization` against `users`.
+    pub fn check(&self, users: &Users, authorization: Option<&HeaderValue>) -> Check {
+        let Some(value) = authorization else {
+            return Check::Missing;
+        };
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(&users.id.to_le_bytes());
+        ctx.update(value.as_bytes());
+        let mut tag = [0; 32];
+        tag.copy_from_slice(ctx.sign().as_ref());
+        if let Some(at) = self.ok.get(&tag)
+            && at.elapsed() < CACHE_TTL
+        {
+            return Check::Right;
+        }
+        let Some((user, password)) = credentials(value) else {
+            return Check::Wrong;
+        };
+        if !users.list.verify(&user, &password) {
+            return Check::Wrong;
+        }
+        if self.ok.len() >= CACHE_MAX {
+            let now = Instant::now();
+            self.ok.retain(|_, at| now.duration_since(*at) < CACHE_TTL / 2);
+            if self.ok.len() >= CACHE_MAX {
+                self.ok.clear();
+            }
+        }
+        self.ok.insert(tag, Instant::now());
+        Check::Right
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str) -> HeaderValue {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        HeaderValue::from_str(&format!("Basic {b64}")).unwrap()
+    }
+
+    #[test]
+    fn right_wrong_and_missing_with_the_cache_per_list() {
+        // {SHA} of "secret".
+        let entry = "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
+        let users = Users::new(Htpasswd::parse(entry).0);
+        let v = Verifier::default();
+        assert_eq!(v.check(&users, None), Check::Missing);
+        assert_eq!(v.check(&users, Some(&basic("ann", "secret"))), Check::Right);
+        assert_eq!(v.check(&users, Some(&basic("ann", "secret"))), Check::Right, "cached");
+        assert_eq!(v.check(&users, Some(&basic("ann", "nope"))), Check::Wrong);
+        assert_eq!(v.check(&users, Some(&basic("bob", "secret"))), Check::Wrong);
+        let junk = HeaderValue::from_static("Basic !!!");
+        assert_eq!(v.check(&users, Some(&junk)), Check::Wrong);
+        // A new version of the file without ann: the cached success does not carry over.
+        let reloaded = Users::new(Htpasswd::parse("bob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=").0);
+        assert_eq!(v.check(&reloaded, Some(&basic("ann", "secret"))), Check::Wrong);
+        assert_eq!(credentials(&basic("a", "b:c")), Some(("a".into(), b"b:c".to_vec())));
+    }
+
+    #[test]
+    fn label_lists_show_names_only() {
+        let b: BasicUsers = "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=".parse().unwrap();
+        assert_eq!(b.to_string(), "users ann");
+        assert!("".parse::<BasicUsers>().is_err());
+    }
+}

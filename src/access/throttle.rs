@@ -1,0 +1,90 @@
+//! Failed-login throttling per client address, and the constant-time
+//! comparison every secret check uses. Shared by the admin side and the
+//! access layer, so a password or token cannot be guessed at network speed.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+
+/// Clients remembered at most; entries older than the window are dropped
+/// past this.
+const MAX_CLIENTS: usize = 10_000;
+
+/// Failures per client address in a sliding window.
+#[derive(Debug)]
+pub struct Throttle {
+    failures: DashMap<IpAddr, (u32, Instant)>,
+    max: u32,
+    window: Duration,
+}
+
+impl Throttle {
+    /// Refuses a client once it failed `max` times within `window`, until
+    /// the window since its first failure ends.
+    pub fn new(max: u32, window: Duration) -> Self {
+        Self {
+            failures: DashMap::new(),
+            max,
+            window,
+        }
+    }
+
+    /// Whether `client` failed too often lately.
+    pub fn throttled(&self, client: IpAddr) -> bool {
+        self.failures
+            .get(&client)
+            .is_some_and(|f| f.0 >= self.max && f.1.elapsed() < self.window)
+    }
+
+    /// Counts a failure of `client`.
+    pub fn failed(&self, client: IpAddr) {
+        let now = Instant::now();
+        if self.failures.len() >= MAX_CLIENTS {
+            self.failures
+                .retain(|_, (_, since)| now.duration_since(*since) < self.window);
+        }
+        let mut f = self.failures.entry(client).or_insert((0, now));
+        if now.duration_since(f.1) >= self.window {
+            *f = (0, now);
+        }
+        f.0 += 1;
+    }
+}
+
+/// Equal contents, in time that depends only on the lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_is_refused_after_max_failures_and_others_are_not() {
+        let t = Throttle::new(3, Duration::from_secs(60));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..2 {
+            t.failed(a);
+        }
+        assert!(!t.throttled(a));
+        t.failed(a);
+        assert!(t.throttled(a));
+        assert!(!t.throttled(b));
+        let short = Throttle::new(1, Duration::ZERO);
+        short.failed(a);
+        assert!(!short.throttled(a), "the window ended");
+    }
+
+    #[test]
+    fn comparison_needs_equal_length_and_bytes() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
