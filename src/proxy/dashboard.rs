@@ -15,10 +15,9 @@ use hyper::body::Incoming;
 use super::body::ProxyBody;
 use super::handler::{Busy, http01, policy_context};
 use super::listener::Scheme;
-use super::policy::policy;
+use super::policy::scheme_rule;
 use super::record::RequestRecord;
 use super::respond::respond;
-use crate::access::Target;
 use crate::admin::Core;
 use crate::routes::{MAX_HOST_LEN, Policy, normalize_host};
 
@@ -70,7 +69,7 @@ pub async fn serve(
     let cx = policy_context(shared, scheme, peer.ip());
     // Its own certificate's HTTP-01 challenge first, then HTTPS.
     let early = http01(shared, &req, false).or_else(|| {
-        policy(&Policy::default(), &req, &Target::host(&dashboard.host), &cx)
+        scheme_rule(&Policy::default(), &req, &dashboard.host, &cx)
             .err()
             .map(|answer| respond(answer, false))
     });

@@ -16,11 +16,11 @@ use super::body::ProxyBody;
 use super::handler::{Busy, policy_context};
 use super::listener::Scheme;
 use super::pages::esc;
-use super::policy::policy;
+use super::policy::scheme_rule;
 use super::record::RequestRecord;
 use super::respond::respond;
 use crate::access::gate::{self, Gate};
-use crate::access::{Access, Target, form, signed};
+use crate::access::{Access, form, signed};
 use crate::routes::{MAX_HOST_LEN, Policy, normalize_host};
 
 /// The largest login form read.
@@ -70,7 +70,7 @@ pub async fn serve(
         .unwrap_or_default()
         .to_owned();
     let cx = policy_context(shared, scheme, connection.info.peer.ip());
-    if let Err(answer) = policy(&Policy::default(), &req, &Target::host(&host), &cx) {
+    if let Err(answer) = scheme_rule(&Policy::default(), &req, &host, &cx) {
         let reply = respond(answer, false);
         record.status = reply.status;
         return reply.into_response(|body| ProxyBody::full(body, record, busy));
@@ -188,4 +188,28 @@ fn see_other(location: &str, cookie: Option<String>) -> Response<Bytes> {
         h.insert(SET_COOKIE, c);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_wants_its_pages_on_hosts_under_the_domain() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("users");
+        std::fs::write(&file, "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n").unwrap();
+        let (users, _) = crate::access::files::UsersFile::open(file).unwrap();
+        let mut access = Access::new(Some("foo.test"));
+        access.gate = Some(
+            Gate::new(std::sync::Arc::new(users), dir.path(), std::time::Duration::from_secs(60), None, "foo.test")
+                .unwrap(),
+        );
+        let req = |host: &str, path: &str| Request::get(path).header("host", host).body(()).unwrap();
+        assert!(wants(&access, &req("one.main.foo.test", "/.branchgate/login?next=%2F")));
+        assert!(wants(&access, &req("FOO.test:8080", "/.branchgate/logout")));
+        assert!(!wants(&access, &req("one.main.foo.test", "/.branchgatex")));
+        assert!(!wants(&access, &req("foo.test.evil", "/.branchgate/login")));
+        assert!(!wants(&access, &req("xfoo.test", "/.branchgate/login")));
+    }
 }

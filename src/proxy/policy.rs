@@ -156,8 +156,9 @@ pub fn refused<'a>(r: Refusal) -> Answer<'a> {
 }
 
 /// nginx-proxy's `HTTPS_METHOD` with `TRUST_DEFAULT_CERT=true` and
-/// `ENABLE_HTTP_ON_MISSING_CERT=true`.
-fn scheme_rule<'a, B>(
+/// `ENABLE_HTTP_ON_MISSING_CERT=true`. Alone, for branchgate's own pages
+/// (the dashboard host, the gate's login form): HTTPS first, no route.
+pub fn scheme_rule<'a, B>(
     policy: &Policy,
     req: &Request<B>,
     name: &str,

@@ -113,6 +113,10 @@ impl ProxyBuilder {
         if !self.args.iter().any(|a| a.starts_with("--acme")) {
             argv.extend(["--acme".into(), "off".into()]);
         }
+        // State (the branch gate's key) in the test's own directory, not /data.
+        if !self.args.iter().any(|a| a.starts_with("--state")) {
+            argv.extend(["--state".into(), dir.path().join("state").display().to_string()]);
+        }
         // The admin listener only where a test asks for it (its default port is fixed).
         if !self.args.iter().any(|a| a.starts_with("--admin")) {
             argv.extend(["--admin".into(), "off".into()]);
