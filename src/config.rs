@@ -300,8 +300,8 @@ pub struct Config {
     /// Only these client addresses may reach hosts under --branch-domain (CIDR list, e.g.
     /// `10.0.0.0/8,192.168.1.7`); others get 403.
     #[arg(long, env = "BRANCHGATE_BRANCH_ALLOW", value_name = "CIDRS",
-          value_parser = clap::value_parser!(crate::access::AllowList))]
-    pub branch_allow: Option<crate::access::AllowList>,
+          value_parser = clap::value_parser!(crate::guard::AllowList))]
+    pub branch_allow: Option<crate::guard::AllowList>,
 
     /// Send `X-Robots-Tag: noindex` on every response from hosts under --branch-domain.
     #[arg(long, env = "BRANCHGATE_BRANCH_NOINDEX", value_name = "BOOL", num_args = 0..=1,

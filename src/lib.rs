@@ -33,7 +33,7 @@ pub mod tls;
 
 pub mod acme;
 
-pub mod access;
+pub mod guard;
 
 pub mod proxy;
 
@@ -93,7 +93,7 @@ pub struct Bound {
     /// The admin listener, unless `--admin off`.
     admin: Option<admin::Admin>,
     /// The access layer's file watchers.
-    access: access::Watchers,
+    access: guard::Watchers,
 }
 
 /// ACME: the settings from the flags (files read and checked here, so a
@@ -355,7 +355,7 @@ pub async fn bind(mut config: Config) -> anyhow::Result<Bound> {
         }),
         None => None,
     };
-    let (access, access_watchers) = access::Access::from_config(&config)?;
+    let (access, access_watchers) = guard::Access::from_config(&config)?;
     let shared = Arc::new(Shared {
         access,
         routes: publisher.reader(),

@@ -2,7 +2,7 @@
 //! throttle on failures so a token cannot be guessed at network speed.
 //!
 //! A browser logs in once with the token and gets a session cookie:
-//! `admin.EXPIRY.MAC` ([`crate::access::signed`]) under a key derived
+//! `admin.EXPIRY.MAC` ([`crate::guard::signed`]) under a key derived
 //! from the token, so sessions survive a restart, end when the token
 //! changes, and need no server-side store. Verified in constant time.
 
@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use ring::hmac;
 
-use crate::access::signed;
-use crate::access::throttle::{Throttle, constant_time_eq};
+use crate::guard::signed;
+use crate::guard::throttle::{Throttle, constant_time_eq};
 
 /// Failed attempts a client may make per window before it is refused.
 const MAX_FAILURES: u32 = 10;

@@ -42,8 +42,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use crate::access::form;
-use crate::access::signed::unix_now;
+use crate::guard::form;
+use crate::guard::signed::unix_now;
 use crate::acme::Acme;
 use crate::proxy::pages::esc;
 use crate::routes::Reader;

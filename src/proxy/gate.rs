@@ -19,15 +19,15 @@ use super::pages::esc;
 use super::policy::scheme_rule;
 use super::record::RequestRecord;
 use super::respond::respond;
-use crate::access::gate::{self, Gate};
-use crate::access::{Access, form, signed};
+use crate::guard::gate::{self, Gate};
+use crate::guard::{Access, form, signed};
 use crate::routes::{MAX_HOST_LEN, Policy, normalize_host};
 
 /// The largest login form read.
 const MAX_FORM: usize = 4096;
 /// How long a client may take to send it.
 const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-const PAGE: &str = include_str!("../access/login.html");
+const PAGE: &str = include_str!("../guard/login.html");
 
 /// Whether `req` is for the gate's own pages on a gated host.
 pub fn wants<B>(access: &Access, req: &Request<B>) -> bool {
@@ -199,7 +199,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("users");
         std::fs::write(&file, "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n").unwrap();
-        let (users, _) = crate::access::files::UsersFile::open(file).unwrap();
+        let (users, _) = crate::guard::files::UsersFile::open(file).unwrap();
         let mut access = Access::new(Some("foo.test"));
         access.gate = Some(
             Gate::new(std::sync::Arc::new(users), dir.path(), std::time::Duration::from_secs(60), None, "foo.test")

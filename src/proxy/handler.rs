@@ -31,7 +31,7 @@ use super::record::{RequestRecord, Sink, shown_headers};
 use super::respond::{Answer, Reply, respond, wants_json};
 use super::route::{Routed, route};
 use crate::acme::challenge::{HTTP01_PREFIX, Http01};
-use crate::access::Target;
+use crate::guard::Target;
 use crate::routes::{HostMatch, MAX_HOST_LEN, Policy};
 use crate::upstream::{Pool, RequestBody, Sent};
 

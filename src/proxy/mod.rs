@@ -78,5 +78,5 @@ pub struct Shared {
     /// `--dashboard-host`: the admin side on the main listeners.
     pub dashboard: Option<dashboard::Dashboard>,
     /// Allow lists, the branch gate, Basic auth.
-    pub access: crate::access::Access,
+    pub access: crate::guard::Access,
 }

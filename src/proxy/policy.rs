@@ -1,7 +1,7 @@
 //! The policy phase: what a route demands before its request is forwarded:
 //! nginx-proxy's HTTP/HTTPS rules (`HTTPS_METHOD`, HSTS) and CORS (a
 //! preflight answered here, a grant added to the response); access
-//! (allow lists, the branch gate, Basic auth: [`crate::access`]), body
+//! (allow lists, the branch gate, Basic auth: [`crate::guard`]), body
 //! limits and per-route timeouts go here and nowhere else.
 //! Synchronous, run under the table guard; reads only the route's
 //! [`Policy`], the request and the certificates in force.
@@ -21,7 +21,7 @@ use http::header::{ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
 use super::cors::{self, CorsPolicy};
-use crate::access::{Access, Consumed, Refusal, Target};
+use crate::guard::{Access, Consumed, Refusal, Target};
 use super::error::ProxyError;
 use super::listener::Scheme;
 use super::respond::{Answer, Preflight, Redirect};

@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::host::HostPattern;
-pub use crate::access::{AllowList, BasicUsers};
+pub use crate::guard::{AllowList, BasicUsers};
 
 /// nginx-proxy's `HTTPS_METHOD`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
