@@ -638,3 +638,48 @@ async fn containers_choose_their_certificate_and_https_method() {
         http::StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn access_and_limit_labels_protect_their_container() {
+    let Some(engine) = engine() else { return };
+    let p = proxy(&engine.url).await;
+    let guarded = host("guarded");
+    let fenced = host("fenced");
+    // {SHA} of "secret"; `docker run --label` takes it as is (compose would want `$$`).
+    let _g = engine.run(
+        "guarded",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={guarded}"),
+            "--label",
+            "branchgate.auth.basic=ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",
+            "--label",
+            "branchgate.max_body=1k",
+        ],
+    );
+    let _f = engine.run(
+        "fenced",
+        &[
+            "-e",
+            &format!("VIRTUAL_HOST={fenced}"),
+            "--label",
+            "branchgate.allow=10.0.0.0/8",
+        ],
+    );
+    let body = until_status(&p, &guarded, "/", 401).await;
+    assert!(String::from_utf8_lossy(&body).contains("401 Authorization Required"));
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "ann:secret")
+    );
+    let r = support::get_with(p.addr, &guarded, "/", &[("authorization", &auth)]).await;
+    assert_eq!(r.status, 200);
+    let upload = http::Request::post("/")
+        .header("host", &guarded)
+        .header("authorization", &auth)
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 2048])))
+        .unwrap();
+    let r = support::client::Conn::open(p.addr).await.send(upload).await.unwrap();
+    assert_eq!(r.status, 413);
+    until_status(&p, &fenced, "/", 403).await;
+}
