@@ -42,6 +42,12 @@
 #              "before:/tmp/old/branchgate; after:target/release/branchgate;
 #              after+log:target/release/branchgate:--access-log common" (default:
 #              "branchgate:$BG_BIN"). Each is also compared with the first.
+#              In an entry, @BG_BIN@ is the binary built here (or BG_BIN) and
+#              @HTPASSWD@ a directory holding an htpasswd file for bench.local
+#              (one bcrypt entry, cost 10), e.g.
+#              "none:@BG_BIN@; basic:@BG_BIN@:--htpasswd @HTPASSWD@".
+#   AUTH=1     every request (wrk and the checks) carries that user's
+#              `Authorization: Basic`; targets that do not ask for it ignore it.
 #   OUT        where the markdown table goes (default target/load-results.md)
 #   QUIET_WAIT seconds to wait, before each scenario, for other processes on the
 #              machine to go quiet (default 60); "other CPU %" in the table
@@ -64,6 +70,10 @@ ROUNDS=${ROUNDS:-1}
 QUIET_WAIT=${QUIET_WAIT:-60}
 OUT=${OUT:-target/load-results.md}
 HOST_HEADER="Host: bench.local"
+# bench:bench-password, and its bcrypt hash (htpasswd -nbB -C 10 bench bench-password).
+AUTH_HEADER="Authorization: Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ="
+AUTH_ENTRY='bench:$2y$10$WFUF0jtUeYwdJdaZr3Rc/.vhIdJmeO89gKPp2oahJf/6KgP0evJwK'
+AUTH=${AUTH:-0}
 PROXY_CPU=0
 CLIENT_CPU=1
 
@@ -289,6 +299,7 @@ for _e in "${_entries[@]}"; do
     _e=$(sed 's/^[[:space:]]*//; s/[[:space:]]*$//' <<<"$_e")
     [ -n "$_e" ] || continue
     IFS=':' read -r _label _bin _args <<<"$_e"
+    _bin=${_bin//@BG_BIN@/$BG_BIN}
     [ -n "$_label" ] && [ -n "$_bin" ] || die "BG_VARIANTS: bad entry '$_e' (want LABEL:BINARY[:FLAGS])"
     case "$_label" in backend | nginx) die "BG_VARIANTS: label '$_label' is taken" ;; esac
     V_BIN[$_label]=$(abs_path "$_bin")
@@ -306,7 +317,11 @@ NGX_PORT=$(free_port)
 NGX_TLS_PORT=$(free_port)
 BACKEND="127.0.0.1:$BACKEND_PORT"
 
-mkdir -p "$TMP/www" "$TMP/backend-tmp" "$TMP/proxy-tmp" "$TMP/wrk" "$TMP/certs"
+mkdir -p "$TMP/www" "$TMP/backend-tmp" "$TMP/proxy-tmp" "$TMP/wrk" "$TMP/certs" "$TMP/htpasswd"
+# For variants that ask for Basic auth (@HTPASSWD@).
+echo "$AUTH_ENTRY" >"$TMP/htpasswd/bench.local"
+CURL_AUTH=()
+[ "$AUTH" = 0 ] || CURL_AUTH=(-H "$AUTH_HEADER")
 head -c 65536 /dev/zero | tr '\0' 'x' >"$TMP/www/64k"
 chmod -R a+rX "$TMP/www"
 
@@ -363,6 +378,7 @@ run_wrk() {
     local url=$1 conns=$2 close=$3 noresume=$4 secs=$5 out=$6
     local hdr=(-H "$HOST_HEADER") env=()
     [ "$close" = 1 ] && hdr+=(-H "Connection: close")
+    [ "$AUTH" = 0 ] || hdr+=(-H "$AUTH_HEADER")
     [ "$noresume" = 1 ] && env=("LD_PRELOAD=$TMP/noresume.so")
     env "${env[@]}" taskset -c "$CLIENT_CPU" wrk -t 1 -c "$conns" -d "${secs}s" --timeout 5s \
         -s "$LOAD_DIR/report.lua" "${hdr[@]}" "$url" >"$out" 2>&1 || true
@@ -387,17 +403,17 @@ field() { # field NAME FILE -> value from the LOADRESULT line
 check_target() { # check_target NAME PORT [TLS_PORT]
     local name=$1 port=$2 tls_port=${3:-} body size host=${HOST_HEADER#Host: } hs
     if [ "$HAVE_CURL" = 1 ]; then
-        body=$(curl -sS --max-time 5 -H "$HOST_HEADER" "http://127.0.0.1:$port/") ||
+        body=$(curl -sS --max-time 5 -H "$HOST_HEADER" "${CURL_AUTH[@]}" "http://127.0.0.1:$port/") ||
             die "$name: GET / failed"
         [ "$body" = hello ] || die "$name: GET / returned '$body', expected 'hello'"
-        size=$(curl -sS --max-time 5 -o /dev/null -w '%{size_download}' -H "$HOST_HEADER" \
+        size=$(curl -sS --max-time 5 -o /dev/null -w '%{size_download}' -H "$HOST_HEADER" "${CURL_AUTH[@]}" \
             "http://127.0.0.1:$port/64k") || die "$name: GET /64k failed"
         [ "$size" = 65536 ] || die "$name: GET /64k returned $size bytes, expected 65536"
     fi
     [ -n "$tls_port" ] || return 0
     if [ "$HAVE_CURL" = 1 ]; then
         # curl offers h2 by ALPN (wrk offers no ALPN: HTTP/1.1).
-        body=$(curl -sS --max-time 5 --cacert "$TMP/certs/default.crt" \
+        body=$(curl -sS --max-time 5 --cacert "$TMP/certs/default.crt" "${CURL_AUTH[@]}" \
             --resolve "$host:$tls_port:127.0.0.1" "https://$host:$tls_port/") ||
             die "$name: GET https://$host:$tls_port/ failed"
         [ "$body" = hello ] || die "$name: GET / over TLS returned '$body', expected 'hello'"
@@ -522,7 +538,7 @@ for v in "${VARIANTS[@]}"; do
     [ "$v" = "${VARIANTS[0]}" ] || port=$(free_port)
     err="$TMP/$v.stderr"
     # shellcheck disable=SC2086 # the extra flags are words
-    flags="--workers 1 --log-level warn ${V_ARGS[$v]}"
+    flags="--workers 1 --log-level warn ${V_ARGS[$v]//@HTPASSWD@/$TMP/htpasswd}"
     case " ${V_ARGS[$v]} " in *" --access-log "*) ;; *) flags+=" --access-log off" ;; esac
     # An HTTPS listener with the bench certificate, unless the variant's own
     # flags say otherwise (e.g. "--https off" for a binary from before HTTPS:

@@ -138,6 +138,9 @@ if [ "$BENCH" != 0 ]; then
 fi
 if [ "$LOAD_SECONDS" != 0 ]; then
     step "load harness (${LOAD_SECONDS}s per run)" env DURATION="$LOAD_SECONDS" bash benches/load.sh
+    step "load harness: a route without access control beside one with Basic auth" \
+        env DURATION="$LOAD_SECONDS" AUTH=1 ONLY="small-c64" OUT=target/load-results-auth.md \
+        BG_VARIANTS="none:@BG_BIN@; basic:@BG_BIN@:--htpasswd @HTPASSWD@" bash benches/load.sh
 fi
 [ "${TESTSSL:-1}" = 0 ] || step "testssl against the HTTPS listener" env CI="$ci" bash scripts/testssl.sh
 if [ "$BENCH" != 0 ] && [ "${BRANCHGATE_TEST_DOCKER:-0}" = 1 ]; then
