@@ -288,8 +288,12 @@ pub struct Config {
     pub branch_auth_bypass_token: Option<String>,
 
     /// Read the bypass token from this file (first line) instead.
-    #[arg(long, env = "BRANCHGATE_BRANCH_AUTH_BYPASS_TOKEN_FILE", value_name = "FILE",
-          conflicts_with = "branch_auth_bypass_token")]
+    #[arg(
+        long,
+        env = "BRANCHGATE_BRANCH_AUTH_BYPASS_TOKEN_FILE",
+        value_name = "FILE",
+        conflicts_with = "branch_auth_bypass_token"
+    )]
     pub branch_auth_bypass_token_file: Option<PathBuf>,
 
     /// How long a branch gate login lasts (at most 7d).

@@ -79,7 +79,13 @@ async fn post_form(addr: SocketAddr, host: &str, path: &str, form: &str) -> Repl
 
 /// Logs in as ann and returns the `name=value` of the cookie.
 async fn login(addr: SocketAddr, host: &str) -> String {
-    let r = post_form(addr, host, "/.branchgate/login", "user=ann&password=secret&next=%2Fapp%3Fx%3D1").await;
+    let r = post_form(
+        addr,
+        host,
+        "/.branchgate/login",
+        "user=ann&password=secret&next=%2Fapp%3Fx%3D1",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{r:?}");
     assert_eq!(r.headers["location"], "/app?x=1");
     let set = r.headers["set-cookie"].to_str().unwrap().to_owned();
@@ -93,28 +99,55 @@ async fn one_login_opens_every_environment_and_the_cookie_stays_here() {
     // A browser is sent to the form, which comes back to where it was going.
     let r = get_with(a, "one.main.foo.test", "/app?x=1", &[HTML]).await;
     assert_eq!(r.status, StatusCode::FOUND);
-    assert_eq!(r.headers["location"], "/.branchgate/login?next=/app%3Fx%3D1");
+    assert_eq!(
+        r.headers["location"],
+        "/.branchgate/login?next=/app%3Fx%3D1"
+    );
     assert_eq!(r.backend(), "", "the upstream saw nothing");
     let form = get(a, "one.main.foo.test", "/.branchgate/login?next=%2Fapp").await;
     assert_eq!(form.status, StatusCode::OK);
     assert_eq!(form.headers["x-robots-tag"], "noindex");
     let html = String::from_utf8_lossy(&form.body);
-    assert!(html.contains("name=\"password\"") && html.contains("value=\"/app\""), "{html}");
+    assert!(
+        html.contains("name=\"password\"") && html.contains("value=\"/app\""),
+        "{html}"
+    );
     // The environment matrix at the domain itself is behind the gate too.
-    assert_eq!(get_with(a, "foo.test", "/", &[HTML]).await.status, StatusCode::FOUND);
+    assert_eq!(
+        get_with(a, "foo.test", "/", &[HTML]).await.status,
+        StatusCode::FOUND
+    );
 
     // A wrong password: the form again, 401, no cookie.
-    let r = post_form(a, "one.main.foo.test", "/.branchgate/login", "user=ann&password=nope").await;
+    let r = post_form(
+        a,
+        "one.main.foo.test",
+        "/.branchgate/login",
+        "user=ann&password=nope",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers.get("set-cookie").is_none());
     assert!(String::from_utf8_lossy(&r.body).contains("Wrong user or password"));
 
     // The right one: a cookie for the whole domain.
-    let r = post_form(a, "one.main.foo.test", "/.branchgate/login", "user=ann&password=secret&next=%2F%2Fevil.example").await;
+    let r = post_form(
+        a,
+        "one.main.foo.test",
+        "/.branchgate/login",
+        "user=ann&password=secret&next=%2F%2Fevil.example",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.headers["location"], "/", "never to another site");
     let set = r.headers["set-cookie"].to_str().unwrap();
-    for attr in ["Domain=foo.test", "Path=/", "HttpOnly", "SameSite=Lax", "Max-Age=604800"] {
+    for attr in [
+        "Domain=foo.test",
+        "Path=/",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Max-Age=604800",
+    ] {
         assert!(set.contains(attr), "{attr} in {set}");
     }
     assert!(!set.contains("Secure"), "plain HTTP: not Secure ({set})");
@@ -131,7 +164,10 @@ async fn one_login_opens_every_environment_and_the_cookie_stays_here() {
         let r = get_with(a, host, path, &[HTML, ("cookie", &with)]).await;
         assert_eq!(r.status, StatusCode::OK, "{host}{path}");
         assert_eq!(r.backend(), backend);
-        assert_eq!(r.seen_header("cookie").as_deref(), Some("theme=dark; lang=en"));
+        assert_eq!(
+            r.seen_header("cookie").as_deref(),
+            Some("theme=dark; lang=en")
+        );
         assert_eq!(r.headers["x-robots-tag"], "noindex");
     }
     let r = get_with(a, "foo.test", "/", &[HTML, ("cookie", &cookie)]).await;
@@ -152,7 +188,12 @@ async fn one_login_opens_every_environment_and_the_cookie_stays_here() {
     let r = post_form(a, "two.pay.foo.test", "/.branchgate/logout", "").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let set = r.headers["set-cookie"].to_str().unwrap();
-    assert!(set.starts_with("branchgate_gate=;") && set.contains("Max-Age=0") && set.contains("Domain=foo.test"), "{set}");
+    assert!(
+        set.starts_with("branchgate_gate=;")
+            && set.contains("Max-Age=0")
+            && set.contains("Domain=foo.test"),
+        "{set}"
+    );
 }
 
 #[tokio::test]
@@ -161,19 +202,48 @@ async fn non_browsers_use_basic_and_ci_uses_the_bypass_token() {
     let a = e.proxy.addr;
     let r = get(a, "one.main.foo.test", "/").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.headers["www-authenticate"], "Basic realm=\"Restricted foo.test\"");
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Basic realm=\"Restricted foo.test\""
+    );
     let right = basic("ann", "secret");
     let r = get_with(a, "one.main.foo.test", "/", &[("authorization", &right)]).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.seen_header("authorization"), None, "credentials the gate consumed stay here");
-    let r = get_with(a, "one.main.foo.test", "/", &[("authorization", &basic("ann", "x"))]).await;
+    assert_eq!(
+        r.seen_header("authorization"),
+        None,
+        "credentials the gate consumed stay here"
+    );
+    let r = get_with(
+        a,
+        "one.main.foo.test",
+        "/",
+        &[("authorization", &basic("ann", "x"))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
-    let r = get_with(a, "two.pay.foo.test", "/api/run", &[("x-branchgate-bypass", TOKEN)]).await;
+    let r = get_with(
+        a,
+        "two.pay.foo.test",
+        "/api/run",
+        &[("x-branchgate-bypass", TOKEN)],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.backend(), "be-two");
-    assert_eq!(r.seen_header("x-branchgate-bypass"), None, "the token stays here");
-    let r = get_with(a, "two.pay.foo.test", "/", &[("x-branchgate-bypass", "ci-token-0123456780")]).await;
+    assert_eq!(
+        r.seen_header("x-branchgate-bypass"),
+        None,
+        "the token stays here"
+    );
+    let r = get_with(
+        a,
+        "two.pay.foo.test",
+        "/",
+        &[("x-branchgate-bypass", "ci-token-0123456780")],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.backend(), "");
     // Not even a host outside the gate gets the token.
@@ -198,6 +268,34 @@ async fn non_browsers_use_basic_and_ci_uses_the_bypass_token() {
 }
 
 #[tokio::test]
+async fn bcrypt_and_apr1_entries_as_htpasswd_writes_them() {
+    // htpasswd -nbB -C 5 bee secret; htpasswd -nbm cat meow
+    let users = "bee:$2y$05$kAxGq3hjeP.Swx9/F7SdK.v/NkkEnjfNxUOvN7nkTTsRZuH5tpvlK\n\
+                 cat:$apr1$sUM9wRyg$QzerG9/b3DJHqzBfQMoBA0\n";
+    let e = gated(users, &[]).await;
+    let a = e.proxy.addr;
+    for (user, password) in [("bee", "secret"), ("cat", "meow")] {
+        let right = basic(user, password);
+        // Twice: the second from the cache of recent successes.
+        for _ in 0..2 {
+            let r = get_with(a, "one.main.foo.test", "/", &[("authorization", &right)]).await;
+            assert_eq!(r.status, StatusCode::OK, "{user}");
+        }
+        let wrong = basic(user, "secret!");
+        let r = get_with(a, "one.main.foo.test", "/", &[("authorization", &wrong)]).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{user}");
+    }
+    let r = post_form(
+        a,
+        "two.pay.foo.test",
+        "/.branchgate/login",
+        "user=bee&password=secret",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
 async fn logins_expire_and_failed_ones_are_throttled() {
     let e = gated(ANN, &["--branch-auth-ttl", "1s"]).await;
     let a = e.proxy.addr;
@@ -215,18 +313,40 @@ async fn logins_expire_and_failed_ones_are_throttled() {
 
     // Ten failures in a minute: the eleventh attempt is refused, even right.
     for _ in 0..10 {
-        let r = post_form(a, "one.main.foo.test", "/.branchgate/login", "user=ann&password=guess").await;
+        let r = post_form(
+            a,
+            "one.main.foo.test",
+            "/.branchgate/login",
+            "user=ann&password=guess",
+        )
+        .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
-    let r = post_form(a, "one.main.foo.test", "/.branchgate/login", "user=ann&password=secret").await;
+    let r = post_form(
+        a,
+        "one.main.foo.test",
+        "/.branchgate/login",
+        "user=ann&password=secret",
+    )
+    .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
-    let r = get_with(a, "one.main.foo.test", "/", &[("authorization", &basic("ann", "secret"))]).await;
+    let r = get_with(
+        a,
+        "one.main.foo.test",
+        "/",
+        &[("authorization", &basic("ann", "secret"))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "Basic too");
 }
 
 #[tokio::test]
 async fn removing_a_user_from_the_file_ends_their_login() {
-    let e = gated(&format!("{ANN}\nbob:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=\n"), &[]).await;
+    let e = gated(
+        &format!("{ANN}\nbob:{{SHA}}5en6G6MezRroT3XKqkdPOmY/BfQ=\n"),
+        &[],
+    )
+    .await;
     let a = e.proxy.addr;
     let cookie = login(a, "one.main.foo.test").await;
     support::proxy::write_atomically(e._users.path(), "bob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\n");
@@ -238,7 +358,13 @@ async fn removing_a_user_from_the_file_ends_their_login() {
         }
     })
     .await;
-    let r = get_with(a, "one.main.foo.test", "/", &[("authorization", &basic("bob", "secret"))]).await;
+    let r = get_with(
+        a,
+        "one.main.foo.test",
+        "/",
+        &[("authorization", &basic("bob", "secret"))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
 }
 
@@ -249,7 +375,11 @@ async fn allow_lists_per_route_and_for_the_branch_domain() {
     let routes = |trust: bool| {
         let mut b = Proxy::builder()
             .route("closed.example", &[up.addr], "allow = \"10.0.0.0/8\"")
-            .route("open.example", &[up.addr], "allow = \"10.0.0.0/8, 127.0.0.1\"")
+            .route(
+                "open.example",
+                &[up.addr],
+                "allow = \"10.0.0.0/8, 127.0.0.1\"",
+            )
             .toml(&member("main", "frontend", fe.addr))
             .arg("--branch-domain")
             .arg("foo.test")
@@ -261,20 +391,44 @@ async fn allow_lists_per_route_and_for_the_branch_domain() {
         b
     };
     let p = routes(false).spawn().await;
-    assert_eq!(get(p.addr, "closed.example", "/").await.status, StatusCode::FORBIDDEN);
-    assert_eq!(get(p.addr, "open.example", "/").await.status, StatusCode::OK);
-    assert_eq!(get(p.addr, "main.foo.test", "/").await.status, StatusCode::FORBIDDEN);
-    assert_eq!(get(p.addr, "foo.test", "/").await.status, StatusCode::FORBIDDEN, "the matrix too");
+    assert_eq!(
+        get(p.addr, "closed.example", "/").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(p.addr, "open.example", "/").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(p.addr, "main.foo.test", "/").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(p.addr, "foo.test", "/").await.status,
+        StatusCode::FORBIDDEN,
+        "the matrix too"
+    );
     // A client's own X-Forwarded-For counts for nothing without trust.
     let xff = [("x-forwarded-for", "10.1.2.3")];
-    assert_eq!(get_with(p.addr, "closed.example", "/", &xff).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get_with(p.addr, "closed.example", "/", &xff).await.status,
+        StatusCode::FORBIDDEN
+    );
 
     // Behind a trusted proxy, the address it appended last is the client.
     let p = routes(true).spawn().await;
     let via = [("x-forwarded-for", "203.0.113.9, 10.1.2.3")];
-    assert_eq!(get_with(p.addr, "closed.example", "/", &via).await.status, StatusCode::OK);
+    assert_eq!(
+        get_with(p.addr, "closed.example", "/", &via).await.status,
+        StatusCode::OK
+    );
     let spoofed = [("x-forwarded-for", "10.1.2.3, 203.0.113.9")];
-    assert_eq!(get_with(p.addr, "closed.example", "/", &spoofed).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        get_with(p.addr, "closed.example", "/", &spoofed)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
     let branch = [("x-forwarded-for", "192.168.7.7")];
     let r = get_with(p.addr, "main.foo.test", "/", &branch).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -294,11 +448,32 @@ async fn branch_environments_are_not_indexed_unless_asked() {
             .arg("foo.test")
     };
     let p = build().spawn().await;
-    for host in ["main.foo.test", "pinned.foo.test", "foo.test", "nope.nope.foo.test"] {
+    for host in [
+        "main.foo.test",
+        "pinned.foo.test",
+        "foo.test",
+        "nope.nope.foo.test",
+    ] {
         let r = get(p.addr, host, "/").await;
-        assert_eq!(r.headers.get("x-robots-tag").map(|v| v.to_str().unwrap()), Some("noindex"), "{host}: {r:?}");
+        assert_eq!(
+            r.headers.get("x-robots-tag").map(|v| v.to_str().unwrap()),
+            Some("noindex"),
+            "{host}: {r:?}"
+        );
     }
-    assert!(get(p.addr, "www.example", "/").await.headers.get("x-robots-tag").is_none());
+    assert!(
+        get(p.addr, "www.example", "/")
+            .await
+            .headers
+            .get("x-robots-tag")
+            .is_none()
+    );
     let p = build().arg("--branch-noindex=false").spawn().await;
-    assert!(get(p.addr, "main.foo.test", "/").await.headers.get("x-robots-tag").is_none());
+    assert!(
+        get(p.addr, "main.foo.test", "/")
+            .await
+            .headers
+            .get("x-robots-tag")
+            .is_none()
+    );
 }

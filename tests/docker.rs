@@ -677,9 +677,16 @@ async fn access_and_limit_labels_protect_their_container() {
     let upload = http::Request::post("/")
         .header("host", &guarded)
         .header("authorization", &auth)
-        .body(http_body_util::Full::new(bytes::Bytes::from(vec![b'x'; 2048])))
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b'x';
+            2048
+        ])))
         .unwrap();
-    let r = support::client::Conn::open(p.addr).await.send(upload).await.unwrap();
+    let r = support::client::Conn::open(p.addr)
+        .await
+        .send(upload)
+        .await
+        .unwrap();
     assert_eq!(r.status, 413);
     until_status(&p, &fenced, "/", 403).await;
 }

@@ -32,7 +32,9 @@ async fn files_per_host_and_path_with_nginx_proxys_realm_and_hot_reload() {
     let dir = tempfile::tempdir().unwrap();
     let host_file = dir.path().join("app.foo.bar");
     std::fs::write(&host_file, format!("ann:{SECRET}\n")).unwrap();
-    let path_file = dir.path().join(format!("app.foo.bar_{}", sha1_hex("/admin")));
+    let path_file = dir
+        .path()
+        .join(format!("app.foo.bar_{}", sha1_hex("/admin")));
     std::fs::write(&path_file, format!("bob:{SECRET}\n")).unwrap();
     let mixed = dir.path().join("mixed.foo.bar");
     std::fs::write(
@@ -45,7 +47,11 @@ async fn files_per_host_and_path_with_nginx_proxys_realm_and_hot_reload() {
         route_toml("app.foo.bar", &[up.addr], "path = \"/admin\""),
         route_toml("mixed.foo.bar", &[up.addr], ""),
         route_toml("open.foo.bar", &[up.addr], ""),
-        route_toml("label.foo.bar", &[up.addr], &format!("auth_basic = \"ann:{SECRET}\"")),
+        route_toml(
+            "label.foo.bar",
+            &[up.addr],
+            &format!("auth_basic = \"ann:{SECRET}\""),
+        ),
     ]
     .concat();
     let p = ProxyProcess::spawn(&routes, &["--htpasswd", dir.path().to_str().unwrap()]).await;
@@ -55,26 +61,46 @@ async fn files_per_host_and_path_with_nginx_proxys_realm_and_hot_reload() {
 
     let r = get(a, "app.foo.bar", "/").await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.headers["www-authenticate"], "Basic realm=\"Restricted app.foo.bar\"");
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Basic realm=\"Restricted app.foo.bar\""
+    );
     assert!(String::from_utf8_lossy(&r.body).contains("401 Authorization Required"));
     let r = get_with(a, "app.foo.bar", "/x", &[("authorization", &ann)]).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.seen_header("authorization"), Some(ann.clone()), "forwarded, as nginx does");
     assert_eq!(
-        get_with(a, "app.foo.bar", "/x", &[("authorization", &basic("ann", "no"))]).await.status,
+        r.seen_header("authorization"),
+        Some(ann.clone()),
+        "forwarded, as nginx does"
+    );
+    assert_eq!(
+        get_with(
+            a,
+            "app.foo.bar",
+            "/x",
+            &[("authorization", &basic("ann", "no"))]
+        )
+        .await
+        .status,
         StatusCode::UNAUTHORIZED
     );
     // The path's own file wins over the host's.
     let r = get_with(a, "app.foo.bar", "/admin/users", &[("authorization", &ann)]).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(r.headers["www-authenticate"], "Basic realm=\"Restricted app.foo.bar//admin\"");
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Basic realm=\"Restricted app.foo.bar//admin\""
+    );
     let r = get_with(a, "app.foo.bar", "/admin/users", &[("authorization", &bob)]).await;
     assert_eq!(r.status, StatusCode::OK);
     // No file: open.
     assert_eq!(get(a, "open.foo.bar", "/").await.status, StatusCode::OK);
     // Credentials from the label.
     let r = get(a, "label.foo.bar", "/").await;
-    assert_eq!(r.headers["www-authenticate"], "Basic realm=\"Restricted label.foo.bar\"");
+    assert_eq!(
+        r.headers["www-authenticate"],
+        "Basic realm=\"Restricted label.foo.bar\""
+    );
     let r = get_with(a, "label.foo.bar", "/", &[("authorization", &ann)]).await;
     assert_eq!(r.status, StatusCode::OK);
 
@@ -94,7 +120,12 @@ async fn files_per_host_and_path_with_nginx_proxys_realm_and_hot_reload() {
         .map(|w| w["fields"]["line"].as_u64().unwrap())
         .collect();
     assert_eq!(lines, [2, 3], "{warnings:?} {:#?}", p.stderr());
-    assert!(warnings.iter().all(|w| !w.to_string().contains("abcdefghijk")), "no hash in logs");
+    assert!(
+        warnings
+            .iter()
+            .all(|w| !w.to_string().contains("abcdefghijk")),
+        "no hash in logs"
+    );
 
     // Hot reload: a user added, then the file removed. (Waiting on the log
     // line, not by polling with carl's credentials: every refusal counts
@@ -111,7 +142,13 @@ async fn files_per_host_and_path_with_nginx_proxys_realm_and_hot_reload() {
         async move { reloaded.then_some(()) }
     })
     .await;
-    let r = get_with(a, "app.foo.bar", "/", &[("authorization", &basic("carl", "secret"))]).await;
+    let r = get_with(
+        a,
+        "app.foo.bar",
+        "/",
+        &[("authorization", &basic("carl", "secret"))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     std::fs::remove_file(&host_file).unwrap();
     support::eventually(Duration::from_secs(10), "the host to open", || async move {

@@ -30,19 +30,35 @@ async fn a_body_over_max_body_is_refused_with_413() {
         .await;
     // Content-Length says so: refused before the body is read, and the
     // connection closed (the rest of the body is never read).
-    let r = Conn::open(p.addr).await.send(upload("small.example", 2000)).await.unwrap();
+    let r = Conn::open(p.addr)
+        .await
+        .send(upload("small.example", 2000))
+        .await
+        .unwrap();
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.headers["connection"], "close");
     assert_eq!(up.requests(), 0, "the upstream never saw it");
     // Within the limit (exactly 1 KiB), and on a route without one.
-    let r = Conn::open(p.addr).await.send(upload("small.example", 1024)).await.unwrap();
-    assert_eq!((r.status, r.json()["received"].as_u64()), (StatusCode::OK, Some(1024)));
-    let r = Conn::open(p.addr).await.send(upload("big.example", 200_000)).await.unwrap();
+    let r = Conn::open(p.addr)
+        .await
+        .send(upload("small.example", 1024))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.json()["received"].as_u64()),
+        (StatusCode::OK, Some(1024))
+    );
+    let r = Conn::open(p.addr)
+        .await
+        .send(upload("big.example", 200_000))
+        .await
+        .unwrap();
     assert_eq!(r.json()["received"].as_u64(), Some(200_000));
 
     // Chunked: nobody knows the size up front; the upload is cut once it crosses.
     let chunked = |host: &str, chunks: usize| {
-        let frames = (0..chunks).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![b'y'; 512]))));
+        let frames =
+            (0..chunks).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from(vec![b'y'; 512]))));
         Request::post("/upload")
             .header("host", host)
             .body(StreamBody::new(futures_util::stream::iter(frames)))
@@ -69,7 +85,15 @@ async fn response_timeout_per_route() {
     let start = Instant::now();
     let r = get(p.addr, "quick.example", "/slow/3000").await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     let r = get(p.addr, "patient.example", "/slow/800").await;
-    assert_eq!(r.status, StatusCode::OK, "the global 60 s applies elsewhere");
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the global 60 s applies elsewhere"
+    );
 }

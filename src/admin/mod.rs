@@ -42,9 +42,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
+use crate::acme::Acme;
 use crate::guard::form;
 use crate::guard::signed::unix_now;
-use crate::acme::Acme;
 use crate::proxy::pages::esc;
 use crate::routes::Reader;
 use crate::tls::CertStore;

@@ -17,7 +17,9 @@ impl Net {
     fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -112,7 +114,13 @@ mod tests {
     #[test]
     fn blocks_and_single_addresses_match() {
         let l: AllowList = " 10.0.0.0/8, 192.168.1.7 ,fd00::/8,".parse().unwrap();
-        for yes in ["10.1.2.3", "10.255.255.255", "192.168.1.7", "fd12::1", "::ffff:10.0.0.1"] {
+        for yes in [
+            "10.1.2.3",
+            "10.255.255.255",
+            "192.168.1.7",
+            "fd12::1",
+            "::ffff:10.0.0.1",
+        ] {
             assert!(l.allows(ip(yes)), "{yes}");
         }
         for no in ["11.0.0.1", "192.168.1.8", "fe80::1", "127.0.0.1", "::1"] {

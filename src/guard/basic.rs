@@ -162,7 +162,8 @@ impl Verifier {
         }
         if self.ok.len() >= CACHE_MAX {
             let now = Instant::now();
-            self.ok.retain(|_, at| now.duration_since(*at) < CACHE_TTL / 2);
+            self.ok
+                .retain(|_, at| now.duration_since(*at) < CACHE_TTL / 2);
             if self.ok.len() >= CACHE_MAX {
                 self.ok.clear();
             }
@@ -189,15 +190,25 @@ mod tests {
         let v = Verifier::default();
         assert_eq!(v.check(&users, None), Check::Missing);
         assert_eq!(v.check(&users, Some(&basic("ann", "secret"))), Check::Right);
-        assert_eq!(v.check(&users, Some(&basic("ann", "secret"))), Check::Right, "cached");
+        assert_eq!(
+            v.check(&users, Some(&basic("ann", "secret"))),
+            Check::Right,
+            "cached"
+        );
         assert_eq!(v.check(&users, Some(&basic("ann", "nope"))), Check::Wrong);
         assert_eq!(v.check(&users, Some(&basic("bob", "secret"))), Check::Wrong);
         let junk = HeaderValue::from_static("Basic !!!");
         assert_eq!(v.check(&users, Some(&junk)), Check::Wrong);
         // A new version of the file without ann: the cached success does not carry over.
         let reloaded = Users::new(Htpasswd::parse("bob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=").0);
-        assert_eq!(v.check(&reloaded, Some(&basic("ann", "secret"))), Check::Wrong);
-        assert_eq!(credentials(&basic("a", "b:c")), Some(("a".into(), b"b:c".to_vec())));
+        assert_eq!(
+            v.check(&reloaded, Some(&basic("ann", "secret"))),
+            Check::Wrong
+        );
+        assert_eq!(
+            credentials(&basic("a", "b:c")),
+            Some(("a".into(), b"b:c".to_vec()))
+        );
     }
 
     #[test]

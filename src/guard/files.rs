@@ -93,7 +93,8 @@ impl HtpasswdDir {
         let index = self.index.load();
         let files = index.hosts.get(host)?;
         if !files.paths.is_empty() {
-            let sha = hex(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, prefix.as_bytes()).as_ref());
+            let sha =
+                hex(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, prefix.as_bytes()).as_ref());
             if let Some((_, users)) = files.paths.iter().find(|(h, _)| **h == *sha) {
                 return Some((users.clone(), format!("Restricted {host}/{prefix}")));
             }

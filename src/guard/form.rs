@@ -92,6 +92,9 @@ mod tests {
         assert_eq!(cookie(&h, "c"), None);
         assert!(local_path("/a?b") && !local_path("//evil.example/") && !local_path("https://x"));
         assert!(!local_path("/\\evil.example"));
-        assert_eq!(percent_decode(percent_encode("/p?q=1&r=ü").as_bytes()), "/p?q=1&r=ü");
+        assert_eq!(
+            percent_decode(percent_encode("/p?q=1&r=ü").as_bytes()),
+            "/p?q=1&r=ü"
+        );
     }
 }

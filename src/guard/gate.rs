@@ -108,7 +108,11 @@ impl Gate {
 
     /// The `Set-Cookie` value of a login of `user` from `now`.
     pub fn login_cookie(&self, user: &str, now: u64, tls: bool) -> String {
-        let value = signed::sign(&self.key, &form::percent_encode(user), now + self.ttl.as_secs());
+        let value = signed::sign(
+            &self.key,
+            &form::percent_encode(user),
+            now + self.ttl.as_secs(),
+        );
         format!(
             "{COOKIE}={value}; Domain={}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
             self.domain,
@@ -220,18 +224,27 @@ mod tests {
         assert!(set.contains("Domain=foo.bar; Path=/; HttpOnly; SameSite=Lax; Max-Age=60; Secure"));
         let value = set.split(';').next().unwrap();
         let mut h = HeaderMap::new();
-        h.insert(http::header::COOKIE, format!("a=1; {value}").parse().unwrap());
+        h.insert(
+            http::header::COOKIE,
+            format!("a=1; {value}").parse().unwrap(),
+        );
         assert_eq!(g.session(&h, 1001).as_deref(), Some("ann"));
         assert_eq!(g.session(&h, 1060), None, "expired");
         // The same key after a restart; 0600.
         let again = gate(dir.path());
         assert_eq!(again.session(&h, 1001).as_deref(), Some("ann"));
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("auth/gate.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("auth/gate.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         // A user no longer in the file has no session.
         let bob = g.login_cookie("bob", 1000, false);
-        h.insert(http::header::COOKIE, bob.split(';').next().unwrap().parse().unwrap());
+        h.insert(
+            http::header::COOKIE,
+            bob.split(';').next().unwrap().parse().unwrap(),
+        );
         assert_eq!(g.session(&h, 1001), None);
         assert!(!g.logout_cookie(false).contains("Secure"));
     }
@@ -247,7 +260,10 @@ mod tests {
         h.insert(BYPASS, "t".repeat(19).parse().unwrap());
         assert_eq!(g.bypass(&h), Some(false));
         let mut h = HeaderMap::new();
-        h.append(http::header::COOKIE, "a=1; branchgate_gate=x.1.ff; b=2".parse().unwrap());
+        h.append(
+            http::header::COOKIE,
+            "a=1; branchgate_gate=x.1.ff; b=2".parse().unwrap(),
+        );
         h.append(http::header::COOKIE, "branchgate_gate=y".parse().unwrap());
         strip_cookie(&mut h);
         assert_eq!(h.get_all(http::header::COOKIE).iter().count(), 1);

@@ -193,7 +193,10 @@ impl Access {
             bypass: self.gate.is_some() && headers.contains_key(gate::BYPASS),
             ..Consumed::default()
         };
-        if gate.is_none() && branch_allow.is_none() && policy.allow.is_none() && route_users.is_none()
+        if gate.is_none()
+            && branch_allow.is_none()
+            && policy.allow.is_none()
+            && route_users.is_none()
         {
             return Ok(consumed);
         }
@@ -265,7 +268,9 @@ impl Access {
             Check::Wrong => {
                 self.throttle.failed(client);
                 gate::log_failure(client, None, "wrong Basic credentials");
-                Err(Refusal::Unauthorized(challenge(&format!("Restricted {realm}"))))
+                Err(Refusal::Unauthorized(challenge(&format!(
+                    "Restricted {realm}"
+                ))))
             }
             Check::Missing if browser(req) => Err(Refusal::Login(login_location(req))),
             Check::Missing => Err(Refusal::Unauthorized(challenge(&format!(
@@ -276,13 +281,18 @@ impl Access {
 
     /// The route's own Basic users and realm: its label, else an
     /// `--htpasswd` file for its host (and path).
-    fn route_users(&self, policy: &Policy, target: &Target<'_>) -> Option<(Arc<basic::Users>, String)> {
+    fn route_users(
+        &self,
+        policy: &Policy,
+        target: &Target<'_>,
+    ) -> Option<(Arc<basic::Users>, String)> {
         if let Some(b) = &policy.basic_auth {
             return Some((b.users.clone(), format!("Restricted {}", target.pattern)));
         }
         let dir = self.htpasswd.as_ref()?;
-        dir.find(target.pattern, target.prefix)
-            .or_else(|| (target.pattern != target.name).then(|| dir.find(target.name, target.prefix))?)
+        dir.find(target.pattern, target.prefix).or_else(|| {
+            (target.pattern != target.name).then(|| dir.find(target.name, target.prefix))?
+        })
     }
 }
 
@@ -306,8 +316,12 @@ fn browser<B>(req: &Request<B>) -> bool {
 /// `/.branchgate/login?next=<this request's path and query>`.
 fn login_location<B>(req: &Request<B>) -> HeaderValue {
     let next = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    HeaderValue::from_str(&format!("{}?next={}", gate::LOGIN, form::percent_encode(next)))
-        .unwrap_or_else(|_| HeaderValue::from_static(gate::LOGIN))
+    HeaderValue::from_str(&format!(
+        "{}?next={}",
+        gate::LOGIN,
+        form::percent_encode(next)
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static(gate::LOGIN))
 }
 
 /// The file watchers the access settings need, started with the rest.
@@ -350,7 +364,9 @@ impl Access {
         }
         if let Some(path) = &config.branch_auth {
             let Some(domain) = domain else {
-                anyhow::bail!("--branch-auth: needs --branch-domain (it covers the hosts under it)");
+                anyhow::bail!(
+                    "--branch-auth: needs --branch-domain (it covers the hosts under it)"
+                );
             };
             let (users, watch) = files::UsersFile::open(path.clone())
                 .with_context(|| format!("--branch-auth: cannot read {}", path.display()))?;
@@ -360,7 +376,10 @@ impl Access {
             let bypass = match &config.branch_auth_bypass_token_file {
                 Some(file) => {
                     let text = std::fs::read_to_string(file).with_context(|| {
-                        format!("--branch-auth-bypass-token-file: cannot read {}", file.display())
+                        format!(
+                            "--branch-auth-bypass-token-file: cannot read {}",
+                            file.display()
+                        )
                     })?;
                     let token = text.lines().next().unwrap_or_default().trim().to_owned();
                     if token.len() < 16 {
@@ -373,13 +392,19 @@ impl Access {
                 }
                 None => config.branch_auth_bypass_token.clone(),
             };
-            let gate = Gate::new(Arc::new(users), &config.state, config.branch_auth_ttl, bypass, domain)
-                .with_context(|| {
-                    format!(
-                        "--state: cannot keep the branch gate's key under {}",
-                        config.state.display()
-                    )
-                })?;
+            let gate = Gate::new(
+                Arc::new(users),
+                &config.state,
+                config.branch_auth_ttl,
+                bypass,
+                domain,
+            )
+            .with_context(|| {
+                format!(
+                    "--state: cannot keep the branch gate's key under {}",
+                    config.state.display()
+                )
+            })?;
             access.gate = Some(gate);
             watchers.gate = Some(watch);
         } else if config.branch_auth_bypass_token.is_some()
@@ -388,8 +413,9 @@ impl Access {
             anyhow::bail!("--branch-auth-bypass-token: needs --branch-auth");
         }
         if let Some(dir) = &config.htpasswd {
-            let (dir, watch) = HtpasswdDir::open(dir.clone())
-                .with_context(|| format!("--htpasswd: cannot read the directory {}", dir.display()))?;
+            let (dir, watch) = HtpasswdDir::open(dir.clone()).with_context(|| {
+                format!("--htpasswd: cannot read the directory {}", dir.display())
+            })?;
             access.htpasswd = Some(Arc::new(dir));
             watchers.htpasswd = Some(watch);
         }

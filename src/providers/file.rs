@@ -189,8 +189,14 @@ fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
             Some(v) => parse_size(v).map_err(|e| bad("max_body", v, e))?,
             None => None,
         },
-        response_timeout: match raw.response_timeout.as_deref().filter(|v| !v.trim().is_empty()) {
-            Some(v) => Some(crate::config::parse_timeout(v).map_err(|e| bad("response_timeout", v, e))?),
+        response_timeout: match raw
+            .response_timeout
+            .as_deref()
+            .filter(|v| !v.trim().is_empty())
+        {
+            Some(v) => {
+                Some(crate::config::parse_timeout(v).map_err(|e| bad("response_timeout", v, e))?)
+            }
             None => None,
         },
     };

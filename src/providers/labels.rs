@@ -376,7 +376,10 @@ mod tests {
         let c = container(
             &["VIRTUAL_HOST=a.foo.bar"],
             &[
-                ("branchgate.auth.basic", "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="),
+                (
+                    "branchgate.auth.basic",
+                    "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=",
+                ),
                 ("branchgate.allow", "10.0.0.0/8, 192.168.1.7"),
                 ("branchgate.max_body", "10m"),
                 ("branchgate.response_timeout", "2s"),
@@ -398,7 +401,10 @@ mod tests {
             assert_eq!(e.key, key);
             assert!(e.reason.contains(says), "{key}: {e}");
         }
-        let c = container(&["VIRTUAL_HOST=a.foo.bar"], &[("branchgate.auth.basic", "ann:$6$x$y")]);
+        let c = container(
+            &["VIRTUAL_HOST=a.foo.bar"],
+            &[("branchgate.auth.basic", "ann:$6$x$y")],
+        );
         let e = container_route(&c).unwrap_err();
         assert_eq!(e.value, "(hidden)", "hashes stay out of the warning");
     }

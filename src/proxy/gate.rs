@@ -119,7 +119,12 @@ async fn login(
 ) -> Response<Bytes> {
     let limited = http_body_util::Limited::new(req.into_body(), MAX_FORM);
     let Ok(Ok(body)) = tokio::time::timeout(FORM_TIMEOUT, limited.collect()).await else {
-        return page(StatusCode::BAD_REQUEST, domain, "The form did not arrive whole.", None);
+        return page(
+            StatusCode::BAD_REQUEST,
+            domain,
+            "The form did not arrive whole.",
+            None,
+        );
     };
     let form = body.to_bytes();
     let field = |name: &str| form::value(&form, name);
@@ -202,11 +207,21 @@ mod tests {
         let (users, _) = crate::guard::files::UsersFile::open(file).unwrap();
         let mut access = Access::new(Some("foo.test"));
         access.gate = Some(
-            Gate::new(std::sync::Arc::new(users), dir.path(), std::time::Duration::from_secs(60), None, "foo.test")
-                .unwrap(),
+            Gate::new(
+                std::sync::Arc::new(users),
+                dir.path(),
+                std::time::Duration::from_secs(60),
+                None,
+                "foo.test",
+            )
+            .unwrap(),
         );
-        let req = |host: &str, path: &str| Request::get(path).header("host", host).body(()).unwrap();
-        assert!(wants(&access, &req("one.main.foo.test", "/.branchgate/login?next=%2F")));
+        let req =
+            |host: &str, path: &str| Request::get(path).header("host", host).body(()).unwrap();
+        assert!(wants(
+            &access,
+            &req("one.main.foo.test", "/.branchgate/login?next=%2F")
+        ));
         assert!(wants(&access, &req("FOO.test:8080", "/.branchgate/logout")));
         assert!(!wants(&access, &req("one.main.foo.test", "/.branchgatex")));
         assert!(!wants(&access, &req("foo.test.evil", "/.branchgate/login")));

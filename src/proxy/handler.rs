@@ -274,7 +274,11 @@ fn decide(
 /// The host pattern of `routed`'s rule as written, for `--htpasswd` file
 /// names: the request's host for exact and branch hosts, else (only when
 /// `wanted`) the wildcard or regex that matched.
-fn host_pattern<'a>(snapshot: &'a crate::routes::Snapshot, routed: &Routed<'a>, wanted: bool) -> &'a str {
+fn host_pattern<'a>(
+    snapshot: &'a crate::routes::Snapshot,
+    routed: &Routed<'a>,
+    wanted: bool,
+) -> &'a str {
     match routed.how {
         HostMatch::Suffix | HostMatch::Prefix | HostMatch::Regex if wanted => snapshot
             .table()

@@ -21,10 +21,10 @@ use http::header::{ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
 use super::cors::{self, CorsPolicy};
-use crate::guard::{Access, Consumed, Refusal, Target};
 use super::error::ProxyError;
 use super::listener::Scheme;
 use super::respond::{Answer, Preflight, Redirect};
+use crate::guard::{Access, Consumed, Refusal, Target};
 use crate::routes::{HttpsMethod, Policy};
 use crate::tls::CertStore;
 
@@ -337,7 +337,8 @@ mod tests {
             // As the route phase hands it over.
             let mut buf = [0; crate::routes::MAX_HOST_LEN];
             let name = crate::routes::normalize_host(host, &mut buf).unwrap();
-            let Err(Answer::Redirect(r)) = policy(&Policy::default(), &req, &Target::host(name), &cx)
+            let Err(Answer::Redirect(r)) =
+                policy(&Policy::default(), &req, &Target::host(name), &cx)
             else {
                 panic!("{host:?} is redirected");
             };
@@ -358,6 +359,14 @@ mod tests {
             access: &access,
             peer: [127, 0, 0, 1].into(),
         };
-        assert!(policy(&Policy::default(), &req, &Target::host("app.localhost"), &cx).is_ok());
+        assert!(
+            policy(
+                &Policy::default(),
+                &req,
+                &Target::host("app.localhost"),
+                &cx
+            )
+            .is_ok()
+        );
     }
 }

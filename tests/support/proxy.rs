@@ -115,7 +115,10 @@ impl ProxyBuilder {
         }
         // State (the branch gate's key) in the test's own directory, not /data.
         if !self.args.iter().any(|a| a.starts_with("--state")) {
-            argv.extend(["--state".into(), dir.path().join("state").display().to_string()]);
+            argv.extend([
+                "--state".into(),
+                dir.path().join("state").display().to_string(),
+            ]);
         }
         // The admin listener only where a test asks for it (its default port is fixed).
         if !self.args.iter().any(|a| a.starts_with("--admin")) {
