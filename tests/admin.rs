@@ -28,7 +28,8 @@ fn json(body: &[u8]) -> serde_json::Value {
 #[tokio::test]
 async fn probes_are_open_and_the_api_needs_the_token() {
     let be = Backend::spawn("be").await;
-    let p = with_token(Proxy::builder().route("app.foo.bar", &[be.addr], ""))
+    let limits = "allow = \"10.0.0.0/8\"\nmax_body = \"1m\"\nauth_basic = \"ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=\"";
+    let p = with_token(Proxy::builder().route("app.foo.bar", &[be.addr], limits))
         .spawn()
         .await;
     let admin = p.admin.unwrap();
@@ -57,6 +58,12 @@ async fn probes_are_open_and_the_api_needs_the_token() {
         routes["routes"][0]["paths"][0]["upstreams"][0]["addr"],
         be.addr.to_string()
     );
+    // The route's access settings, user names only (never a hash).
+    let path = &routes["routes"][0]["paths"][0];
+    assert_eq!(path["allow"], "10.0.0.0/8");
+    assert_eq!(path["max_body"], 1 << 20);
+    assert_eq!(path["auth_basic"], "users ann");
+    assert!(!r.body.windows(5).any(|w| w == b"{SHA}"));
     assert_eq!(
         get_with(admin, "admin", "/api/nope", &auth).await.status,
         StatusCode::NOT_FOUND

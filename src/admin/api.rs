@@ -150,6 +150,10 @@ fn routes(snapshot: &Snapshot, containers: &Containers) -> Value {
                         "cert_name": p.policy.cert_name.as_deref(),
                         "acme_hosts": p.policy.acme_hosts.iter().map(|h| &**h).collect::<Vec<_>>(),
                         "cors": p.policy.cors,
+                        "auth_basic": p.policy.basic_auth.as_ref().map(|b| b.to_string()),
+                        "allow": p.policy.allow.as_ref().map(|a| a.to_string()),
+                        "max_body": p.policy.max_body,
+                        "response_timeout_ms": p.policy.response_timeout.map(|t| t.as_millis() as u64),
                     })
                 })
                 .collect();

@@ -185,9 +185,9 @@ impl Access {
         peer: IpAddr,
     ) -> Result<Consumed, Refusal> {
         let headers = req.headers();
-        let in_domain = target.branch || self.in_domain(target.name);
-        let gate = self.gate.as_ref().filter(|_| in_domain);
-        let branch_allow = self.branch_allow.as_ref().filter(|_| in_domain);
+        let in_domain = || target.branch || self.in_domain(target.name);
+        let gate = self.gate.as_ref().filter(|_| in_domain());
+        let branch_allow = self.branch_allow.as_ref().filter(|_| in_domain());
         let route_users = self.route_users(policy, target);
         let mut consumed = Consumed {
             bypass: self.gate.is_some() && headers.contains_key(gate::BYPASS),

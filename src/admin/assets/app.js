@@ -192,6 +192,10 @@ function routeTags(path) {
     path.cert_name && tag(`cert: ${path.cert_name}`),
     acme.length > 0 && tag(`acme: ${acme.join(', ')}`),
     path.cors && tag('cors'),
+    path.auth_basic && tag(`basic auth: ${path.auth_basic}`),
+    path.allow && tag(`allow: ${path.allow}`),
+    path.max_body != null && tag(`max body: ${path.max_body} B`),
+    path.response_timeout_ms != null && tag(`response timeout: ${path.response_timeout_ms} ms`),
   ];
 }
 
