@@ -7,6 +7,7 @@
 #   N=50000 benches/callgrind.sh
 #   KEEP=/tmp/prof benches/callgrind.sh   # keep the callgrind profiles
 #   BG_ARGS="--access-log common" benches/callgrind.sh   # branchgate flags (default: --access-log off)
+#   AUTH="Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ=" benches/callgrind.sh   # every request carries this Authorization
 #
 # Both proxies run under valgrind in front of the same nginx backend (not under
 # valgrind). After a warm-up, counters are zeroed, h2load sends N keep-alive
@@ -67,6 +68,9 @@ if [ -z "${BG_BIN:-}" ]; then
     BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
 fi
 
+AUTH_HDR=()
+[ -z "${AUTH:-}" ] || AUTH_HDR=(-H "authorization: $AUTH")
+
 BACKEND=$(free_port)
 mkdir -p "$TMP/www" "$TMP/backend-tmp" "$TMP/proxy-tmp"
 head -c 65536 /dev/zero | tr '\0' x >"$TMP/www/64k"
@@ -101,9 +105,9 @@ wait_port "$NGX"
 # measure NAME PID PORT PATH -> prints instructions per request
 measure() {
     local name=$1 pid=$2 port=$3 path=$4 dump ir
-    h2load --h1 -n 2000 -c 16 -H ':authority: bench.local' "http://127.0.0.1:$port$path" >/dev/null
+    h2load --h1 -n 2000 -c 16 -H ':authority: bench.local' "${AUTH_HDR[@]}" "http://127.0.0.1:$port$path" >/dev/null
     callgrind_control -z "$pid" >/dev/null
-    h2load --h1 -n "$N" -c 16 -H ':authority: bench.local' "http://127.0.0.1:$port$path" >"$TMP/h2load-$name.txt"
+    h2load --h1 -n "$N" -c 16 -H ':authority: bench.local' "${AUTH_HDR[@]}" "http://127.0.0.1:$port$path" >"$TMP/h2load-$name.txt"
     grep -q "succeeded, 0 failed, 0 errored" "$TMP/h2load-$name.txt" || {
         echo "callgrind.sh: $name: h2load reported errors:" >&2
         grep -E "requests:|status codes:" "$TMP/h2load-$name.txt" >&2
