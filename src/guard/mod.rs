@@ -64,6 +64,15 @@ pub struct Access {
     pub verifier: Verifier,
 }
 
+impl Access {
+    /// Whether a flag restricts some hosts (the gate, `--branch-allow`,
+    /// `--htpasswd`): without one, only a route's own policy can, and a
+    /// route without any skips the access step altogether.
+    pub fn flags_restrict(&self) -> bool {
+        self.gate.is_some() || self.branch_allow.is_some() || self.htpasswd.is_some()
+    }
+}
+
 /// Where the request goes, as the access step needs it.
 #[derive(Clone, Copy, Debug)]
 pub struct Target<'a> {
@@ -102,6 +111,7 @@ pub struct Consumed {
 
 impl Consumed {
     /// Removes what was consumed from `headers`.
+    #[inline]
     pub fn strip(self, headers: &mut HeaderMap) {
         if self.gate_cookie {
             gate::strip_cookie(headers);

@@ -394,7 +394,7 @@ mod tests {
             ("branchgate.allow", "10.0.0.0/40", "prefix length"),
             ("branchgate.max_body", "ten", "not a size"),
             ("branchgate.response_timeout", "soon", "not a duration"),
-            ("branchgate.auth.basic", "ann", "ann"),
+            ("branchgate.auth.basic", "ann", "no `:`"),
         ] {
             let c = container(&["VIRTUAL_HOST=a.foo.bar"], &[(key, value)]);
             let e = container_route(&c).unwrap_err();

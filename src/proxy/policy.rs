@@ -106,11 +106,16 @@ pub fn policy<'a, B>(
     cx: &Context<'_>,
 ) -> Result<Decoration, Answer<'a>> {
     scheme_rule(policy, req, target.name, cx)?;
-    let mut out = Decoration {
-        consumed: cx
+    // Nothing to check unless a flag or the route asks: no call at all.
+    let consumed = match cx.access.flags_restrict() || policy.restricts() {
+        true => cx
             .access
             .check(policy, req, target, cx.peer)
             .map_err(refused)?,
+        false => Consumed::default(),
+    };
+    let mut out = Decoration {
+        consumed,
         response_timeout: policy.response_timeout,
         ..Decoration::default()
     };

@@ -310,6 +310,12 @@ impl fmt::Display for Setting {
 }
 
 impl Policy {
+    /// Whether the route restricts who may pass (Basic users, an allow list).
+    #[inline]
+    pub fn restricts(&self) -> bool {
+        self.basic_auth.is_some() || self.allow.is_some()
+    }
+
     /// Folds `other` (a later spec for the same route) into `self` by the
     /// documented rule: the strictest `https_method` and `hsts` (on a tie
     /// the earlier value stays), every ACME host, and the earlier value of
