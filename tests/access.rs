@@ -477,3 +477,81 @@ async fn branch_environments_are_not_indexed_unless_asked() {
             .is_none()
     );
 }
+
+#[test]
+fn bad_access_flags_name_the_flag_and_why() {
+    let bin = env!("CARGO_BIN_EXE_branchgate");
+    let base = [
+        "--http",
+        "127.0.0.1:0",
+        "--https",
+        "off",
+        "--admin",
+        "off",
+        "--no-docker",
+    ];
+    // Refused by the flag parser: exit 2, one line.
+    for (args, says) in [
+        (&["--branch-allow", "10.0.0.0/33"][..], "--branch-allow"),
+        (
+            &["--branch-auth-bypass-token", "short"][..],
+            "at least 16 characters",
+        ),
+        (&["--branch-auth-ttl", "30d"][..], "at most 7 days"),
+        (&["--branch-noindex", "perhaps"][..], "--branch-noindex"),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(base)
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    // Refused at start-up, naming the flag and the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, "ann:$6$salt$unsupported\n").unwrap();
+    let users = users.to_str().unwrap();
+    let state = dir.path().join("state");
+    let state = state.to_str().unwrap();
+    for (args, says) in [
+        (
+            &[
+                "--branch-auth",
+                "/nonexistent/users",
+                "--branch-domain",
+                "x.test",
+            ][..],
+            "--branch-auth: cannot read /nonexistent/users",
+        ),
+        (
+            &["--branch-auth", users][..],
+            "--branch-auth: needs --branch-domain",
+        ),
+        (
+            &["--branch-auth", users, "--branch-domain", "x.test"][..],
+            "has no usable user",
+        ),
+        (
+            &["--branch-allow", "10.0.0.0/8"][..],
+            "--branch-allow: needs --branch-domain",
+        ),
+        (
+            &["--htpasswd", "/nonexistent/dir"][..],
+            "--htpasswd: cannot read the directory",
+        ),
+    ] {
+        let out = std::process::Command::new(bin)
+            .args(base)
+            .args(["--state", state])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -2,9 +2,12 @@
 //! with a bounded cache of recent successes: bcrypt costs tens of
 //! milliseconds by design, and a browser sends the same `Authorization` on
 //! every request, so only the first request of a login pays for the hash.
-//! The cache is keyed by a SHA-256 of the header under a per-process random
-//! key and the list's identity, so it holds no password, and a changed file
-//! (a new list) or a removed user is never served from it.
+//! The cache is keyed by the header value itself (the request carries it in
+//! memory anyway; a keyed cryptographic hash of it cost more than the rest of
+//! the request's policy phase) and remembers which version of which list it
+//! passed, so a changed file (a new list) or a removed user is never served
+//! from it. The map's hasher is randomly keyed (SipHash), and two values are
+//! only compared once their hashes match.
 
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -16,7 +19,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use dashmap::DashMap;
 use http::HeaderValue;
-use ring::hmac;
 
 use super::htpasswd::Htpasswd;
 
@@ -120,22 +122,11 @@ pub enum Check {
     Right,
 }
 
-/// Recent successful checks, shared by every list.
-#[derive(Debug)]
+/// Recent successful checks, shared by every list: header value → the
+/// lists (by identity) it passed, and when.
+#[derive(Debug, Default)]
 pub struct Verifier {
-    key: hmac::Key,
-    ok: DashMap<[u8; 32], Instant>,
-}
-
-impl Default for Verifier {
-    fn default() -> Self {
-        let rng = ring::rand::SystemRandom::new();
-        let key = hmac::Key::generate(hmac::HMAC_SHA256, &rng).expect("system randomness");
-        Self {
-            key,
-            ok: DashMap::new(),
-        }
-    }
+    ok: DashMap<Box<[u8]>, Vec<(u64, Instant)>>,
 }
 
 impl Verifier {
@@ -144,14 +135,12 @@ impl Verifier {
         let Some(value) = authorization else {
             return Check::Missing;
         };
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(&users.id.to_le_bytes());
-        ctx.update(value.as_bytes());
-        let mut tag = [0; 32];
-        tag.copy_from_slice(ctx.sign().as_ref());
-        if let Some(at) = self.ok.get(&tag)
-            && at.elapsed() < CACHE_TTL
-        {
+        let key = value.as_bytes();
+        if self.ok.get(key).is_some_and(|passed| {
+            passed
+                .iter()
+                .any(|(id, at)| *id == users.id && at.elapsed() < CACHE_TTL)
+        }) {
             return Check::Right;
         }
         let Some((user, password)) = credentials(value) else {
@@ -160,15 +149,19 @@ impl Verifier {
         if !users.list.verify(&user, &password) {
             return Check::Wrong;
         }
+        let now = Instant::now();
         if self.ok.len() >= CACHE_MAX {
-            let now = Instant::now();
-            self.ok
-                .retain(|_, at| now.duration_since(*at) < CACHE_TTL / 2);
+            self.ok.retain(|_, passed| {
+                passed.retain(|(_, at)| now.duration_since(*at) < CACHE_TTL / 2);
+                !passed.is_empty()
+            });
             if self.ok.len() >= CACHE_MAX {
                 self.ok.clear();
             }
         }
-        self.ok.insert(tag, Instant::now());
+        let mut passed = self.ok.entry(key.into()).or_default();
+        passed.retain(|(id, at)| *id != users.id && now.duration_since(*at) < CACHE_TTL);
+        passed.push((users.id, now));
         Check::Right
     }
 }
