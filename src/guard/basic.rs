@@ -118,6 +118,8 @@ pub enum Check {
     Missing,
     /// Presented, and wrong (or not Basic-decodable).
     Wrong,
+    /// Presented, not recently right, and the client may not try now.
+    Throttled,
     /// Right: the user.
     Right,
 }
@@ -130,8 +132,16 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    /// Checks `authorization` against `users`.
-    pub fn check(&self, users: &Users, authorization: Option<&HeaderValue>) -> Check {
+    /// Checks `authorization` against `users`. A value that passed lately
+    /// passes at once; any other is hashed only if `throttled` says the
+    /// client may try (a right password is not a guess to throttle once
+    /// known, and the common request costs no throttle lookup).
+    pub fn check(
+        &self,
+        users: &Users,
+        authorization: Option<&HeaderValue>,
+        throttled: impl FnOnce() -> bool,
+    ) -> Check {
         let Some(value) = authorization else {
             return Check::Missing;
         };
@@ -142,6 +152,9 @@ impl Verifier {
                 .any(|(id, at)| *id == users.id && at.elapsed() < CACHE_TTL)
         }) {
             return Check::Right;
+        }
+        if throttled() {
+            return Check::Throttled;
         }
         let Some((user, password)) = credentials(value) else {
             return Check::Wrong;
@@ -181,21 +194,30 @@ mod tests {
         let entry = "ann:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=";
         let users = Users::new(Htpasswd::parse(entry).0);
         let v = Verifier::default();
-        assert_eq!(v.check(&users, None), Check::Missing);
-        assert_eq!(v.check(&users, Some(&basic("ann", "secret"))), Check::Right);
+        assert_eq!(v.check(&users, None, || false), Check::Missing);
         assert_eq!(
-            v.check(&users, Some(&basic("ann", "secret"))),
+            v.check(&users, Some(&basic("ann", "secret")), || false),
+            Check::Right
+        );
+        assert_eq!(
+            v.check(&users, Some(&basic("ann", "secret")), || false),
             Check::Right,
             "cached"
         );
-        assert_eq!(v.check(&users, Some(&basic("ann", "nope"))), Check::Wrong);
-        assert_eq!(v.check(&users, Some(&basic("bob", "secret"))), Check::Wrong);
+        assert_eq!(
+            v.check(&users, Some(&basic("ann", "nope")), || false),
+            Check::Wrong
+        );
+        assert_eq!(
+            v.check(&users, Some(&basic("bob", "secret")), || false),
+            Check::Wrong
+        );
         let junk = HeaderValue::from_static("Basic !!!");
-        assert_eq!(v.check(&users, Some(&junk)), Check::Wrong);
+        assert_eq!(v.check(&users, Some(&junk), || false), Check::Wrong);
         // A new version of the file without ann: the cached success does not carry over.
         let reloaded = Users::new(Htpasswd::parse("bob:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=").0);
         assert_eq!(
-            v.check(&reloaded, Some(&basic("ann", "secret"))),
+            v.check(&reloaded, Some(&basic("ann", "secret")), || false),
             Check::Wrong
         );
         assert_eq!(

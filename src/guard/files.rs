@@ -36,16 +36,6 @@ struct Index {
     hosts: HashMap<Box<str>, HostFiles>,
 }
 
-/// A user list and the realm of its 401 answer.
-#[derive(Debug)]
-pub struct Found<'a> {
-    /// The users.
-    pub users: &'a Arc<Users>,
-    /// `Restricted <host>`, or `Restricted <host>/<path>` for a path file
-    /// (nginx-proxy's realm text).
-    pub realm: String,
-}
-
 /// One file's last bytes and what they parsed to.
 type Cache = HashMap<PathBuf, (Vec<u8>, Arc<Users>)>;
 
@@ -86,21 +76,20 @@ impl HtpasswdDir {
     }
 
     /// The list for `host` (a `VIRTUAL_HOST` as written, or the request's
-    /// host) and the route's path prefix: the path file wins over the host
-    /// file, as in nginx-proxy's template. The SHA-1 is computed only when
-    /// the host has path files.
-    pub fn find(&self, host: &str, prefix: &str) -> Option<(Arc<Users>, String)> {
+    /// host) and the route's path prefix, and whether it is the path's own
+    /// file, which wins over the host's as in nginx-proxy's template. The
+    /// SHA-1 is computed only when the host has path files.
+    pub fn find(&self, host: &str, prefix: &str) -> Option<(Arc<Users>, bool)> {
         let index = self.index.load();
         let files = index.hosts.get(host)?;
         if !files.paths.is_empty() {
             let sha =
                 hex(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, prefix.as_bytes()).as_ref());
             if let Some((_, users)) = files.paths.iter().find(|(h, _)| **h == *sha) {
-                return Some((users.clone(), format!("Restricted {host}/{prefix}")));
+                return Some((users.clone(), true));
             }
         }
-        let users = files.whole.as_ref()?;
-        Some((users.clone(), format!("Restricted {host}")))
+        Some((files.whole.clone()?, false))
     }
 
     /// Whether any file is there (nothing to look up otherwise).

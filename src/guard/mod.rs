@@ -228,16 +228,17 @@ impl Access {
         }
         if let Some((users, realm)) = route_users {
             let authorization = headers.get(AUTHORIZATION);
-            if authorization.is_some() && self.throttle.throttled(client) {
-                return Err(Refusal::Throttled);
-            }
-            match self.verifier.check(&users, authorization) {
+            match self
+                .verifier
+                .check(&users, authorization, || self.throttle.throttled(client))
+            {
                 Check::Right => {}
+                Check::Throttled => return Err(Refusal::Throttled),
                 Check::Wrong => {
                     self.throttle.failed(client);
-                    return Err(Refusal::Unauthorized(challenge(&realm)));
+                    return Err(Refusal::Unauthorized(realm.challenge()));
                 }
-                Check::Missing => return Err(Refusal::Unauthorized(challenge(&realm))),
+                Check::Missing => return Err(Refusal::Unauthorized(realm.challenge())),
             }
         }
         Ok(consumed)
@@ -270,11 +271,16 @@ impl Access {
             None => {}
         }
         let realm = self.domain.as_deref().unwrap_or("branchgate");
-        match self.verifier.check(&gate.users.users(), authorization) {
+        // Throttling was checked above, before the bypass token.
+        match self
+            .verifier
+            .check(&gate.users.users(), authorization, || false)
+        {
             Check::Right => {
                 consumed.authorization = true;
                 Ok(())
             }
+            Check::Throttled => Err(Refusal::Throttled),
             Check::Wrong => {
                 self.throttle.failed(client);
                 gate::log_failure(client, None, "wrong Basic credentials");
@@ -289,20 +295,48 @@ impl Access {
         }
     }
 
-    /// The route's own Basic users and realm: its label, else an
-    /// `--htpasswd` file for its host (and path).
-    fn route_users(
+    /// The route's own Basic users and the realm of its 401: its label,
+    /// else an `--htpasswd` file for its host (and path).
+    fn route_users<'t>(
         &self,
         policy: &Policy,
-        target: &Target<'_>,
-    ) -> Option<(Arc<basic::Users>, String)> {
+        target: &Target<'t>,
+    ) -> Option<(Arc<basic::Users>, Realm<'t>)> {
         if let Some(b) = &policy.basic_auth {
-            return Some((b.users.clone(), format!("Restricted {}", target.pattern)));
+            return Some((b.users.clone(), Realm::Host(target.pattern)));
         }
         let dir = self.htpasswd.as_ref()?;
-        dir.find(target.pattern, target.prefix).or_else(|| {
-            (target.pattern != target.name).then(|| dir.find(target.name, target.prefix))?
-        })
+        let realm = |host, path_file| match path_file {
+            true => Realm::Path(host, target.prefix),
+            false => Realm::Host(host),
+        };
+        if let Some((users, path_file)) = dir.find(target.pattern, target.prefix) {
+            return Some((users, realm(target.pattern, path_file)));
+        }
+        if target.pattern == target.name {
+            return None;
+        }
+        let (users, path_file) = dir.find(target.name, target.prefix)?;
+        Some((users, realm(target.name, path_file)))
+    }
+}
+
+/// The realm of a route's Basic auth, as nginx-proxy writes it; made into
+/// text only for a 401.
+#[derive(Clone, Copy, Debug)]
+enum Realm<'a> {
+    /// `Restricted <host>`.
+    Host(&'a str),
+    /// `Restricted <host>/<path>` (a path's own file).
+    Path(&'a str, &'a str),
+}
+
+impl Realm<'_> {
+    fn challenge(self) -> HeaderValue {
+        match self {
+            Self::Host(host) => challenge(&format!("Restricted {host}")),
+            Self::Path(host, path) => challenge(&format!("Restricted {host}/{path}")),
+        }
     }
 }
 
