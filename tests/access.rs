@@ -131,15 +131,24 @@ async fn one_login_opens_every_environment_and_the_cookie_stays_here() {
     assert!(String::from_utf8_lossy(&r.body).contains("Wrong user or password"));
 
     // The right one: a cookie for the whole domain.
+    for evil in [
+        "%2F%2Fevil.example",
+        "%2F%09%2Fevil.example",
+        "%2F%5Cevil.example",
+        "https%3A%2F%2Fevil.example",
+    ] {
+        let form = format!("user=ann&password=secret&next={evil}");
+        let r = post_form(a, "one.main.foo.test", "/.branchgate/login", &form).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER);
+        assert_eq!(r.headers["location"], "/", "never to another site: {evil}");
+    }
     let r = post_form(
         a,
         "one.main.foo.test",
         "/.branchgate/login",
-        "user=ann&password=secret&next=%2F%2Fevil.example",
+        "user=ann&password=secret",
     )
     .await;
-    assert_eq!(r.status, StatusCode::SEE_OTHER);
-    assert_eq!(r.headers["location"], "/", "never to another site");
     let set = r.headers["set-cookie"].to_str().unwrap();
     for attr in [
         "Domain=foo.test",
@@ -184,7 +193,16 @@ async fn one_login_opens_every_environment_and_the_cookie_stays_here() {
     // Hosts outside the domain are not gated.
     assert_eq!(get(a, "outside.example", "/").await.status, StatusCode::OK);
 
-    // Logout clears the cookie for the whole domain.
+    // Logout clears the cookie for the whole domain; POST only, so a link
+    // elsewhere cannot do it.
+    let r = get_with(
+        a,
+        "two.pay.foo.test",
+        "/.branchgate/logout",
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert!(r.headers.get("set-cookie").is_none(), "{r:?}");
     let r = post_form(a, "two.pay.foo.test", "/.branchgate/logout", "").await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     let set = r.headers["set-cookie"].to_str().unwrap();
@@ -250,21 +268,49 @@ async fn non_browsers_use_basic_and_ci_uses_the_bypass_token() {
     let r = get_with(a, "outside.example", "/", &[("x-branchgate-bypass", TOKEN)]).await;
     assert_eq!(r.seen_header("x-branchgate-bypass"), None);
 
-    // A CORS preflight carries no credentials: never gated.
-    let r = support::client::Conn::open(a)
+    // A CORS preflight carries no credentials, so it is never refused for
+    // lack of them; it is answered here, and no container sees it.
+    let preflight = |origin: &'static str| {
+        Request::options("/api/x?secret=1")
+            .header("host", "one.main.foo.test")
+            .header("origin", origin)
+            .header("access-control-request-method", "PUT")
+            .header("access-control-request-headers", "x-token")
+            .body(Full::default())
+            .unwrap()
+    };
+    let r = Conn::open(a)
         .await
-        .send(
-            Request::options("/api/x")
-                .header("host", "one.main.foo.test")
-                .header("origin", "https://two.pay.foo.test")
-                .header("access-control-request-method", "PUT")
-                .body(Full::default())
-                .unwrap(),
-        )
+        .send(preflight("https://two.pay.foo.test"))
         .await
         .unwrap();
-    assert_eq!(r.status, StatusCode::OK, "forwarded to the backend");
-    assert_eq!(r.backend(), "be-one");
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        r.headers["access-control-allow-origin"],
+        "https://two.pay.foo.test"
+    );
+    assert_eq!(r.headers["access-control-allow-headers"], "x-token");
+    assert_eq!(r.backend(), "", "answered by the gate, not forwarded");
+    let r = Conn::open(a)
+        .await
+        .send(preflight("https://evil.example"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.headers.get("access-control-allow-origin").is_none());
+    assert_eq!(r.backend(), "");
+
+    // The gate's cookie never travels on, even when the request got in another way.
+    let stale = "theme=dark; branchgate_gate=ann.1.00";
+    let r = get_with(
+        a,
+        "one.main.foo.test",
+        "/",
+        &[("x-branchgate-bypass", TOKEN), ("cookie", stale)],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.seen_header("cookie").as_deref(), Some("theme=dark"));
 }
 
 #[tokio::test]
@@ -429,6 +475,17 @@ async fn allow_lists_per_route_and_for_the_branch_domain() {
             .status,
         StatusCode::FORBIDDEN
     );
+    // A last entry that is not an address: refused, never the proxy's own
+    // address or the client's claim before it instead.
+    for junk in ["10.1.2.3, garbage", "10.1.2.3,"] {
+        let r = get_with(p.addr, "closed.example", "/", &[("x-forwarded-for", junk)]).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{junk}");
+    }
+    let port = [("x-forwarded-for", "203.0.113.9, 10.1.2.3:5555")];
+    assert_eq!(
+        get_with(p.addr, "closed.example", "/", &port).await.status,
+        StatusCode::OK
+    );
     let branch = [("x-forwarded-for", "192.168.7.7")];
     let r = get_with(p.addr, "main.foo.test", "/", &branch).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -554,4 +611,24 @@ fn bad_access_flags_name_the_flag_and_why() {
         assert!(!out.status.success(), "{args:?}");
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_host_served_by_the_default_host_gets_its_rules() {
+    let up = Backend::spawn("up").await;
+    let p = Proxy::builder()
+        .route("main.example", &[up.addr], "allow = \"10.0.0.0/8\"")
+        .arg("--default-host")
+        .arg("main.example")
+        .spawn()
+        .await;
+    assert_eq!(
+        get(p.addr, "main.example", "/").await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        get(p.addr, "1.2.3.4", "/").await.status,
+        StatusCode::FORBIDDEN,
+        "an unknown host too"
+    );
 }

@@ -42,7 +42,14 @@ async fn files_per_host_and_path_with_nginx_proxys_realm_and_hot_reload() {
         format!("# team\nno colon here\neve:$6$salt$abcdefghijk\nann:{SECRET}\n"),
     )
     .unwrap();
+    // A file that is there but cannot be read refuses everyone (nginx answers 500).
+    std::os::unix::fs::symlink(
+        dir.path().join("missing"),
+        dir.path().join("dangling.foo.bar"),
+    )
+    .unwrap();
     let routes = [
+        route_toml("dangling.foo.bar", &[up.addr], ""),
         route_toml("app.foo.bar", &[up.addr], ""),
         route_toml("app.foo.bar", &[up.addr], "path = \"/admin\""),
         route_toml("mixed.foo.bar", &[up.addr], ""),
@@ -93,6 +100,10 @@ async fn files_per_host_and_path_with_nginx_proxys_realm_and_hot_reload() {
     );
     let r = get_with(a, "app.foo.bar", "/admin/users", &[("authorization", &bob)]).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        get(a, "dangling.foo.bar", "/").await.status,
+        StatusCode::UNAUTHORIZED
+    );
     // No file: open.
     assert_eq!(get(a, "open.foo.bar", "/").await.status, StatusCode::OK);
     // Credentials from the label.

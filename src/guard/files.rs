@@ -142,15 +142,21 @@ fn scan(dir: &Path, cache: &mut Cache) -> std::io::Result<Index> {
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        if name.starts_with('.') || !entry.path().is_file() {
+        let path = entry.path();
+        // Followed: a link to a file counts; a dangling one is unreadable.
+        if name.starts_with('.') || std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
             continue;
         }
-        let path = entry.path();
         let (bytes, users) = match load(&path, cache) {
             Ok(loaded) => loaded,
+            // There but unreadable: fail closed, as nginx answers 500. The
+            // users it had stay; a file never read lets nobody in.
             Err(e) => {
-                warn!(file = %path.display(), error = %e, "htpasswd file unreadable; skipped");
-                continue;
+                warn!(file = %path.display(), error = %e, "htpasswd file unreadable; its host keeps the users last read, or refuses everyone");
+                cache
+                    .get(&path)
+                    .cloned()
+                    .unwrap_or_else(|| (Vec::new(), Arc::new(Users::new(Htpasswd::default()))))
             }
         };
         fresh.insert(path, (bytes, users.clone()));

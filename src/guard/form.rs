@@ -31,7 +31,11 @@ pub fn cookie<'h>(headers: &'h http::HeaderMap, name: &str) -> Option<&'h str> {
 /// Whether `next` is a path on this host (not `//other.host/`, not a URL):
 /// the only place a login may send a browser back to.
 pub fn local_path(next: &str) -> bool {
-    next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\")
+    // Browsers drop tabs and newlines in a URL and read `\` as `/`, so
+    // `/\t/evil.example` would become `//evil.example`: none of them at all.
+    next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.bytes().any(|b| b <= b' ' || b == 0x7f || b == b'\\')
 }
 
 /// `+` as space and `%XX` escapes; invalid UTF-8 replaced.
@@ -92,6 +96,9 @@ mod tests {
         assert_eq!(cookie(&h, "c"), None);
         assert!(local_path("/a?b") && !local_path("//evil.example/") && !local_path("https://x"));
         assert!(!local_path("/\\evil.example"));
+        for sneaky in ["/\t/evil.example", "/\n/evil.example", "/ /x", "/a\\b"] {
+            assert!(!local_path(sneaky), "{sneaky:?}");
+        }
         assert_eq!(
             percent_decode(percent_encode("/p?q=1&r=ü").as_bytes()),
             "/p?q=1&r=ü"

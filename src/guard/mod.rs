@@ -136,6 +136,9 @@ pub enum Refusal {
     Login(HeaderValue),
     /// A wrong bypass token (403).
     WrongBypass,
+    /// A CORS preflight to a host that needs credentials: answered by
+    /// branchgate itself, never forwarded without them.
+    Preflight,
     /// Too many failed logins lately (429).
     Throttled,
 }
@@ -170,19 +173,24 @@ impl Access {
     }
 
     /// The client's address: the socket peer, or with a trusted downstream
-    /// proxy the address it appended last to `X-Forwarded-For`.
-    pub fn client(&self, headers: &HeaderMap, peer: IpAddr) -> IpAddr {
+    /// proxy the address it appended last to `X-Forwarded-For` (`ip` or
+    /// `ip:port`). `None` when that last entry is not an address: whatever
+    /// the client put before it is never taken instead, nor the proxy's own.
+    pub fn client(&self, headers: &HeaderMap, peer: IpAddr) -> Option<IpAddr> {
         if !self.trust_downstream {
-            return peer;
+            return Some(peer);
         }
-        headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .and_then(|a| a.trim().parse::<IpAddr>().ok())
-            .unwrap_or(peer)
+        let Some(last) = headers.get_all("x-forwarded-for").iter().next_back() else {
+            // Not through the proxy at all: the peer is the client.
+            return Some(peer);
+        };
+        let entry = last.as_bytes().rsplit(|b| *b == b',').next()?.trim_ascii();
+        let entry = std::str::from_utf8(entry).ok()?;
+        entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+            .map(|ip| ip.to_canonical())
     }
 
     /// The access step of the policy phase for a request to `target` on a
@@ -210,20 +218,32 @@ impl Access {
         {
             return Ok(consumed);
         }
-        let client = self.client(headers, peer);
+        let found = self.client(headers, peer);
         for list in [branch_allow, policy.allow.as_ref()].into_iter().flatten() {
-            if !list.allows(client) {
-                return Err(Refusal::Forbidden(client));
+            match found {
+                Some(ip) if list.allows(ip) => {}
+                _ => return Err(Refusal::Forbidden(found.unwrap_or(peer))),
             }
         }
-        // A CORS preflight carries no credentials (Fetch): never gated.
+        // Failures are counted per client; one a trusted proxy could not name
+        // counts against the proxy.
+        let client = found.unwrap_or(peer);
+        // A CORS preflight carries no credentials (Fetch), so it is never
+        // refused for lack of them; but it is answered here, not forwarded,
+        // where credentials are needed: nothing reaches a container without.
         if req.method() == Method::OPTIONS
             && headers.contains_key(ORIGIN)
             && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD)
         {
-            return Ok(consumed);
+            return match gate.is_some() || route_users.is_some() {
+                true => Err(Refusal::Preflight),
+                false => Ok(consumed),
+            };
         }
         if let Some(gate) = gate {
+            // The gate's cookie never travels on, whether or not it let this
+            // request in (expired, its user removed).
+            consumed.gate_cookie = form::cookie(headers, gate::COOKIE).is_some();
             self.gate_check(gate, req, client, &mut consumed)?;
         }
         if let Some((users, realm)) = route_users {
@@ -232,7 +252,9 @@ impl Access {
                 .verifier
                 .check(&users, authorization, || self.throttle.throttled(client))
             {
-                Check::Right => {}
+                // The route's own Basic passes `Authorization` on, as nginx
+                // does, even when the gate checked it too.
+                Check::Right => consumed.authorization = false,
                 Check::Throttled => return Err(Refusal::Throttled),
                 Check::Wrong => {
                     self.throttle.failed(client);

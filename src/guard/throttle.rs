@@ -33,22 +33,59 @@ impl Throttle {
     /// Whether `client` failed too often lately.
     pub fn throttled(&self, client: IpAddr) -> bool {
         self.failures
-            .get(&client)
+            .get(&key(client))
             .is_some_and(|f| f.0 >= self.max && f.1.elapsed() < self.window)
     }
 
     /// Counts a failure of `client`.
     pub fn failed(&self, client: IpAddr) {
+        self.count(client, 1);
+    }
+
+    /// Counts an attempt before it is checked, so attempts made at once
+    /// cannot all pass the check before any fails: `false` (and nothing
+    /// counted) when the client may not try now. A right attempt is given
+    /// back with [`Throttle::succeeded`].
+    pub fn attempt(&self, client: IpAddr) -> bool {
+        !self.throttled(client) && self.count(client, 1) <= self.max
+    }
+
+    /// Gives back an attempt that turned out right.
+    pub fn succeeded(&self, client: IpAddr) {
+        if let Some(mut f) = self.failures.get_mut(&key(client)) {
+            f.0 = f.0.saturating_sub(1);
+        }
+    }
+
+    fn count(&self, client: IpAddr, n: u32) -> u32 {
         let now = Instant::now();
         if self.failures.len() >= MAX_CLIENTS {
             self.failures
                 .retain(|_, (_, since)| now.duration_since(*since) < self.window);
+            if self.failures.len() >= MAX_CLIENTS / 2 {
+                // Still full of fresh entries (many addresses): keep the
+                // newest half, so the map stays bounded.
+                let mut since: Vec<Instant> = self.failures.iter().map(|e| e.1).collect();
+                since.sort_unstable();
+                let cut = since[since.len() / 2];
+                self.failures.retain(|_, (_, s)| *s >= cut);
+            }
         }
-        let mut f = self.failures.entry(client).or_insert((0, now));
+        let mut f = self.failures.entry(key(client)).or_insert((0, now));
         if now.duration_since(f.1) >= self.window {
             *f = (0, now);
         }
-        f.0 += 1;
+        f.0 += n;
+        f.0
+    }
+}
+
+/// The throttle's key for a client: its address, or for IPv6 its /64 (one
+/// host usually holds a whole /64, and could walk it).
+fn key(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        v4 => v4,
     }
 }
 
@@ -75,6 +112,18 @@ mod tests {
         t.failed(a);
         assert!(t.throttled(a));
         assert!(!t.throttled(b));
+        // One IPv6 /64 is one client.
+        let v6 = Throttle::new(2, Duration::from_secs(60));
+        v6.failed("2001:db8::1".parse().unwrap());
+        v6.failed("2001:db8::ffff:2".parse().unwrap());
+        assert!(v6.throttled("2001:db8::3".parse().unwrap()));
+        assert!(!v6.throttled("2001:db8:0:1::3".parse().unwrap()));
+        // Attempts count before they are checked; a right one is given back.
+        let t = Throttle::new(2, Duration::from_secs(60));
+        assert!(t.attempt(b) && t.attempt(b));
+        assert!(!t.attempt(b), "a third at once");
+        t.succeeded(b);
+        assert!(t.attempt(b));
         let short = Throttle::new(1, Duration::ZERO);
         short.failed(a);
         assert!(!short.throttled(a), "the window ended");

@@ -185,7 +185,7 @@ fn to_spec(raw: RawRoute, source: String) -> Result<RouteSpec, String> {
             Some(v) => Some(v.parse().map_err(|e| bad("allow", v, e))?),
             None => None,
         },
-        max_body: match &raw.max_body {
+        max_body: match raw.max_body.as_deref().filter(|v| !v.trim().is_empty()) {
             Some(v) => parse_size(v).map_err(|e| bad("max_body", v, e))?,
             None => None,
         },

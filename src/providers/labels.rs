@@ -277,8 +277,8 @@ pub fn container_route(c: &Container) -> Result<Option<RouteSpec>, LabelError> {
         _ => None,
     };
     let max_body = match c.get(&MAX_BODY) {
-        Some(kv) => parse_size(&kv.1).map_err(|e| c.error(kv, e))?,
-        None => None,
+        Some(kv) if !kv.1.is_empty() => parse_size(&kv.1).map_err(|e| c.error(kv, e))?,
+        _ => None,
     };
     let response_timeout = match c.get(&RESPONSE_TIMEOUT) {
         Some(kv) if !kv.1.is_empty() => {

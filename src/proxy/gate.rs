@@ -75,7 +75,8 @@ pub async fn serve(
         record.status = reply.status;
         return reply.into_response(|body| ProxyBody::full(body, record, busy));
     }
-    let client = access.client(req.headers(), connection.info.peer.ip());
+    let peer = connection.info.peer.ip();
+    let client = access.client(req.headers(), peer).unwrap_or(peer);
     let domain = access.domain.as_deref().unwrap_or_default();
     let path = req.uri().path();
     let mut resp = match (req.method().clone(), path) {
@@ -87,9 +88,8 @@ pub async fn serve(
             page(StatusCode::OK, domain, "", next.as_deref())
         }
         (Method::POST, gate::LOGIN) => login(gate, access, client, tls, domain, req).await,
-        (Method::POST | Method::GET, gate::LOGOUT) => {
-            see_other(gate::LOGIN, Some(gate.logout_cookie(tls)))
-        }
+        // POST only: a link elsewhere cannot log anyone out.
+        (Method::POST, gate::LOGOUT) => see_other(gate::LOGIN, Some(gate.logout_cookie(tls))),
         _ => {
             let mut r = Response::new(Bytes::from_static(b"no such page\n"));
             *r.status_mut() = StatusCode::NOT_FOUND;
@@ -129,7 +129,7 @@ async fn login(
     let form = body.to_bytes();
     let field = |name: &str| form::value(&form, name);
     let next = field("next");
-    if access.throttle.throttled(client) {
+    if !access.throttle.attempt(client) {
         return page(
             StatusCode::TOO_MANY_REQUESTS,
             domain,
@@ -146,7 +146,6 @@ async fn login(
         .await
         .unwrap_or(false);
     if !right {
-        access.throttle.failed(client);
         gate::log_failure(client, Some(&user), "wrong user or password");
         return page(
             StatusCode::UNAUTHORIZED,
@@ -155,6 +154,7 @@ async fn login(
             next.as_deref(),
         );
     }
+    access.throttle.succeeded(client);
     let cookie = gate.login_cookie(&user, signed::unix_now(), tls);
     let next = next.filter(|n| form::local_path(n));
     see_other(next.as_deref().unwrap_or("/"), Some(cookie))

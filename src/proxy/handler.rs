@@ -213,7 +213,7 @@ fn decide(
         let answer = match branch_page {
             true => match access.check(&Policy::default(), &req, &target, peer) {
                 Ok(_) => answer,
-                Err(refusal) => refused(refusal),
+                Err(refusal) => refused(refusal, &req, &shared.settings.cors),
             },
             false => answer,
         };
@@ -228,9 +228,16 @@ fn decide(
     // the route in the record.
     let pool = routed.pool.clone();
     let scheme = connection.info.scheme;
+    // A host no rule names is served as the default host, under its
+    // access rules too (nginx-proxy's default server carries its own).
+    let default = match routed.how {
+        HostMatch::Default => snapshot.table().default_host().map(|h| &*h.pattern),
+        _ => None,
+    };
     let target = Target {
-        name: routed.name,
-        pattern: host_pattern(&snapshot, &routed, access.htpasswd.is_some()),
+        name: default.unwrap_or(routed.name),
+        pattern: default
+            .unwrap_or_else(|| host_pattern(&snapshot, &routed, access.htpasswd.is_some())),
         prefix: &routed.route.prefix,
         branch: routed.how == HostMatch::Branch,
     };

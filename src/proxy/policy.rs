@@ -111,7 +111,7 @@ pub fn policy<'a, B>(
         true => cx
             .access
             .check(policy, req, target, cx.peer)
-            .map_err(refused)?,
+            .map_err(|r| refused(r, req, cx.origins))?,
         false => Consumed::default(),
     };
     let mut out = Decoration {
@@ -149,15 +149,31 @@ pub fn policy<'a, B>(
     Ok(out)
 }
 
-/// The answer to a refusal of the access step.
-pub fn refused<'a>(r: Refusal) -> Answer<'a> {
+/// The answer to a refusal of the access step for `req`.
+pub fn refused<'a, B>(r: Refusal, req: &Request<B>, origins: &CorsPolicy) -> Answer<'a> {
     match r {
+        Refusal::Preflight => preflight(req, origins),
         Refusal::Forbidden(ip) => ProxyError::NotAllowed(ip).into(),
         Refusal::WrongBypass => ProxyError::WrongBypass.into(),
         Refusal::Throttled => ProxyError::Throttled.into(),
         Refusal::Unauthorized(challenge) => Answer::Unauthorized(challenge),
         Refusal::Login(location) => Answer::Login(location),
     }
+}
+
+/// A preflight answered here: granted for the origins CORS routes allow
+/// (the branch domain, `--cors-origin`), else 403.
+fn preflight<'a, B>(req: &Request<B>, origins: &CorsPolicy) -> Answer<'a> {
+    let h = req.headers();
+    let (Some(origin), Some(method)) = (h.get(ORIGIN), h.get(ACCESS_CONTROL_REQUEST_METHOD)) else {
+        return ProxyError::BadHost.into();
+    };
+    Answer::Preflight(Box::new(Preflight {
+        origin: origin.clone(),
+        allowed: origin.to_str().is_ok_and(|o| origins.allows(o)),
+        method: method.clone(),
+        headers: h.get(ACCESS_CONTROL_REQUEST_HEADERS).cloned(),
+    }))
 }
 
 /// nginx-proxy's `HTTPS_METHOD` with `TRUST_DEFAULT_CERT=true` and

@@ -125,6 +125,11 @@ impl RouteTable {
         self.generation
     }
 
+    /// The `--default-host` rule, if any.
+    pub fn default_host(&self) -> Option<&HostRoutes> {
+        self.default.as_deref()
+    }
+
     /// Finds the host rule for an already normalised host.
     pub fn find_host(&self, host: &str) -> Option<(&HostRoutes, HostMatch)> {
         self.find_entry(host).map(|(r, how)| (&**r, how))
