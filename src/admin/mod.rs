@@ -51,11 +51,6 @@ use crate::tls::CertStore;
 use auth::{Auth, Verdict};
 pub use sse::Body;
 
-/// The largest login form read.
-const MAX_FORM: usize = 4096;
-/// How long a login form may take to arrive.
-const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// What the admin API reads.
 #[derive(Debug, Clone)]
 pub struct Sources {
@@ -379,20 +374,15 @@ where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    use http_body_util::BodyExt as _;
     if !auth.enabled() {
         return see_other("/", None);
     }
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_FORM);
-    let form = match tokio::time::timeout(FORM_TIMEOUT, limited.collect()).await {
-        Ok(Ok(body)) => body.to_bytes(),
-        _ => {
-            return login_page(
-                StatusCode::BAD_REQUEST,
-                "The form did not arrive whole.",
-                None,
-            );
-        }
+    let Some(form) = form::read(req.into_body()).await else {
+        return login_page(
+            StatusCode::BAD_REQUEST,
+            "The form did not arrive whole.",
+            None,
+        );
     };
     let field = |name: &str| form::value(&form, name);
     let next = field("next").filter(|n| form::local_path(n));

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 
 use super::basic::Users;
 use super::htpasswd::Htpasswd;
+use super::signed::hex;
 
 /// How often the files are read again.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
@@ -90,11 +91,6 @@ impl HtpasswdDir {
             }
         }
         Some((files.whole.clone()?, false))
-    }
-
-    /// Whether any file is there (nothing to look up otherwise).
-    pub fn is_empty(&self) -> bool {
-        self.index.load().hosts.is_empty()
     }
 
     /// Polls the directory until `shutdown`.
@@ -171,10 +167,6 @@ fn scan(dir: &Path, cache: &mut Cache) -> std::io::Result<Index> {
     }
     *cache = fresh;
     Ok(index)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `--branch-auth FILE`, watched.

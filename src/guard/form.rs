@@ -4,6 +4,24 @@
 
 use http::header::COOKIE;
 
+/// The largest login form read.
+pub const MAX_FORM: usize = 4096;
+/// How long a client may take to send it.
+pub const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A login form's body, read whole: `None` when it is larger than
+/// [`MAX_FORM`], takes longer than [`FORM_TIMEOUT`], or breaks off.
+pub async fn read<B>(body: B) -> Option<bytes::Bytes>
+where
+    B: http_body::Body<Data = bytes::Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt as _;
+    let limited = http_body_util::Limited::new(body, MAX_FORM);
+    let collected = tokio::time::timeout(FORM_TIMEOUT, limited.collect()).await;
+    Some(collected.ok()?.ok()?.to_bytes())
+}
+
 /// One field of an `application/x-www-form-urlencoded` body or query.
 pub fn value(form: &[u8], name: &str) -> Option<String> {
     form.split(|b| *b == b'&')

@@ -24,7 +24,8 @@ pub fn verify<'v>(key: &hmac::Key, value: &'v str, now: u64) -> Option<&'v str> 
     (now < until && hmac::verify(key, signed.as_bytes(), &tag).is_ok()).then_some(payload)
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

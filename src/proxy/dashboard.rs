@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use http::header::{CONNECTION, HOST};
+use http::header::CONNECTION;
 use http::{HeaderValue, Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
@@ -18,6 +18,7 @@ use super::listener::Scheme;
 use super::policy::scheme_rule;
 use super::record::RequestRecord;
 use super::respond::respond;
+use super::route::raw_host;
 use crate::admin::Core;
 use crate::routes::{MAX_HOST_LEN, Policy, normalize_host};
 
@@ -33,12 +34,8 @@ pub struct Dashboard {
 impl Dashboard {
     /// Whether `req` names the dashboard's host.
     pub fn wants<B>(&self, req: &Request<B>) -> bool {
-        let raw = match req.uri().authority() {
-            Some(a) => a.as_str(),
-            None => match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
-                Some(h) => h,
-                None => return false,
-            },
+        let Some(raw) = raw_host(req) else {
+            return false;
         };
         // Most requests are for other hosts: a prefix check before any copy.
         if !raw

@@ -6,10 +6,9 @@
 //! travel encrypted.
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST, LOCATION, SET_COOKIE};
+use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
@@ -19,14 +18,11 @@ use super::pages::esc;
 use super::policy::scheme_rule;
 use super::record::RequestRecord;
 use super::respond::respond;
+use super::route::raw_host;
 use crate::guard::gate::{self, Gate};
 use crate::guard::{Access, form, signed};
 use crate::routes::{MAX_HOST_LEN, Policy, normalize_host};
 
-/// The largest login form read.
-const MAX_FORM: usize = 4096;
-/// How long a client may take to send it.
-const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 const PAGE: &str = include_str!("../guard/login.html");
 
 /// Whether `req` is for the gate's own pages on a gated host.
@@ -34,15 +30,10 @@ pub fn wants<B>(access: &Access, req: &Request<B>) -> bool {
     if access.gate.is_none() || !req.uri().path().starts_with(gate::PREFIX) {
         return false;
     }
-    let raw = match req.uri().authority() {
-        Some(a) => a.as_str(),
-        None => match req.headers().get(HOST).and_then(|h| h.to_str().ok()) {
-            Some(h) => h,
-            None => return false,
-        },
-    };
     let mut buf = [0; MAX_HOST_LEN];
-    normalize_host(raw, &mut buf).is_some_and(|name| access.in_domain(name))
+    raw_host(req)
+        .and_then(|raw| normalize_host(raw, &mut buf))
+        .is_some_and(|name| access.in_domain(name))
 }
 
 /// Answers a request [`wants`] says is the gate's.
@@ -61,11 +52,7 @@ pub async fn serve(
     let tls = scheme == Scheme::Https;
     let unread = !req.body().is_end_stream();
     let mut buf = [0; MAX_HOST_LEN];
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(HOST)?.to_str().ok())
+    let host = raw_host(&req)
         .and_then(|h| normalize_host(h, &mut buf))
         .unwrap_or_default()
         .to_owned();
@@ -117,8 +104,7 @@ async fn login(
     domain: &str,
     req: Request<Incoming>,
 ) -> Response<Bytes> {
-    let limited = http_body_util::Limited::new(req.into_body(), MAX_FORM);
-    let Ok(Ok(body)) = tokio::time::timeout(FORM_TIMEOUT, limited.collect()).await else {
+    let Some(form) = form::read(req.into_body()).await else {
         return page(
             StatusCode::BAD_REQUEST,
             domain,
@@ -126,7 +112,6 @@ async fn login(
             None,
         );
     };
-    let form = body.to_bytes();
     let field = |name: &str| form::value(&form, name);
     let next = field("next");
     if !access.throttle.attempt(client) {

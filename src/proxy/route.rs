@@ -20,6 +20,17 @@ use crate::upstream::Pool;
 /// `large_client_header_buffers 4 8k` allows: a longer one answers 414.
 pub const MAX_REQUEST_TARGET: usize = 8 * 1024;
 
+/// The host `req` names as sent, unnormalised: `:authority` (HTTP/2,
+/// absolute form) wins over `Host`. For checks made before routing (the
+/// dashboard host, the branch gate's pages); routing itself also refuses
+/// two `Host` lines.
+pub fn raw_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(HOST)?.to_str().ok(),
+    }
+}
+
 /// Where a request goes, borrowed from the snapshot (and the host name from
 /// the caller's buffer).
 #[derive(Debug)]
