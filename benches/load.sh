@@ -1,24 +1,30 @@
 #!/usr/bin/env bash
-# End-to-end load harness: branchgate vs. nginx as a reverse proxy, in front
-# of the same nginx backend, all on 127.0.0.1.
+# End-to-end load harness: branchgate vs. nginx and HAProxy as reverse
+# proxies, in front of the same nginx backend, all on 127.0.0.1.
 #
 #   benches/load.sh                 # DURATION=10 by default
 #   DURATION=5 OUT=/tmp/r.md benches/load.sh
+#   PEERS=haproxy benches/load.sh   # branchgate vs. HAProxy only
 #
-# Targets: the backend directly (the limit), branchgate
-# (release build, one worker) and nginx (one worker) as an equivalent proxy,
-# interleaved: every scenario runs against each target in turn.
-# The proxy under test runs on core 0; wrk and the backend share core 1.
-# For each scenario and target it prints req/s, p50/p99 latency, and for the
-# proxies CPU time per request (utime+stime from /proc/PID/stat) and peak RSS
-# (VmHWM), then a markdown table, also written to ${OUT:-target/load-results.md}.
+# Targets: the backend directly (the limit), branchgate (release build, one
+# worker), and as equivalent proxies (the peers) nginx (one worker,
+# load/nginx-proxy*.conf.tmpl) and HAProxy (one process, nbthread 1,
+# load/haproxy.cfg.tmpl), interleaved: every scenario runs against each
+# target in turn. The proxy under test runs on core 0; wrk and the backend
+# share core 1. For each scenario and target it prints req/s, p50/p99
+# latency, and for the proxies CPU time per request (utime+stime from
+# /proc/PID/stat: branchgate's process, nginx's worker, HAProxy's only
+# process, run in the foreground without a master) and peak RSS (VmHWM), then
+# a markdown table with branchgate's ratios to each peer and to the better of
+# them, also written to ${OUT:-target/load-results.md}.
 #
-# TLS scenarios run branchgate (--https, --certs in nginx-proxy's layout) and
-# nginx (ssl) with the same throw-away ECDSA P-256 certificate, made here with
-# openssl; wrk connects to https://bench.local:PORT (report.lua resolves every
-# name to 127.0.0.1), so the SNI is the routed host (wrk sends the URL's host
-# as SNI even when it is an IP address, which branchgate refuses, as RFC 6066
-# asks). The backend has no TLS listener: its TLS rows are "-".
+# TLS scenarios run branchgate (--https, --certs in nginx-proxy's layout),
+# nginx (ssl) and HAProxy (bind ... ssl, ALPN http/1.1) with the same
+# throw-away ECDSA P-256 certificate, made here with openssl; wrk connects to
+# https://bench.local:PORT (report.lua resolves every name to 127.0.0.1), so
+# the SNI is the routed host (wrk sends the URL's host as SNI even when it is
+# an IP address, which branchgate refuses, as RFC 6066 asks). The backend
+# has no TLS listener: its TLS rows are "-".
 #   tls-c64        keep-alive HTTP/1.1 over TLS, 64 connections
 #   handshake-c64  Connection: close over TLS: one full handshake per request.
 #                  Debian's wrk resumes the previous session on every reconnect
@@ -28,6 +34,8 @@
 #                  handshake was resumed. req/s is handshakes/s, CPU µs/req is
 #                  CPU per handshake.
 #   resume-c64     the same with wrk's own resumption (tickets, TLS 1.3 PSK)
+# The resumption check goes through nginx, so with TLS scenarios nginx runs
+# even when PEERS leaves it out (then it is not measured).
 #
 # Environment:
 #   DURATION   seconds per measured wrk run (default 10)
@@ -46,6 +54,8 @@
 #              @HTPASSWD@ a directory holding an htpasswd file for bench.local
 #              (one bcrypt entry, cost 10), e.g.
 #              "none:@BG_BIN@; basic:@BG_BIN@:--htpasswd @HTPASSWD@".
+#   PEERS      the proxies branchgate is compared with, space-separated, in
+#              table order (default "nginx haproxy"; "" for none)
 #   AUTH=1     every request (wrk and the checks) carries that user's
 #              `Authorization: Basic`; targets that do not ask for it ignore it.
 #   OUT        where the markdown table goes (default target/load-results.md)
@@ -54,6 +64,8 @@
 #              shows what other processes used during each run anyway
 #   KEEP_TMP=1 keep the temporary directory (configs, logs, wrk output)
 #
+# nginx, wrk, openssl, HAProxy (when a peer) and cc (for handshake-c64) are
+# installed with apt-get when missing and run as root on Debian.
 # Every process is started here and only those PIDs are stopped on exit.
 # branchgate always gets an HTTPS listener (unless a variant's flags name
 # --https); the bench route says https_method = "noredirect", so plain HTTP
@@ -72,6 +84,7 @@ OUT=${OUT:-target/load-results.md}
 HOST_HEADER="Host: bench.local"
 # bench:bench-password, and its bcrypt hash (htpasswd -nbB -C 10 bench bench-password).
 AUTH_HEADER="Authorization: Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ="
+# shellcheck disable=SC2016 # the $ are the hash's own
 AUTH_ENTRY='bench:$2y$10$WFUF0jtUeYwdJdaZr3Rc/.vhIdJmeO89gKPp2oahJf/6KgP0evJwK'
 AUTH=${AUTH:-0}
 PROXY_CPU=0
@@ -118,12 +131,28 @@ for sc in "${SCENARIOS[@]}"; do
     [ "${S_NORESUME[$sc]:-0}" = 1 ] && WANT_NORESUME=1
 done
 
+# The proxies compared with branchgate; "PEERS=" (empty) is none.
+read -r -a PEER_LIST <<<"${PEERS-nginx haproxy}"
+_seen=" "
+for p in "${PEER_LIST[@]}"; do
+    case "$p" in nginx | haproxy) ;; *) die "PEERS: unknown peer '$p' (known: nginx haproxy)" ;; esac
+    case "$_seen" in *" $p "*) die "PEERS names $p twice" ;; esac
+    _seen+="$p "
+done
+is_peer() { case " ${PEER_LIST[*]} " in *" $1 "*) return 0 ;; *) return 1 ;; esac }
+# nginx also serves the TLS session resumption check (see resume_check).
+RUN_NGINX=0
+if is_peer nginx || [ "$WANT_TLS" = 1 ]; then RUN_NGINX=1; fi
+
 # ---------------------------------------------------------------- tools ---
 
 need_install=()
 command -v nginx >/dev/null 2>&1 || need_install+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_install+=(wrk)
 command -v openssl >/dev/null 2>&1 || need_install+=(openssl)
+# Debian puts haproxy in /usr/sbin, which a user's PATH may lack.
+haproxy_path() { command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy; }
+is_peer haproxy && ! [ -x "$(haproxy_path)" ] && need_install+=(haproxy)
 [ "$WANT_NORESUME" = 1 ] && ! command -v cc >/dev/null 2>&1 && need_install+=(cc)
 if [ "${#need_install[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -146,6 +175,10 @@ if [ "${#need_install[@]}" -gt 0 ]; then
     else
         die "missing ${need_install[*]} (run as root on Debian to install them)"
     fi
+fi
+HAPROXY=$(haproxy_path)
+if is_peer haproxy; then
+    [ -x "$HAPROXY" ] || die "missing tool: haproxy"
 fi
 for t in nginx wrk openssl taskset ss pgrep getconf cargo awk; do
     command -v "$t" >/dev/null 2>&1 || die "missing tool: $t"
@@ -300,8 +333,10 @@ for _e in "${_entries[@]}"; do
     [ -n "$_e" ] || continue
     IFS=':' read -r _label _bin _args <<<"$_e"
     _bin=${_bin//@BG_BIN@/$BG_BIN}
-    [ -n "$_label" ] && [ -n "$_bin" ] || die "BG_VARIANTS: bad entry '$_e' (want LABEL:BINARY[:FLAGS])"
-    case "$_label" in backend | nginx) die "BG_VARIANTS: label '$_label' is taken" ;; esac
+    if [ -z "$_label" ] || [ -z "$_bin" ]; then
+        die "BG_VARIANTS: bad entry '$_e' (want LABEL:BINARY[:FLAGS])"
+    fi
+    case "$_label" in backend | nginx | haproxy) die "BG_VARIANTS: label '$_label' is taken" ;; esac
     V_BIN[$_label]=$(abs_path "$_bin")
     V_ARGS[$_label]=$_args
     [ -x "${V_BIN[$_label]}" ] || die "BG_VARIANTS: no binary at ${V_BIN[$_label]}"
@@ -315,6 +350,8 @@ BACKEND_PORT=$(free_port)
 BG_PORT=$(free_port)
 NGX_PORT=$(free_port)
 NGX_TLS_PORT=$(free_port)
+HAP_PORT=$(free_port)
+HAP_TLS_PORT=$(free_port)
 BACKEND="127.0.0.1:$BACKEND_PORT"
 
 mkdir -p "$TMP/www" "$TMP/backend-tmp" "$TMP/proxy-tmp" "$TMP/wrk" "$TMP/certs" "$TMP/htpasswd"
@@ -325,13 +362,16 @@ CURL_AUTH=()
 head -c 65536 /dev/zero | tr '\0' 'x' >"$TMP/www/64k"
 chmod -R a+rX "$TMP/www"
 
-# One throw-away ECDSA P-256 certificate for bench.local, served by both
-# proxies (branchgate: default.crt/.key in nginx-proxy's layout), made
-# whatever the scenarios: both proxies always listen for TLS too.
+# One throw-away ECDSA P-256 certificate for bench.local, served by every
+# proxy (branchgate: default.crt/.key in nginx-proxy's layout), made
+# whatever the scenarios: every proxy always listens for TLS too.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=bench.local -addext subjectAltName=DNS:bench.local \
     -keyout "$TMP/certs/default.key" -out "$TMP/certs/default.crt" >"$TMP/openssl.log" 2>&1 ||
     die "openssl could not make the certificate: $(cat "$TMP/openssl.log")"
+# HAProxy wants certificate and key in one file; kept out of certs/, which
+# branchgate watches.
+cat "$TMP/certs/default.crt" "$TMP/certs/default.key" >"$TMP/haproxy.pem"
 # nginx before 1.25.1 turns HTTP/2 on with a listen parameter, later with a directive.
 NGX_VERSION=$("$NGINX" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
 if [ "$(printf '%s\n' "$NGX_VERSION" 1.25.1 | sort -V | head -n 1)" = 1.25.1 ]; then
@@ -346,6 +386,8 @@ render "$LOAD_DIR/nginx-proxy.conf.tmpl" "$TMP/nginx-proxy.conf" \
 render "$LOAD_DIR/nginx-proxy-tls.conf.tmpl" "$TMP/nginx-proxy-tls.conf" \
     "DIR=$TMP" "TLS_PORT=$NGX_TLS_PORT" "HTTP2_LISTEN=$HTTP2_LISTEN" "HTTP2_ON=$HTTP2_ON"
 render "$LOAD_DIR/routes.toml.tmpl" "$TMP/routes.toml" "BACKEND=$BACKEND"
+render "$LOAD_DIR/haproxy.cfg.tmpl" "$TMP/haproxy.cfg" \
+    "PORT=$HAP_PORT" "TLS_PORT=$HAP_TLS_PORT" "PEM=$TMP/haproxy.pem" "BACKEND=$BACKEND"
 
 # Every connection a full handshake: see load/noresume.c.
 if [ "$WANT_NORESUME" = 1 ]; then
@@ -357,6 +399,10 @@ for conf in backend nginx-proxy; do
     "$NGINX" -t -q -p "$TMP" -e "$TMP/$conf-check.log" -c "$TMP/$conf.conf" ||
         die "nginx rejects $TMP/$conf.conf"
 done
+if is_peer haproxy; then
+    "$HAPROXY" -c -q -f "$TMP/haproxy.cfg" >"$TMP/haproxy-check.log" 2>&1 ||
+        die "haproxy rejects $TMP/haproxy.cfg: $(cat "$TMP/haproxy-check.log")"
+fi
 
 taskset -c "$CLIENT_CPU" "$NGINX" -p "$TMP" -e "$TMP/backend-error.log" -c "$TMP/backend.conf" \
     >"$TMP/backend.out" 2>&1 &
@@ -367,7 +413,7 @@ BACKEND_WORKER=$(pgrep -P "$BACKEND_PID" | head -n 1 || true)
 
 # ------------------------------------------------------------ measuring ---
 
-TARGETS=(backend "${VARIANTS[@]}" nginx)
+TARGETS=(backend "${VARIANTS[@]}" "${PEER_LIST[@]}")
 declare -A R_RPS R_P50 R_P99 R_CPU R_RSS R_ERR R_NOISE
 # Every round's values, space-separated, per scenario/target; the report shows medians.
 declare -A L_RPS L_P50 L_P99 L_CPU L_RSS
@@ -528,7 +574,9 @@ measure_or_skip() {
 }
 
 echo "branchgate load harness: $(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, DURATION=${DURATION}s, warm-up ${WARMUP}s"
-echo "  $($NGINX -v 2>&1), $(wrk -v 2>&1 | head -n 1 | cut -c1-60)"
+HAP_VERSION=""
+is_peer haproxy && HAP_VERSION="HAProxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }')"
+echo "  $($NGINX -v 2>&1)${HAP_VERSION:+, $HAP_VERSION}, $(wrk -v 2>&1 | head -n 1 | cut -c1-60)"
 echo "  pinning: proxy under test on core $PROXY_CPU (taskset -c $PROXY_CPU); wrk and backend on core $CLIENT_CPU (taskset -c $CLIENT_CPU)"
 echo "  backend:    nginx master $BACKEND_PID, worker ${BACKEND_WORKER:-?} on 127.0.0.1:$BACKEND_PORT, affinity $(affinity "${BACKEND_WORKER:-$BACKEND_PID}")"
 T_PORT[backend]=$BACKEND_PORT
@@ -537,7 +585,6 @@ for v in "${VARIANTS[@]}"; do
     port=$BG_PORT
     [ "$v" = "${VARIANTS[0]}" ] || port=$(free_port)
     err="$TMP/$v.stderr"
-    # shellcheck disable=SC2086 # the extra flags are words
     flags="--workers 1 --log-level warn ${V_ARGS[$v]//@HTPASSWD@/$TMP/htpasswd}"
     case " ${V_ARGS[$v]} " in *" --access-log "*) ;; *) flags+=" --access-log off" ;; esac
     # An HTTPS listener with the bench certificate, unless the variant's own
@@ -557,6 +604,7 @@ for v in "${VARIANTS[@]}"; do
         flags+=" --admin off --acme off"
     fi
     V_FLAGS[$v]=$flags
+    # shellcheck disable=SC2086 # the flags are words
     taskset -c "$PROXY_CPU" "${V_BIN[$v]}" --http "127.0.0.1:$port" --routes "$TMP/routes.toml" \
         $flags >"$TMP/$v.stdout" 2>"$err" &
     pid=$!
@@ -569,23 +617,40 @@ for v in "${VARIANTS[@]}"; do
     T_PID[$v]=$pid
 done
 
-taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP" -e "$TMP/proxy-error.log" -c "$TMP/nginx-proxy.conf" \
-    >"$TMP/proxy.out" 2>&1 &
-NGX_PID=$!
-PIDS+=("$NGX_PID")
-wait_listen "$NGX_PID" "$NGX_PORT" "nginx proxy" "$TMP/proxy-error.log"
-wait_listen "$NGX_PID" "$NGX_TLS_PORT" "nginx proxy" "$TMP/proxy-error.log"
-NGX_WORKER=""
-for _ in $(seq 1 50); do
-    NGX_WORKER=$(pgrep -P "$NGX_PID" | head -n 1 || true)
-    [ -n "$NGX_WORKER" ] && break
-    sleep 0.1
-done
-[ -n "$NGX_WORKER" ] || die "nginx proxy has no worker process"
-echo "  nginx:      master $NGX_PID, worker $NGX_WORKER on 127.0.0.1:$NGX_PORT and TLS on 127.0.0.1:$NGX_TLS_PORT, affinity $(affinity "$NGX_WORKER")"
-T_PORT[nginx]=$NGX_PORT
-T_TLS_PORT[nginx]=$NGX_TLS_PORT
-T_PID[nginx]=$NGX_WORKER
+if [ "$RUN_NGINX" = 1 ]; then
+    taskset -c "$PROXY_CPU" "$NGINX" -p "$TMP" -e "$TMP/proxy-error.log" -c "$TMP/nginx-proxy.conf" \
+        >"$TMP/proxy.out" 2>&1 &
+    NGX_PID=$!
+    PIDS+=("$NGX_PID")
+    wait_listen "$NGX_PID" "$NGX_PORT" "nginx proxy" "$TMP/proxy-error.log"
+    wait_listen "$NGX_PID" "$NGX_TLS_PORT" "nginx proxy" "$TMP/proxy-error.log"
+    NGX_WORKER=""
+    for _ in $(seq 1 50); do
+        NGX_WORKER=$(pgrep -P "$NGX_PID" | head -n 1 || true)
+        [ -n "$NGX_WORKER" ] && break
+        sleep 0.1
+    done
+    [ -n "$NGX_WORKER" ] || die "nginx proxy has no worker process"
+    is_peer nginx || ngx_note=" (not measured: only for the resumption check)"
+    echo "  nginx:      master $NGX_PID, worker $NGX_WORKER on 127.0.0.1:$NGX_PORT and TLS on 127.0.0.1:$NGX_TLS_PORT, affinity $(affinity "$NGX_WORKER")${ngx_note:-}"
+    T_PORT[nginx]=$NGX_PORT
+    T_TLS_PORT[nginx]=$NGX_TLS_PORT
+    T_PID[nginx]=$NGX_WORKER
+fi
+
+# One process in the foreground (-db: no daemon, no master), so the PID
+# started here is the one that proxies.
+if is_peer haproxy; then
+    taskset -c "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+    HAP_PID=$!
+    PIDS+=("$HAP_PID")
+    wait_listen "$HAP_PID" "$HAP_PORT" haproxy "$TMP/haproxy.log"
+    wait_listen "$HAP_PID" "$HAP_TLS_PORT" haproxy "$TMP/haproxy.log"
+    echo "  haproxy:    pid $HAP_PID on 127.0.0.1:$HAP_PORT and TLS on 127.0.0.1:$HAP_TLS_PORT, affinity $(affinity "$HAP_PID"), threads $(awk '/^Threads:/ { print $2 }' "/proc/$HAP_PID/status")"
+    T_PORT[haproxy]=$HAP_PORT
+    T_TLS_PORT[haproxy]=$HAP_TLS_PORT
+    T_PID[haproxy]=$HAP_PID
+fi
 
 for t in "${TARGETS[@]}"; do
     check_target "$t" "${T_PORT[$t]}" "${T_TLS_PORT[$t]}"
@@ -595,11 +660,13 @@ done
 # Does wrk resume TLS sessions? nginx logs $ssl_session_reused for
 # /resume-check: 1 s of Connection: close handshakes, with and without
 # noresume.so. handshake-c64 is only valid when none was resumed with it.
+# Each check counts only its own lines (?run=, logged last): requests still
+# in flight when a wrk run stops are logged later, maybe during the next.
 resume_check() { # resume_check NORESUME -> "REUSED TOTAL"
     local out="$TMP/wrk/resume-check-$1.txt"
     : >"$TMP/resume-check.log"
-    run_wrk "https://${HOST_HEADER#Host: }:$NGX_TLS_PORT/resume-check" 8 1 "$1" 1 "$out"
-    awk '{ n++; if ($1 == "r") r++ } END { printf "%d %d", r, n }' "$TMP/resume-check.log"
+    run_wrk "https://${HOST_HEADER#Host: }:$NGX_TLS_PORT/resume-check?run=$1" 8 1 "$1" 1 "$out"
+    awk -v run="$1" '$NF == run { n++; if ($1 == "r") r++ } END { printf "%d %d", r, n }' "$TMP/resume-check.log"
 }
 RESUME_NOTE=""
 if [ "$WANT_TLS" = 1 ]; then
@@ -689,17 +756,83 @@ for v in "${VARIANTS[@]}"; do
         PROBLEMS+=("$v wrote to stderr (see below)")
     fi
 done
-if ! kill -0 "$NGX_WORKER" 2>/dev/null; then
+if is_peer nginx && ! kill -0 "$NGX_WORKER" 2>/dev/null; then
     PROBLEMS+=("the nginx proxy worker exited under load")
+fi
+if is_peer haproxy && ! kill -0 "$HAP_PID" 2>/dev/null; then
+    PROBLEMS+=("haproxy exited under load")
 fi
 for v in "${VARIANTS[@]}"; do
     stop_tree "${T_PID[$v]}"
     forget_pid "${T_PID[$v]}"
 done
-stop_tree "$NGX_PID"
-forget_pid "$NGX_PID"
+for pid in ${NGX_PID:+"$NGX_PID"} ${HAP_PID:+"$HAP_PID"}; do
+    stop_tree "$pid"
+    forget_pid "$pid"
+done
 
 # --------------------------------------------------------------- report ---
+
+# result ARRAY KEY -> ${ARRAY[KEY]} (ARRAY: R_CPU, R_RPS, R_P99), or nothing.
+result() {
+    local -n _vals=$1
+    printf '%s' "${_vals[$2]:-}"
+}
+
+# better_peer ARRAY min|max SCENARIO -> the peer with the lowest (min) or
+# highest (max) value of ARRAY in SCENARIO, or nothing when no peer has a
+# number there.
+better_peer() {
+    local arr=$1 how=$2 sc=$3 p v best="" best_v=""
+    for p in "${PEER_LIST[@]}"; do
+        v=$(result "$arr" "$sc/$p")
+        [[ $v =~ ^[0-9.]+$ ]] || continue
+        if [ -z "$best" ] || awk -v a="$v" -v b="$best_v" -v how="$how" \
+            'BEGIN { exit !(how == "min" ? a + 0 < b + 0 : a + 0 > b + 0) }'; then
+            best=$p best_v=$v
+        fi
+    done
+    echo "$best"
+}
+
+# Each variant over each peer, and with several peers over the better one,
+# for CPU/req, req/s and p99 in turn.
+ratio_table() {
+    local metrics=("R_CPU min CPU/req" "R_RPS max req/s" "R_P99 min p99")
+    local m arr how label p sc v mine best row head="| scenario | variant |" rule="|---|---|"
+    for m in "${metrics[@]}"; do
+        read -r arr how label <<<"$m"
+        for p in "${PEER_LIST[@]}"; do
+            head+=" $label vs $p |" rule+="---:|"
+        done
+        if [ "${#PEER_LIST[@]}" -gt 1 ]; then
+            head+=" $label vs better peer |" rule+="---:|"
+        fi
+    done
+    echo "$head"
+    echo "$rule"
+    for sc in "${SCENARIOS[@]}"; do
+        for v in "${VARIANTS[@]}"; do
+            row="| ${S_DESC[$sc]} | $v |"
+            for m in "${metrics[@]}"; do
+                read -r arr how label <<<"$m"
+                mine=$(result "$arr" "$sc/$v")
+                for p in "${PEER_LIST[@]}"; do
+                    row+=" $(ratio "$mine" "$(result "$arr" "$sc/$p")") |"
+                done
+                if [ "${#PEER_LIST[@]}" -gt 1 ]; then
+                    best=$(better_peer "$arr" "$how" "$sc")
+                    if [ -n "$best" ]; then
+                        row+=" $(ratio "$mine" "$(result "$arr" "$sc/$best")") ($best) |"
+                    else
+                        row+=" n/a |"
+                    fi
+                fi
+            done
+            echo "$row"
+        done
+    done
+}
 
 TABLE="$TMP/table.md"
 {
@@ -711,17 +844,17 @@ TABLE="$TMP/table.md"
             echo "| ${S_DESC[$sc]} | $t | ${R_RPS[$k]:-n/a} | ${R_P50[$k]:-n/a} | ${R_P99[$k]:-n/a} | ${R_CPU[$k]:-n/a} | ${R_RSS[$k]:-n/a} | ${R_ERR[$k]:-n/a} | ${R_NOISE[$k]:-n/a} |"
         done
     done
-    echo
-    echo "branchgate / nginx ratios (CPU per request and p99: lower is better; req/s: higher is better):"
-    echo
-    echo "| scenario | variant | CPU/req | req/s | p99 |"
-    echo "|---|---|---:|---:|---:|"
-    for sc in "${SCENARIOS[@]}"; do
-        for v in "${VARIANTS[@]}"; do
-            b="$sc/$v" n="$sc/nginx"
-            echo "| ${S_DESC[$sc]} | $v | $(ratio "${R_CPU[$b]:-}" "${R_CPU[$n]:-}") | $(ratio "${R_RPS[$b]:-}" "${R_RPS[$n]:-}") | $(ratio "${R_P99[$b]:-}" "${R_P99[$n]:-}") |"
-        done
-    done
+    if [ "${#PEER_LIST[@]}" -gt 0 ]; then
+        echo
+        if [ "${#PEER_LIST[@]}" -gt 1 ]; then
+            echo "branchgate / peer ratios (CPU per request and p99: lower is better; req/s: higher is better);" \
+                "\"better peer\" is, per column, whichever of ${PEER_LIST[*]} did better (lower CPU/req, higher req/s, lower p99), named in brackets:"
+        else
+            echo "branchgate / ${PEER_LIST[0]} ratios (CPU per request and p99: lower is better; req/s: higher is better):"
+        fi
+        echo
+        ratio_table
+    fi
     if [ "${#VARIANTS[@]}" -gt 1 ]; then
         first=${VARIANTS[0]}
         echo
@@ -745,14 +878,17 @@ mkdir -p "$(dirname "$OUT")"
 {
     echo "# branchgate load results"
     echo
-    echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, $($NGINX -v 2>&1 | sed 's/.*: //'), wrk -t1, ${DURATION}s per run after a ${WARMUP}s warm-up; median of $ROUNDS interleaved round(s)."
+    echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), $NCPU CPUs, $($NGINX -v 2>&1 | sed 's/.*: //')${HAP_VERSION:+, $HAP_VERSION}, wrk -t1, ${DURATION}s per run after a ${WARMUP}s warm-up; median of $ROUNDS interleaved round(s)."
     echo "Proxy on core $PROXY_CPU; wrk and the backend (nginx, 1 worker) on core $CLIENT_CPU."
     for v in "${VARIANTS[@]}"; do
         echo "$v: ${V_BIN[$v]} ${V_FLAGS[$v]}"
     done
-    echo "nginx: 1 worker, upstream keepalive 512."
+    is_peer nginx && echo "nginx: 1 worker, upstream keepalive 512 (benches/load/nginx-proxy.conf.tmpl)."
+    is_peer haproxy && echo "haproxy: 1 process (-db), nbthread 1, http-reuse always, pool-max-conn 512 (benches/load/haproxy.cfg.tmpl)."
     if [ "$WANT_TLS" = 1 ]; then
-        echo "TLS: one ECDSA P-256 certificate for both; nginx ssl_protocols TLSv1.2 TLSv1.3, ssl_session_tickets on, ssl_session_cache builtin:4096 (branchgate: rustls tickets and a 4096-session cache); wrk sends SNI ${HOST_HEADER#Host: } and no ALPN (HTTP/1.1)."
+        hap_tls=""
+        is_peer haproxy && hap_tls="; haproxy: ssl-min-ver TLSv1.2, tickets on, tune.ssl.cachesize 4096, ALPN http/1.1"
+        echo "TLS: one ECDSA P-256 certificate for all; nginx ssl_protocols TLSv1.2 TLSv1.3, ssl_session_tickets on, ssl_session_cache builtin:4096 (branchgate: rustls tickets and a 4096-session cache$hap_tls); wrk sends SNI ${HOST_HEADER#Host: } and no ALPN (HTTP/1.1)."
         for t in "${TARGETS[@]}"; do
             [ -z "${T_TLS_INFO[$t]:-}" ] || echo "$t negotiates (openssl s_client): ${T_TLS_INFO[$t]}."
         done
@@ -761,7 +897,7 @@ mkdir -p "$(dirname "$OUT")"
     if [ "$WANT_NORESUME" = 1 ]; then
         echo "TLS full handshake: every request a new connection and a full handshake (wrk with LD_PRELOAD=load/noresume.c); req/s = handshakes/s, CPU µs/req = CPU per handshake."
     fi
-    echo "CPU µs/req: utime+stime of the proxy process (nginx: its worker) over the wrk run / requests."
+    echo "CPU µs/req: utime+stime of the proxy process (nginx: its worker; haproxy: its only process) over the wrk run / requests."
     echo "wrk errors: connect/read/write/status(non-2xx,3xx)/timeout."
     echo "other CPU %: CPU used during the run by processes other than the proxy, the backend and wrk, in % of one core."
     echo
@@ -782,7 +918,7 @@ for v in "${VARIANTS[@]}"; do
         tail -n 40 "$TMP/$v.stderr" | sed 's/^/  /'
     fi
 done
-for f in backend-error.log proxy-error.log; do
+for f in backend-error.log proxy-error.log haproxy.log; do
     if [ -s "$TMP/$f" ]; then
         echo
         echo "$f (last 10 lines):"

@@ -88,6 +88,18 @@ impl WriteObserver for std::sync::atomic::AtomicU64 {
     }
 }
 
+/// The most an HTTP/1 connection (client or upstream side) buffers each way.
+/// Reads take at most this much at once, so a connection carrying large
+/// bodies never grows its buffers past it (hyper's own limit is 400 KiB,
+/// reached by doubling on every full read), and no more response body than
+/// this is queued for a client that reads slowly. A response head larger
+/// than this is refused with 502 (nginx: 4–8 KiB, `proxy_buffer_size`). A
+/// request head must fit in the read buffer: hyper checks that only while
+/// the head is incomplete, so one over this size may still pass when it
+/// arrives in one read; past twice this size it is always answered 431
+/// (nginx allows 4 × 8 KiB, `large_client_header_buffers`).
+pub(crate) const HTTP1_BUFFER: usize = 32 * 1024;
+
 /// A deadline between two reads (nginx's `client_body_timeout`,
 /// `proxy_read_timeout`): armed when a read has to wait, cleared when it
 /// yields something. Time the consumer spends not asking (backpressure from

@@ -637,3 +637,60 @@ async fn upstream_response_framing_is_repaired_or_refused() {
     let ex = exchange(p.addr, &get("/after", "Connection: close\r\n"), WAIT).await;
     assert_eq!(ex.statuses(), [200], "{}", ex.text);
 }
+
+#[tokio::test]
+async fn heads_are_bounded_at_32_kib_each_way_and_bodies_stream_through() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--access-log", "off"],
+    )
+    .await;
+
+    // A request head of 20 KiB passes; one of 100 KiB (past twice the
+    // buffer, where the bound is exact) is answered 431 and never reaches
+    // the upstream.
+    let cookie = format!("Cookie: c={}\r\n", "a".repeat(20 * 1024));
+    let ex = exchange(
+        p.addr,
+        &get("/fits", &format!("{cookie}Connection: close\r\n")),
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        ex.statuses(),
+        [200],
+        "{}",
+        &ex.text[..ex.text.len().min(200)]
+    );
+    let cookie = format!("Cookie: c={}\r\n", "a".repeat(100 * 1024));
+    let ex = exchange(p.addr, &get("/too-big", &cookie), WAIT).await;
+    assert_eq!(
+        ex.statuses(),
+        [431],
+        "{}",
+        &ex.text[..ex.text.len().min(200)]
+    );
+    assert!(ex.closed, "the connection closes after the 431");
+    assert!(
+        !b.requests().iter().any(|r| r.target() == "/too-big"),
+        "the oversized request reached the upstream"
+    );
+
+    // An upstream response head of 40 KiB: 502, not relayed.
+    let ex = exchange(p.addr, &get("/big-head", "Connection: close\r\n"), WAIT).await;
+    assert_eq!(
+        ex.statuses(),
+        [502],
+        "{}",
+        &ex.text[..ex.text.len().min(200)]
+    );
+    assert!(!ex.text.contains("X-Big"), "the oversized head was relayed");
+
+    // A body larger than the buffer streams through whole, twice on one
+    // client connection (the upstream connection is reused between them).
+    let two = [get("/64k", ""), get("/64k", "Connection: close\r\n")].concat();
+    let ex = exchange(p.addr, &two, WAIT).await;
+    assert_eq!(ex.statuses(), [200, 200]);
+    assert_eq!(ex.text.matches('z').count(), 2 * 65536);
+}

@@ -40,7 +40,10 @@ impl Server {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // No hyper header-read timer per request: the header timeout counts from
         // accept or the previous response, and `Conns::sweep` enforces it.
-        builder.http1().timer(TokioTimer::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .max_buf_size(crate::net::HTTP1_BUFFER);
         builder
             .http2()
             .timer(TokioTimer::new())

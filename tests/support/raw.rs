@@ -165,6 +165,16 @@ fn answer(req: &RawRequest) -> Vec<u8> {
             a.extend_from_slice(b"\r\n0\r\n\r\n");
             a
         }
+        "/big-head" => format!(
+            "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
+            "b".repeat(40 * 1024)
+        )
+        .into_bytes(),
+        "/64k" => {
+            let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n".to_vec();
+            a.extend_from_slice(&[b'z'; 65536]);
+            a
+        }
         "/switch" => {
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n"
                 .to_vec()
