@@ -56,6 +56,9 @@
 #              "none:@BG_BIN@; basic:@BG_BIN@:--htpasswd @HTPASSWD@".
 #   PEERS      the proxies branchgate is compared with, space-separated, in
 #              table order (default "nginx haproxy"; "" for none)
+#   PEER_LOG=1 nginx and HAProxy write an access log (to files; default: off,
+#              as branchgate's default variant: --access-log off); pair it with a
+#              variant such as "log:@BG_BIN@:--access-log common"
 #   AUTH=1     every request (wrk and the checks) carries that user's
 #              `Authorization: Basic`; targets that do not ask for it ignore it.
 #   OUT        where the markdown table goes (default target/load-results.md)
@@ -87,6 +90,7 @@ AUTH_HEADER="Authorization: Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ="
 # shellcheck disable=SC2016 # the $ are the hash's own
 AUTH_ENTRY='bench:$2y$10$WFUF0jtUeYwdJdaZr3Rc/.vhIdJmeO89gKPp2oahJf/6KgP0evJwK'
 AUTH=${AUTH:-0}
+PEER_LOG=${PEER_LOG:-0}
 PROXY_CPU=0
 CLIENT_CPU=1
 
@@ -388,6 +392,17 @@ render "$LOAD_DIR/nginx-proxy-tls.conf.tmpl" "$TMP/nginx-proxy-tls.conf" \
 render "$LOAD_DIR/routes.toml.tmpl" "$TMP/routes.toml" "BACKEND=$BACKEND"
 render "$LOAD_DIR/haproxy.cfg.tmpl" "$TMP/haproxy.cfg" \
     "PORT=$HAP_PORT" "TLS_PORT=$HAP_TLS_PORT" "PEM=$TMP/haproxy.pem" "BACKEND=$BACKEND"
+# PEER_LOG=1: the peers write an access log line per request, to a file
+# (nginx: its default combined format, unbuffered; HAProxy: its HTTP log
+# format, to stdout, which goes to a file), to compare with a branchgate
+# variant run with --access-log.
+HAP_OUT="$TMP/haproxy.log"
+if [ "$PEER_LOG" = 1 ]; then
+    sed -i "s|access_log off;|access_log $TMP/nginx-access.log;|" "$TMP/nginx-proxy.conf"
+    sed -i -e 's|^global$|global\n    log stdout format raw local0 info|' \
+        -e 's|^defaults$|defaults\n    log global\n    option httplog|' "$TMP/haproxy.cfg"
+    HAP_OUT="$TMP/haproxy-access.log"
+fi
 
 # Every connection a full handshake: see load/noresume.c.
 if [ "$WANT_NORESUME" = 1 ]; then
@@ -641,7 +656,7 @@ fi
 # One process in the foreground (-db: no daemon, no master), so the PID
 # started here is the one that proxies.
 if is_peer haproxy; then
-    taskset -c "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.log" 2>&1 &
+    taskset -c "$PROXY_CPU" "$HAPROXY" -db -f "$TMP/haproxy.cfg" >"$HAP_OUT" 2>>"$TMP/haproxy.log" &
     HAP_PID=$!
     PIDS+=("$HAP_PID")
     wait_listen "$HAP_PID" "$HAP_PORT" haproxy "$TMP/haproxy.log"

@@ -639,7 +639,7 @@ async fn upstream_response_framing_is_repaired_or_refused() {
 }
 
 #[tokio::test]
-async fn heads_are_bounded_at_32_kib_each_way_and_bodies_stream_through() {
+async fn heads_are_bounded_at_64_kib_each_way_and_bodies_stream_through() {
     let b = RawBackend::spawn().await;
     let p = ProxyProcess::spawn(
         &route_toml("s.foo.bar", &[b.addr], ""),
@@ -647,7 +647,7 @@ async fn heads_are_bounded_at_32_kib_each_way_and_bodies_stream_through() {
     )
     .await;
 
-    // A request head of 20 KiB passes; one of 100 KiB (past twice the
+    // A request head of 20 KiB passes; one of 200 KiB (past twice the
     // buffer, where the bound is exact) is answered 431 and never reaches
     // the upstream.
     let cookie = format!("Cookie: c={}\r\n", "a".repeat(20 * 1024));
@@ -663,7 +663,7 @@ async fn heads_are_bounded_at_32_kib_each_way_and_bodies_stream_through() {
         "{}",
         &ex.text[..ex.text.len().min(200)]
     );
-    let cookie = format!("Cookie: c={}\r\n", "a".repeat(100 * 1024));
+    let cookie = format!("Cookie: c={}\r\n", "a".repeat(200 * 1024));
     let ex = exchange(p.addr, &get("/too-big", &cookie), WAIT).await;
     assert_eq!(
         ex.statuses(),
@@ -677,7 +677,7 @@ async fn heads_are_bounded_at_32_kib_each_way_and_bodies_stream_through() {
         "the oversized request reached the upstream"
     );
 
-    // An upstream response head of 40 KiB: 502, not relayed.
+    // An upstream response head of 80 KiB: 502, not relayed.
     let ex = exchange(p.addr, &get("/big-head", "Connection: close\r\n"), WAIT).await;
     assert_eq!(
         ex.statuses(),
@@ -687,7 +687,7 @@ async fn heads_are_bounded_at_32_kib_each_way_and_bodies_stream_through() {
     );
     assert!(!ex.text.contains("X-Big"), "the oversized head was relayed");
 
-    // A body larger than the buffer streams through whole, twice on one
+    // Bodies of the buffer's size stream through whole, twice on one
     // client connection (the upstream connection is reused between them).
     let two = [get("/64k", ""), get("/64k", "Connection: close\r\n")].concat();
     let ex = exchange(p.addr, &two, WAIT).await;

@@ -167,7 +167,7 @@ fn answer(req: &RawRequest) -> Vec<u8> {
         }
         "/big-head" => format!(
             "HTTP/1.1 200 OK\r\nX-Big: {}\r\nContent-Length: 2\r\n\r\nok",
-            "b".repeat(40 * 1024)
+            "b".repeat(80 * 1024)
         )
         .into_bytes(),
         "/64k" => {
