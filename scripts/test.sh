@@ -10,7 +10,9 @@
 #    benches are compiled by clippy --all-targets and run in step 4);
 # 3. fuzz targets, briefly           (FUZZ_SECONDS, default 30; 0 skips)
 # 4. criterion benches, short        (BENCH=0 skips)
-# 5. the end-to-end load harness vs nginx, short (LOAD_SECONDS, default 5; 0 skips)
+# 5. the end-to-end load harness vs nginx and HAProxy, short (LOAD_SECONDS,
+#    default 5; 0 skips), then callgrind instructions and strace system calls
+#    per request, short (with BENCH)
 # 6. testssl.sh against the HTTPS listener: protocols, ciphers, vulnerabilities,
 #    resumption (scripts/testssl.sh; TESTSSL=0 skips)
 # 7. start-to-routable latency over 50 real containers (with BENCH and Docker)
@@ -141,6 +143,13 @@ if [ "$LOAD_SECONDS" != 0 ]; then
     step "load harness: a route without access control beside one with Basic auth" \
         env DURATION="$LOAD_SECONDS" AUTH=1 ONLY="small-c64" OUT=target/load-results-auth.md \
         BG_VARIANTS="none:@BG_BIN@; basic:@BG_BIN@:--htpasswd @HTPASSWD@" bash benches/load.sh
+    step "load harness: access log on, beside nginx's and HAProxy's" \
+        env DURATION="$LOAD_SECONDS" PEER_LOG=1 ONLY="small-c64" OUT=target/load-results-log.md \
+        BG_VARIANTS="log:@BG_BIN@:--access-log common" bash benches/load.sh
+fi
+if [ "$BENCH" != 0 ]; then
+    step "instructions per request (callgrind, short)" env N=2000 bash benches/callgrind.sh
+    step "system calls per request (strace, short)" env N=2000 OUT=target/syscalls.md bash benches/syscalls.sh
 fi
 [ "${TESTSSL:-1}" = 0 ] || step "testssl against the HTTPS listener" env CI="$ci" bash scripts/testssl.sh
 if [ "$BENCH" != 0 ] && [ "${BRANCHGATE_TEST_DOCKER:-0}" = 1 ]; then
