@@ -150,36 +150,18 @@ if is_peer nginx || [ "$WANT_TLS" = 1 ]; then RUN_NGINX=1; fi
 
 # ---------------------------------------------------------------- tools ---
 
-need_install=()
-command -v nginx >/dev/null 2>&1 || need_install+=(nginx)
-command -v wrk >/dev/null 2>&1 || need_install+=(wrk)
-command -v openssl >/dev/null 2>&1 || need_install+=(openssl)
+# shellcheck source=scripts/lib/procs.sh
+. "$ROOT/scripts/lib/procs.sh"
+
+pkgs=()
+command -v nginx >/dev/null 2>&1 || pkgs+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || pkgs+=(wrk)
+command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
 # Debian puts haproxy in /usr/sbin, which a user's PATH may lack.
 haproxy_path() { command -v haproxy 2>/dev/null || echo /usr/sbin/haproxy; }
-is_peer haproxy && ! [ -x "$(haproxy_path)" ] && need_install+=(haproxy)
-[ "$WANT_NORESUME" = 1 ] && ! command -v cc >/dev/null 2>&1 && need_install+=(cc)
-if [ "${#need_install[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing: ${need_install[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        pkgs=()
-        for t in "${need_install[@]}"; do
-            case "$t" in
-                nginx) pkgs+=(nginx-light) ;;
-                cc) pkgs+=(gcc libc6-dev) ;;
-                *) pkgs+=("$t") ;;
-            esac
-        done
-        if ! apt-get install -y -qq "${pkgs[@]}" >/dev/null; then
-            # nginx-light is gone from newer Debian releases.
-            pkgs=("${pkgs[@]/nginx-light/nginx}")
-            apt-get install -y -qq "${pkgs[@]}" >/dev/null
-        fi
-    else
-        die "missing ${need_install[*]} (run as root on Debian to install them)"
-    fi
-fi
+is_peer haproxy && ! [ -x "$(haproxy_path)" ] && pkgs+=(haproxy)
+[ "$WANT_NORESUME" = 1 ] && ! command -v cc >/dev/null 2>&1 && pkgs+=(gcc libc6-dev)
+install_packages "${pkgs[@]}"
 HAPROXY=$(haproxy_path)
 if is_peer haproxy; then
     [ -x "$HAPROXY" ] || die "missing tool: haproxy"
@@ -206,17 +188,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/branchgate-load.XXXXXX")
 # be able to read the document root and the temp paths.
 chmod 755 "$TMP"
 PIDS=()
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        [ "$i" -eq 50 ] || sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-}
 
 # Stops an nginx master and, if it left them behind, its workers.
 stop_tree() {
@@ -251,13 +222,6 @@ forget_pid() {
 
 # shellcheck source=scripts/lib/ports.sh
 . "$ROOT/scripts/lib/ports.sh"
-
-render() { # render TEMPLATE OUTFILE KEY=VALUE...
-    local tmpl=$1 out=$2 kv args=()
-    shift 2
-    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-    sed "${args[@]}" "$tmpl" >"$out"
-}
 
 cpu_ticks() { # utime+stime (fields 14, 15), parsed after the ")" of comm
     local rest

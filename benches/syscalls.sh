@@ -69,24 +69,13 @@ case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
 # Debian puts haproxy and nginx in /usr/sbin, which a user's PATH may lack.
 tool_path() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
 declare -A PACKAGE=([nginx]=nginx-light [h2load]=nghttp2-client [strace]=strace [haproxy]=haproxy)
-need_install=()
+# shellcheck source=scripts/lib/procs.sh
+. "$ROOT/scripts/lib/procs.sh"
+pkgs=()
 for t in nginx h2load strace haproxy; do
-    [ -x "$(tool_path "$t")" ] || need_install+=("${PACKAGE[$t]}")
+    [ -x "$(tool_path "$t")" ] || pkgs+=("${PACKAGE[$t]}")
 done
-if [ "${#need_install[@]}" -gt 0 ]; then
-    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-        log "installing: ${need_install[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        if ! apt-get install -y -qq "${need_install[@]}" >/dev/null; then
-            # nginx-light is gone from newer Debian releases.
-            need_install=("${need_install[@]/nginx-light/nginx}")
-            apt-get install -y -qq "${need_install[@]}" >/dev/null
-        fi
-    else
-        die "missing ${need_install[*]} (run as root on Debian to install them)"
-    fi
-fi
+install_packages "${pkgs[@]}"
 for t in nginx h2load strace haproxy taskset ss getconf awk; do
     [ -x "$(tool_path "$t")" ] || die "missing tool: $t"
 done
@@ -105,18 +94,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/branchgate-syscalls.XXXXXX")
 # backend keeps its master): they must read the document root.
 chmod 755 "$TMP"
 PIDS=()
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        [ "$i" -eq 50 ] || sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$? i
@@ -137,12 +114,6 @@ trap 'exit 143' TERM
 # shellcheck source=scripts/lib/ports.sh
 . "$ROOT/scripts/lib/ports.sh"
 
-render() { # render TEMPLATE OUTFILE KEY=VALUE...
-    local tmpl=$1 out=$2 kv args=()
-    shift 2
-    for kv in "$@"; do args+=(-e "s|@${kv%%=*}@|${kv#*=}|g"); done
-    sed "${args[@]}" "$tmpl" >"$out"
-}
 
 if [ -z "${BG_BIN:-}" ]; then
     log "building branchgate (cargo build --release --bin branchgate)"

@@ -5,9 +5,9 @@
 use http::header::COOKIE;
 
 /// The largest login form read.
-pub const MAX_FORM: usize = 4096;
+const MAX_FORM: usize = 4096;
 /// How long a client may take to send it.
-pub const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A login form's body, read whole: `None` when it is larger than
 /// [`MAX_FORM`], takes longer than [`FORM_TIMEOUT`], or breaks off.
