@@ -106,7 +106,7 @@ fi
 
 log "cargo test"
 set +e
-cargo test --lib --bins --tests --color never 2>&1 | tee "$out"
+cargo test --no-fail-fast --lib --bins --tests --color never 2>&1 | tee "$out"
 rc=${PIPESTATUS[0]}
 set -e
 while read -r p f; do

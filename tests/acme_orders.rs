@@ -32,7 +32,7 @@ use support::docker::{TestContainer, docker, engine, field, unique};
 use support::knot::Knot;
 use support::pebble::{Pebble, PebbleOptions};
 use support::tls::{Client, Session};
-use support::{ProxyProcess, eventually};
+use support::{ProxyProcess, eventually, free_port};
 use tokio_rustls::TlsConnector;
 
 /// Where routes-file routes go: nothing listens there; handshakes need no backend.
@@ -61,14 +61,6 @@ struct Ca {
     https: u16,
     state: tempfile::TempDir,
     connector: TlsConnector,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Ca {

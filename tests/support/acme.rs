@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use super::free_port;
 use super::knot::Knot;
 use super::pebble::{Pebble, PebbleOptions};
 use super::tls::{Client, Session};
@@ -24,15 +25,6 @@ pub struct Env {
     pub https: u16,
     pub state: tempfile::TempDir,
     pub roots: String,
-}
-
-/// A free loopback port (bound and released: the proxy binds it next).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Env {

@@ -92,7 +92,7 @@ impl Knot {
     async fn try_start(knotd: &Path, zone: &str, hosts: &[&str]) -> Result<Knot, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let addr = free_port();
+        let addr = super::free_addr();
         let secret = base64::engine::general_purpose::STANDARD.encode(random_bytes::<32>());
         let tsig_file = d.join("tsig.key");
         std::fs::write(&tsig_file, format!("{secret}\n")).unwrap();
@@ -240,25 +240,6 @@ $TTL 60
         z.push_str(&format!("{}. A 127.0.0.1\n", host.trim_end_matches('.')));
     }
     z
-}
-
-/// A loopback port free for both UDP and TCP just now. Ports handed out in
-/// this process are not handed out again, so two servers of one test binary
-/// never share one (knotd binds UDP with SO_REUSEPORT).
-fn free_port() -> SocketAddr {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        if TcpListener::bind(addr).is_err() {
-            continue;
-        }
-        let mut given = GIVEN.lock().unwrap();
-        if !given.contains(&addr.port()) {
-            given.push(addr.port());
-            return addr;
-        }
-    }
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {

@@ -53,6 +53,7 @@ use http_body_util::Full;
 use tempfile::TempDir;
 
 use super::client::Conn;
+use super::free_addr;
 use super::tls::{Ca, Client, Key};
 
 /// How long Pebble (or pebble-challtestsrv) may take to answer after starting.
@@ -162,8 +163,8 @@ impl Pebble {
         let mut this = Pebble {
             directory: String::new(),
             ca_root,
-            acme: free_tcp_port(),
-            management: free_tcp_port(),
+            acme: free_addr(),
+            management: free_addr(),
             dns,
             ca_pem,
             config: dir.path().join("pebble-config.json"),
@@ -176,8 +177,8 @@ impl Pebble {
         // new ports if Pebble exits while starting.
         for attempt in 0..3 {
             if attempt > 0 {
-                this.acme = free_tcp_port();
-                this.management = free_tcp_port();
+                this.acme = free_addr();
+                this.management = free_addr();
             }
             this.directory = format!("https://{}/dir", this.acme);
             let json = serde_json::json!({ "pebble": {
@@ -368,8 +369,8 @@ struct ChallTestSrv {
 impl ChallTestSrv {
     async fn start(bin: &Path) -> Self {
         for _ in 0..3 {
-            let dns = free_udp_and_tcp_port();
-            let management = free_tcp_port();
+            let dns = free_addr();
+            let management = free_addr();
             let mut cmd = Command::new(bin);
             cmd.args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
                 .arg("-dns01")
@@ -466,22 +467,6 @@ fn on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-fn free_tcp_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// A loopback port free for both UDP and TCP (a DNS server binds both).
-fn free_udp_and_tcp_port() -> SocketAddr {
-    loop {
-        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let addr = udp.local_addr().unwrap();
-        if TcpListener::bind(addr).is_ok() {
-            return addr;
-        }
-    }
 }
 
 fn fqdn(name: &str) -> String {

@@ -170,22 +170,34 @@ fn flag_on(args: &[&str], flag: &str) -> bool {
 }
 
 /// The `addr` field of the first JSON log line whose `field` is `value`,
-/// waited for up to 10 s.
+/// waited for up to 10 s; the timeout names what the proxy logged (why it
+/// did not start).
 async fn logged_addr(
     lines: &Arc<Mutex<Vec<String>>>,
     what: &str,
     field: &str,
     value: &str,
 ) -> SocketAddr {
-    super::eventually(Duration::from_secs(10), what, || {
-        let found = lines.lock().unwrap().iter().find_map(|l| {
+    let find = || {
+        lines.lock().unwrap().iter().find_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
             (v["fields"][field].as_str()? == value)
                 .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
-        });
-        async move { found }
-    })
-    .await
+        })
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(addr) = find() {
+            return addr;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "timed out after 10s waiting for {what}; the proxy logged:\n{}",
+                lines.lock().unwrap().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The real `branchgate` binary, run as a child process with JSON logs.

@@ -170,7 +170,7 @@ impl Driver {
         let mut attempt = 0;
         let (child, port) = loop {
             attempt += 1;
-            let port = free_port();
+            let port = super::free_port();
             let log = std::fs::File::create(&log_path).expect("chromedriver.log");
             let mut child = Command::new(&chromedriver)
                 .arg(format!("--port={port}"))
@@ -432,13 +432,6 @@ fn on_path(names: &[&str]) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .flat_map(|dir| names.iter().map(move |n| dir.join(n)))
         .find(|p| p.is_file())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
 }
 
 /// Polls `GET /status` until chromedriver says it is ready; `Err` if it exits
