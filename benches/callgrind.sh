@@ -8,25 +8,30 @@
 #   KEEP=/tmp/prof benches/callgrind.sh   # keep the callgrind profiles
 #   BG_ARGS="--access-log common" benches/callgrind.sh   # branchgate flags (default: --access-log off)
 #   AUTH="Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ=" benches/callgrind.sh   # every request carries this Authorization
+#   CLOSE_SECONDS=0 benches/callgrind.sh   # skip the Connection: close row (default 5 s of wrk)
 #
 # Both proxies run under valgrind in front of the same nginx backend (not under
 # valgrind). After a warm-up, counters are zeroed, h2load sends N keep-alive
 # HTTP/1.1 requests over 16 connections, and the counters are dumped: Ir / N is
 # the user-space instruction count per request (kernel work, about two thirds
-# of a proxy's CPU on loopback, is not counted). The top functions of
-# branchgate's profile are printed too.
+# of a proxy's CPU on loopback, is not counted). The `close` row is wrk with
+# `Connection: close` over 16 connections for CLOSE_SECONDS (a new client
+# connection per request; h2load does not reconnect), divided by the requests
+# wrk completed. The top functions of branchgate's profile are printed too.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 N=${N:-20000}
 KEEP=${KEEP:-}
+CLOSE_SECONDS=${CLOSE_SECONDS:-5}
 case "$N" in '' | *[!0-9]*) echo "N must be a whole number" >&2; exit 2 ;; esac
+case "$CLOSE_SECONDS" in '' | *[!0-9]*) echo "CLOSE_SECONDS must be a whole number" >&2; exit 2 ;; esac
 
-for tool in nginx h2load valgrind callgrind_control; do
+for tool in nginx h2load valgrind callgrind_control wrk; do
     if ! command -v "$tool" >/dev/null 2>&1; then
         if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light nghttp2-client valgrind >/dev/null
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light nghttp2-client valgrind wrk >/dev/null
             break
         fi
         echo "callgrind.sh: $tool is missing" >&2
@@ -102,17 +107,30 @@ PIDS+=("$NGX_PID")
 wait_port "$BG"
 wait_port "$NGX"
 
-# measure NAME PID PORT PATH -> prints instructions per request
+# measure NAME PID PORT PATH -> prints "instructions requests"
 measure() {
-    local name=$1 pid=$2 port=$3 path=$4 dump ir
-    h2load --h1 -n 2000 -c 16 -H ':authority: bench.local' "${AUTH_HDR[@]}" "http://127.0.0.1:$port$path" >/dev/null
-    callgrind_control -z "$pid" >/dev/null
-    h2load --h1 -n "$N" -c 16 -H ':authority: bench.local' "${AUTH_HDR[@]}" "http://127.0.0.1:$port$path" >"$TMP/h2load-$name.txt"
-    grep -q "succeeded, 0 failed, 0 errored" "$TMP/h2load-$name.txt" || {
-        echo "callgrind.sh: $name: h2load reported errors:" >&2
-        grep -E "requests:|status codes:" "$TMP/h2load-$name.txt" >&2
-        exit 1
-    }
+    local name=$1 pid=$2 port=$3 path=$4 dump ir requests=$N
+    if [ "$path" = close ]; then
+        local wrk=(wrk -t1 -c16 -H 'Host: bench.local' -H 'Connection: close' "${AUTH_HDR[@]}")
+        "${wrk[@]}" -d1s "http://127.0.0.1:$port/" >/dev/null
+        callgrind_control -z "$pid" >/dev/null
+        "${wrk[@]}" -d"${CLOSE_SECONDS}s" "http://127.0.0.1:$port/" >"$TMP/wrk-$name.txt"
+        if grep -qE "Socket errors|Non-2xx" "$TMP/wrk-$name.txt"; then
+            echo "callgrind.sh: $name: wrk reported errors:" >&2
+            cat "$TMP/wrk-$name.txt" >&2
+            exit 1
+        fi
+        requests=$(awk '/requests in/ { print $1 }' "$TMP/wrk-$name.txt")
+    else
+        h2load --h1 -n 2000 -c 16 -H ':authority: bench.local' "${AUTH_HDR[@]}" "http://127.0.0.1:$port$path" >/dev/null
+        callgrind_control -z "$pid" >/dev/null
+        h2load --h1 -n "$N" -c 16 -H ':authority: bench.local' "${AUTH_HDR[@]}" "http://127.0.0.1:$port$path" >"$TMP/h2load-$name.txt"
+        grep -q "succeeded, 0 failed, 0 errored" "$TMP/h2load-$name.txt" || {
+            echo "callgrind.sh: $name: h2load reported errors:" >&2
+            grep -E "requests:|status codes:" "$TMP/h2load-$name.txt" >&2
+            exit 1
+        }
+    fi
     rm -f "$TMP/$name.out".*
     callgrind_control -d "$pid" >/dev/null
     for _ in $(seq 1 100); do
@@ -121,18 +139,20 @@ measure() {
         sleep 0.1
     done
     ir=$(awk '/^totals:/ { print $2 }' "$dump")
-    echo "$ir"
+    echo "$ir $requests"
 }
 
+scenarios=("small:/" "64k:/64k")
+[ "$CLOSE_SECONDS" = 0 ] || scenarios+=("close:close")
 printf '%-22s %14s %14s %8s\n' "scenario" "branchgate" "nginx" "ratio"
-for sc in "small:/" "64k:/64k"; do
+for sc in "${scenarios[@]}"; do
     name=${sc%%:*}
     path=${sc#*:}
-    b=$(measure bg "$BG_PID" "$BG" "$path")
+    read -r b bn < <(measure bg "$BG_PID" "$BG" "$path")
     cp "$(ls "$TMP"/bg.out.* | tail -n 1)" "$TMP/bg-$name.profile"
-    n=$(measure ngx "$NGX_PID" "$NGX" "$path")
-    printf '%-22s %14s %14s %8s\n' "$name (Ir/request)" "$((b / N))" "$((n / N))" \
-        "$(awk -v a="$b" -v b="$n" 'BEGIN { printf "%.2f", a / b }')"
+    read -r n nn < <(measure ngx "$NGX_PID" "$NGX" "$path")
+    printf '%-22s %14s %14s %8s\n' "$name (Ir/request)" "$((b / bn))" "$((n / nn))" \
+        "$(awk -v a="$b" -v an="$bn" -v b="$n" -v bn="$nn" 'BEGIN { printf "%.2f", (a / an) / (b / bn) }')"
 done
 echo
 echo "branchgate, small body: top functions by instructions (inclusive of nothing, self cost)"

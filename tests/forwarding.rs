@@ -279,6 +279,64 @@ async fn http2_prior_knowledge_clients_are_served() {
     }
 }
 
+/// The first bytes decide between HTTP/1 and h2c, however they trickle in.
+#[tokio::test]
+async fn the_protocol_is_decided_by_the_first_bytes_even_in_pieces() {
+    let b = Backend::spawn("b").await;
+    let p = Proxy::builder()
+        .route("t.foo.bar", &[b.addr], "")
+        .spawn()
+        .await;
+    let pause = || tokio::time::sleep(Duration::from_millis(30));
+    async fn within<F: std::future::Future>(what: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(5), what)
+            .await
+            .expect("the proxy answers")
+    }
+
+    // The h2 preface in three pieces, then an empty SETTINGS frame: the
+    // answer is the server's SETTINGS frame (type 4), not an HTTP/1 400.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for piece in [&preface[..2], &preface[2..15], &preface[15..]] {
+        s.write_all(piece).await.unwrap();
+        pause().await;
+    }
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut head = [0u8; 9];
+    within(s.read_exact(&mut head)).await.unwrap();
+    assert_eq!(head[3], 4, "an h2 SETTINGS frame: {head:?}");
+
+    // An HTTP/1 request whose first read is one byte.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(b"P").await.unwrap();
+    pause().await;
+    s.write_all(b"OST /piece HTTP/1.1\r\nHost: t.foo.bar\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    within(s.read_to_string(&mut resp)).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(r#""uri":"/piece""#), "{resp}");
+
+    // "PRI" that is not the preface is HTTP/1 (an asterisk target is refused).
+    let resp = within(raw(
+        p.addr,
+        b"PRI * HTTP/1.1\r\nHost: t.foo.bar\r\nConnection: close\r\n\r\n",
+    ))
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 4"), "{resp}");
+
+    // Half a preface, then the client closes: the connection ends.
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"PRI * HT").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    within(s.read_to_end(&mut rest)).await.unwrap();
+}
+
 #[tokio::test]
 async fn https_upstreams_are_reached_over_tls() {
     let b = Backend::spawn_tls("tls").await;

@@ -66,9 +66,62 @@ impl ConnInfo {
         };
         Self {
             peer: SocketAddr::new(ip, peer.port()),
-            client_ip: HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header"),
+            client_ip: ip_header(ip),
             local_port: HeaderValue::from(local.port()),
             scheme,
+        }
+    }
+}
+
+/// `ip` as a header value. IPv4 (nearly every client) is written by hand:
+/// through `Display` it cost about 1 500 instructions per connection, a
+/// measurable part of a `Connection: close` request.
+fn ip_header(ip: IpAddr) -> HeaderValue {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string()).expect("an IP is a valid header");
+    };
+    let mut out = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[n] = b'.';
+            n += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = match octet {
+            100.. => 0,
+            10.. => 1,
+            _ => 2,
+        };
+        for d in &digits[skip..] {
+            out[n] = b'0' + d;
+            n += 1;
+        }
+    }
+    HeaderValue::from_bytes(&out[..n]).expect("digits and dots are a valid header")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_headers_read_as_display_writes_them() {
+        let mut ips: Vec<IpAddr> = [
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::7",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        // Every octet value in every position.
+        ips.extend((0..=255u8).map(|o| IpAddr::from([o, 255 - o, o / 3, o.wrapping_mul(7)])));
+        for ip in ips {
+            assert_eq!(ip_header(ip).to_str().unwrap(), ip.to_string());
         }
     }
 }

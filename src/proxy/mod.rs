@@ -26,6 +26,7 @@ pub mod listener;
 pub mod pages;
 pub mod path;
 pub mod policy;
+pub mod proto;
 pub mod record;
 pub mod respond;
 pub mod route;

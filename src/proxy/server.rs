@@ -12,9 +12,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -25,40 +25,46 @@ use super::Shared;
 use super::conns::{End, Slot, Tracked, drive};
 use super::handler::{Connection, handle};
 use super::listener::{ConnInfo, Listener, Scheme};
+use super::proto::{Builders, Proto, Serve};
 
 /// What one worker's connections share: the proxy state, the HTTP
 /// connection builder and the tracker that the drain waits on.
 pub struct Server {
     shared: Arc<Shared>,
-    builder: auto::Builder<TokioExecutor>,
+    builders: Arc<Builders>,
     tracker: TaskTracker,
 }
 
 impl Server {
     /// A server for one worker runtime.
     pub fn new(shared: Arc<Shared>) -> Self {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
         // No hyper header-read timer per request: the header timeout counts from
         // accept or the previous response, and `Conns::sweep` enforces it.
-        builder
-            .http1()
+        let mut http1 = http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .max_buf_size(crate::net::HTTP1_BUFFER);
-        builder
-            .http2()
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30));
         Self {
             shared,
-            builder,
+            builders: Arc::new(Builders { http1, http2 }),
             tracker: TaskTracker::new(),
         }
     }
 
-    /// Serves one accepted connection, whatever its stream, until it ends.
+    /// Serves one accepted connection, whatever its stream, until it ends:
+    /// as `known` says (TLS ALPN), else as its first bytes say.
     /// Run it in the connection's own task (see [`Server::spawn`]).
-    pub async fn serve_connection<IO>(&self, io: IO, info: ConnInfo, slot: Slot)
-    where
+    pub async fn serve_connection<IO>(
+        &self,
+        io: IO,
+        known: Option<Proto>,
+        info: ConnInfo,
+        slot: Slot,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let peer = info.peer;
@@ -71,11 +77,8 @@ impl Server {
             let conn = conn.clone();
             service_fn(move |req| handle(conn.clone(), req))
         };
-        let io = TokioIo::new(Tracked::new(io, conn.slot.state().clone()));
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
+        let io = Tracked::new(io, conn.slot.state().clone());
+        let connection = Serve::new(io, service, &self.builders, known);
         let (end, res) = drive(connection, &conn.slot).await;
         match (end, res) {
             (End::Dropped, _) => {
@@ -140,14 +143,22 @@ impl Server {
                     self.spawn(async move {
                         // The handshake runs here, in the connection's task.
                         match tls.handshake(stream).await {
-                            Ok(stream) => server.serve_connection(stream, info, slot).await,
+                            Ok(stream) => {
+                                let known = match stream.get_ref().1.alpn_protocol() {
+                                    Some(b"h2") => Some(Proto::H2),
+                                    Some(_) => Some(Proto::Http1),
+                                    None => None,
+                                };
+                                server.serve_connection(stream, known, info, slot).await
+                            }
                             Err(refused) => {
                                 debug!(client = %peer, %refused, "TLS handshake refused");
                             }
                         }
                     });
                 }
-                _ => self.spawn(async move { server.serve_connection(stream, info, slot).await }),
+                _ => self
+                    .spawn(async move { server.serve_connection(stream, None, info, slot).await }),
             }
         }
     }

@@ -5,8 +5,6 @@ use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
-use hyper_util::server::graceful::GracefulConnection;
-
 use super::{ABORT, ConnState, DRAIN, DROP, EVICT, IDLE, SEND_TIMEOUT, Slot};
 
 /// Why [`drive`] returned.
@@ -23,6 +21,15 @@ pub enum End {
     SendTimeout,
     /// Still open when the drain's grace period ran out ([`Conns::abort`](super::Conns::abort)).
     Aborted,
+}
+
+/// A connection's future that can be asked to finish what is in flight and
+/// close (hyper-util's own trait for this is sealed).
+pub trait Graceful: std::future::Future<Output = Result<(), Self::Error>> {
+    /// Why the connection ended badly.
+    type Error;
+    /// Finish in-flight requests, then close (HTTP/2: GOAWAY).
+    fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
 /// Resolves with the [`ConnState::signal`] bits not in `seen`, once any is raised.
@@ -56,7 +63,7 @@ impl std::future::Future for Signalled<'_> {
 /// and on [`Conns::abort`](super::Conns::abort).
 pub async fn drive<C>(conn: C, slot: &Slot) -> (End, Result<(), C::Error>)
 where
-    C: GracefulConnection,
+    C: Graceful,
 {
     let state = &slot.state;
     let mut conn = pin!(conn);

@@ -28,7 +28,7 @@ use tracing::warn;
 mod drive;
 mod nofile;
 
-pub use drive::{End, drive};
+pub use drive::{End, Graceful, drive};
 pub use nofile::{RESERVED_FDS, default_cap, raise_nofile_limit};
 
 /// A client socket that records in its [`ConnState`] when a write waits for
