@@ -31,7 +31,7 @@ use super::conns::Graceful;
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How much the deciding read may take: a typical request head whole.
-pub const FIRST_READ: usize = 4096;
+const FIRST_READ: usize = 4096;
 
 /// What a connection speaks, when known before its first byte (TLS ALPN).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,9 +73,9 @@ where
     S: HttpService<Incoming>,
 {
     Deciding {
-        io: Option<I>,
+        io: I,
         buf: BytesMut,
-        service: Option<S>,
+        service: S,
         builders: Arc<Builders>,
     },
     H1(H1<I, S>),
@@ -97,9 +97,9 @@ where
         let state = match known {
             Some(proto) => start(proto, io, BytesMut::new(), service, builders),
             None => State::Deciding {
-                io: Some(io),
+                io,
                 buf: BytesMut::with_capacity(FIRST_READ),
-                service: Some(service),
+                service,
                 builders: builders.clone(),
             },
         };
@@ -123,7 +123,7 @@ where
 
 /// What `read` (bytes from the start of a connection) says it speaks; `None`
 /// while they are a proper prefix of the h2 preface.
-pub fn decide(read: &[u8]) -> Option<Proto> {
+fn decide(read: &[u8]) -> Option<Proto> {
     let n = read.len().min(PREFACE.len());
     if read[..n] != PREFACE[..n] {
         Some(Proto::Http1)
@@ -151,9 +151,7 @@ where
                     let proto = match decide(buf) {
                         Some(proto) => proto,
                         None => {
-                            let r =
-                                poll_read_buf(Pin::new(io.as_mut().expect("deciding")), cx, buf);
-                            let filled = match ready!(r) {
+                            let filled = match ready!(poll_read_buf(Pin::new(io), cx, buf)) {
                                 Ok(n) => n,
                                 // hyper would end on the same error quietly.
                                 Err(_) => return Poll::Ready(Ok(())),
@@ -176,13 +174,7 @@ where
                     else {
                         unreachable!()
                     };
-                    this.state = start(
-                        proto,
-                        io.expect("deciding"),
-                        buf,
-                        service.expect("deciding"),
-                        &builders,
-                    );
+                    this.state = start(proto, io, buf, service, &builders);
                 }
                 State::H1(conn) => return Pin::new(conn).poll(cx),
                 State::H2(conn) => return Pin::new(&mut **conn).poll(cx),
@@ -213,7 +205,7 @@ where
 }
 
 /// A stream whose first bytes were already read: those come first.
-pub struct Prefixed<I> {
+struct Prefixed<I> {
     read: BytesMut,
     io: I,
 }
