@@ -148,9 +148,12 @@ printf '%-22s %14s %14s %8s\n' "scenario" "branchgate" "nginx" "ratio"
 for sc in "${scenarios[@]}"; do
     name=${sc%%:*}
     path=${sc#*:}
-    read -r b bn < <(measure bg "$BG_PID" "$BG" "$path")
+    # Command substitutions, not `< <(…)`: a failed measure stops the script.
+    out=$(measure bg "$BG_PID" "$BG" "$path")
+    read -r b bn <<<"$out"
     cp "$(ls "$TMP"/bg.out.* | tail -n 1)" "$TMP/bg-$name.profile"
-    read -r n nn < <(measure ngx "$NGX_PID" "$NGX" "$path")
+    out=$(measure ngx "$NGX_PID" "$NGX" "$path")
+    read -r n nn <<<"$out"
     printf '%-22s %14s %14s %8s\n' "$name (Ir/request)" "$((b / bn))" "$((n / nn))" \
         "$(awk -v a="$b" -v an="$bn" -v b="$n" -v bn="$nn" 'BEGIN { printf "%.2f", (a / an) / (b / bn) }')"
 done

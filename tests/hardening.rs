@@ -82,6 +82,28 @@ async fn a_connection_that_never_sends_a_byte_is_closed_at_the_header_timeout() 
     assert!(start.elapsed() >= Duration::from_millis(550));
 }
 
+/// The header timeout is branchgate's alone: hyper's own head timer (30 s by
+/// default once a timer is set) is off, so a longer `--client-header-timeout`
+/// holds. Before, a head still incomplete after 30 s was closed by hyper.
+#[tokio::test]
+async fn a_header_timeout_above_30_s_is_not_cut_short() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--client-header-timeout", "45s", "--access-log", "off"],
+    )
+    .await;
+    let mut s = TcpStream::connect(p.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: s.foo.bar\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(32)).await;
+    // The rest of the head after 32 s: still answered.
+    let _ = s.write_all(b"Connection: close\r\n\r\n").await;
+    let ex = read_until_closed(&mut s, WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", start(&ex.text));
+}
+
 #[tokio::test]
 async fn the_descriptor_limit_is_raised_to_its_hard_limit() {
     let limit = |field: &str| -> u64 {

@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -22,7 +23,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::HttpService;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::io::poll_read_buf;
+use tracing::debug;
 
 use super::body::ProxyBody;
 use super::conns::Graceful;
@@ -98,7 +99,7 @@ where
             Some(proto) => start(proto, io, BytesMut::new(), service, builders),
             None => State::Deciding {
                 io,
-                buf: BytesMut::with_capacity(FIRST_READ),
+                buf: BytesMut::new(),
                 service,
                 builders: builders.clone(),
             },
@@ -151,11 +152,16 @@ where
                     let proto = match decide(buf) {
                         Some(proto) => proto,
                         None => {
-                            let filled = match ready!(poll_read_buf(Pin::new(io), cx, buf)) {
-                                Ok(n) => n,
-                                // hyper would end on the same error quietly.
-                                Err(_) => return Poll::Ready(Ok(())),
-                            };
+                            // Read on the stack; keep only what came, sized to
+                            // it: a connection that sends nothing holds nothing.
+                            let mut space = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+                            let mut read = ReadBuf::uninit(&mut space);
+                            if let Err(error) = ready!(Pin::new(io).poll_read(cx, &mut read)) {
+                                debug!(%error, "connection failed before its first request");
+                                return Poll::Ready(Ok(()));
+                            }
+                            let filled = read.filled().len();
+                            buf.extend_from_slice(read.filled());
                             if filled == 0 {
                                 // Closed before a whole preface: whatever came
                                 // is an HTTP/1 head, which hyper answers or drops.

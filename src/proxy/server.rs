@@ -40,9 +40,11 @@ impl Server {
     pub fn new(shared: Arc<Shared>) -> Self {
         // No hyper header-read timer per request: the header timeout counts from
         // accept or the previous response, and `Conns::sweep` enforces it.
+        // (With a timer set, hyper's own defaults to 30 s: it cut a longer
+        // --client-header-timeout short and cost a boxed sleep per request.)
         let mut http1 = http1::Builder::new();
         http1
-            .timer(TokioTimer::new())
+            .header_read_timeout(None)
             .max_buf_size(crate::net::HTTP1_BUFFER);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2

@@ -14,7 +14,7 @@
 //! Updates live in memory only (`zonefile-sync: -1`, no journal); every
 //! server has its own tempdir and is killed when dropped.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

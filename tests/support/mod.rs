@@ -39,30 +39,45 @@ pub fn skip_unless_ci(test: &str, why: &str) {
 /// A port picked with `bind(0)` and released comes from the kernel's
 /// ephemeral range, where any outgoing connection of the parallel tests may
 /// take it as its local port before the server binds it. These come from
-/// below that range (20000..32000, never used for outgoing connections), start
-/// at an offset from the process id, and are never handed out twice in one
-/// process.
+/// 10000 up to the start of that range (`ip_local_port_range`, never used for
+/// outgoing connections), start at an offset from the process id, and are
+/// never handed out twice in one process.
 pub fn free_port() -> u16 {
     use std::net::{TcpListener, UdpSocket};
+    use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU32, Ordering};
-    const BASE: u32 = 20_000;
-    const SPAN: u32 = 12_000;
+    const BASE: u32 = 10_000;
+    static SPAN: OnceLock<u32> = OnceLock::new();
+    let span = *SPAN.get_or_init(|| {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .unwrap_or_else(|_| "32768 60999".into());
+        let low: u32 = range
+            .split_whitespace()
+            .next()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(32768);
+        assert!(
+            low >= BASE + 2_000,
+            "the ephemeral port range starts at {low}: tests need ports below it, from {BASE}"
+        );
+        low - BASE
+    });
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let _ = NEXT.compare_exchange(
         u32::MAX,
-        std::process::id() * 97 % SPAN,
+        std::process::id() * 97 % span,
         Ordering::Relaxed,
         Ordering::Relaxed,
     );
-    for _ in 0..SPAN {
-        let port = (BASE + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+    for _ in 0..span {
+        let port = (BASE + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
         let tcp = TcpListener::bind(("127.0.0.1", port));
         let udp = UdpSocket::bind(("127.0.0.1", port));
         if tcp.is_ok() && udp.is_ok() {
             return port;
         }
     }
-    panic!("no free loopback port in {BASE}..{}", BASE + SPAN);
+    panic!("no free loopback port in {BASE}..{}", BASE + span);
 }
 
 /// [`free_port`] on 127.0.0.1.
