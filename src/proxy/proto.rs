@@ -43,6 +43,40 @@ pub enum Proto {
     H2,
 }
 
+impl Proto {
+    /// What a TLS connection's negotiated ALPN protocol says; `None` without one.
+    pub fn from_alpn(alpn: Option<&[u8]>) -> Option<Self> {
+        match alpn? {
+            b"h2" => Some(Self::H2),
+            _ => Some(Self::Http1),
+        }
+    }
+}
+
+/// A client stream hyper can serve in a connection's own task.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// The proxy's request handler as hyper serves it, on both protocols.
+pub trait Service:
+    HttpService<
+        Incoming,
+        ResBody = ProxyBody,
+        Future: Send + 'static,
+        Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    > + Unpin
+{
+}
+impl<S> Service for S where
+    S: HttpService<
+            Incoming,
+            ResBody = ProxyBody,
+            Future: Send + 'static,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Unpin
+{
+}
+
 /// The two builders a connection is served with.
 #[derive(Clone)]
 pub struct Builders {
@@ -86,13 +120,7 @@ where
     Closed,
 }
 
-impl<I, S> Serve<I, S>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = ProxyBody> + Unpin,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl<I: Io, S: Service> Serve<I, S> {
     /// Serves `io` with `service`: as `known` says, or as its first bytes say.
     pub fn new(io: I, service: S, builders: &Arc<Builders>, known: Option<Proto>) -> Self {
         let state = match known {
@@ -108,13 +136,13 @@ where
     }
 }
 
-fn start<I, S>(proto: Proto, io: I, read: BytesMut, service: S, b: &Builders) -> State<I, S>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = ProxyBody>,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+fn start<I: Io, S: Service>(
+    proto: Proto,
+    io: I,
+    read: BytesMut,
+    service: S,
+    b: &Builders,
+) -> State<I, S> {
     let io = TokioIo::new(Prefixed { read, io });
     match proto {
         Proto::Http1 => State::H1(b.http1.serve_connection(io, service).with_upgrades()),
@@ -135,13 +163,35 @@ fn decide(read: &[u8]) -> Option<Proto> {
     }
 }
 
-impl<I, S> Future for Serve<I, S>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = ProxyBody> + Unpin,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+/// Reads from the start of a connection into `read` until its bytes decide;
+/// `None` if the read failed (the connection is over).
+fn poll_decide<I: AsyncRead + Unpin>(
+    io: &mut I,
+    read: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Proto>> {
+    loop {
+        if let Some(proto) = decide(read) {
+            return Poll::Ready(Some(proto));
+        }
+        // Read on the stack; keep only what came, sized to it: a connection
+        // that sends nothing holds nothing.
+        let mut space = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+        let mut buf = ReadBuf::uninit(&mut space);
+        if let Err(error) = ready!(Pin::new(&mut *io).poll_read(cx, &mut buf)) {
+            debug!(%error, "connection failed before its first request");
+            return Poll::Ready(None);
+        }
+        if buf.filled().is_empty() {
+            // Closed before a whole preface: whatever came is an HTTP/1
+            // head, which hyper answers or drops.
+            return Poll::Ready(Some(Proto::Http1));
+        }
+        read.extend_from_slice(buf.filled());
+    }
+}
+
+impl<I: Io, S: Service> Future for Serve<I, S> {
     type Output = Result<(), hyper::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -149,27 +199,8 @@ where
         loop {
             match &mut this.state {
                 State::Deciding { io, buf, .. } => {
-                    let proto = match decide(buf) {
-                        Some(proto) => proto,
-                        None => {
-                            // Read on the stack; keep only what came, sized to
-                            // it: a connection that sends nothing holds nothing.
-                            let mut space = [MaybeUninit::<u8>::uninit(); FIRST_READ];
-                            let mut read = ReadBuf::uninit(&mut space);
-                            if let Err(error) = ready!(Pin::new(io).poll_read(cx, &mut read)) {
-                                debug!(%error, "connection failed before its first request");
-                                return Poll::Ready(Ok(()));
-                            }
-                            let filled = read.filled().len();
-                            buf.extend_from_slice(read.filled());
-                            if filled == 0 {
-                                // Closed before a whole preface: whatever came
-                                // is an HTTP/1 head, which hyper answers or drops.
-                                Proto::Http1
-                            } else {
-                                continue;
-                            }
-                        }
+                    let Some(proto) = ready!(poll_decide(io, buf, cx)) else {
+                        return Poll::Ready(Ok(()));
                     };
                     let State::Deciding {
                         io,
@@ -190,13 +221,7 @@ where
     }
 }
 
-impl<I, S> Graceful for Serve<I, S>
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: HttpService<Incoming, ResBody = ProxyBody> + Unpin,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+impl<I: Io, S: Service> Graceful for Serve<I, S> {
     type Error = hyper::Error;
 
     fn graceful_shutdown(self: Pin<&mut Self>) {
@@ -284,5 +309,12 @@ mod tests {
         let mut more = PREFACE.to_vec();
         more.extend_from_slice(b"\0\0\x12\x04");
         assert_eq!(decide(&more), Some(Proto::H2));
+    }
+
+    #[test]
+    fn alpn_decides_over_tls() {
+        assert_eq!(Proto::from_alpn(Some(b"h2")), Some(Proto::H2));
+        assert_eq!(Proto::from_alpn(Some(b"http/1.1")), Some(Proto::Http1));
+        assert_eq!(Proto::from_alpn(None), None);
     }
 }

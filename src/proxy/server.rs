@@ -15,7 +15,6 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -25,7 +24,7 @@ use super::Shared;
 use super::conns::{End, Slot, Tracked, drive};
 use super::handler::{Connection, handle};
 use super::listener::{ConnInfo, Listener, Scheme};
-use super::proto::{Builders, Proto, Serve};
+use super::proto::{Builders, Io, Proto, Serve};
 
 /// What one worker's connections share: the proxy state, the HTTP
 /// connection builder and the tracker that the drain waits on.
@@ -67,7 +66,7 @@ impl Server {
         info: ConnInfo,
         slot: Slot,
     ) where
-        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        IO: Io,
     {
         let peer = info.peer;
         let conn = Arc::new(Connection {
@@ -146,11 +145,7 @@ impl Server {
                         // The handshake runs here, in the connection's task.
                         match tls.handshake(stream).await {
                             Ok(stream) => {
-                                let known = match stream.get_ref().1.alpn_protocol() {
-                                    Some(b"h2") => Some(Proto::H2),
-                                    Some(_) => Some(Proto::Http1),
-                                    None => None,
-                                };
+                                let known = Proto::from_alpn(stream.get_ref().1.alpn_protocol());
                                 server.serve_connection(stream, known, info, slot).await
                             }
                             Err(refused) => {

@@ -86,7 +86,21 @@ pub fn free_addr() -> std::net::SocketAddr {
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `limit`.
-pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_or(limit, what, check, String::new).await
+}
+
+/// [`eventually`], whose timeout also says `context()` (say, a process's log).
+pub async fn eventually_or<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: F,
+    context: impl FnOnce() -> String,
+) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -96,10 +110,9 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}"
-        );
+        if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for {what}{}", context());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

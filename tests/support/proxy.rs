@@ -178,26 +178,21 @@ async fn logged_addr(
     field: &str,
     value: &str,
 ) -> SocketAddr {
-    let find = || {
+    let found = || {
         lines.lock().unwrap().iter().find_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
             (v["fields"][field].as_str()? == value)
                 .then(|| v["fields"]["addr"].as_str()?.parse().ok())?
         })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(addr) = find() {
-            return addr;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            panic!(
-                "timed out after 10s waiting for {what}; the proxy logged:\n{}",
-                lines.lock().unwrap().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let log = || format!("; the proxy logged:\n{}", lines.lock().unwrap().join("\n"));
+    super::eventually_or(
+        Duration::from_secs(10),
+        what,
+        || std::future::ready(found()),
+        log,
+    )
+    .await
 }
 
 /// The real `branchgate` binary, run as a child process with JSON logs.
