@@ -10,20 +10,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tracing::warn;
 
 use super::handler::Busy;
 use super::record::RequestRecord;
 use crate::net::ReadTimer;
-use crate::upstream::Lease;
+use crate::upstream::{ResponseBody, UpstreamError};
 
 /// Why a response body stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ResponseBodyError {
     /// The upstream connection failed mid-body.
     #[error("upstream response body failed")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] UpstreamError),
     /// The upstream sent nothing for `--upstream-read-timeout`.
     #[error("upstream sent no response body data for {0:?}")]
     Stalled(Duration),
@@ -47,12 +46,11 @@ enum Kind {
 }
 
 /// An upstream's response body, cut after its read timeout without data.
-/// Owns the lease: its connection goes back to the pool when the body ended
-/// cleanly and is closed otherwise.
+/// Its connection goes back to the pool when the body ended cleanly and is
+/// closed otherwise (see [`ResponseBody`]); none after a `101`.
 struct UpstreamBody {
-    body: Incoming,
+    body: Option<ResponseBody>,
     timer: ReadTimer,
-    lease: Option<Lease>,
 }
 
 impl UpstreamBody {
@@ -60,52 +58,37 @@ impl UpstreamBody {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
-        let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+        let Some(body) = self.body.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(frame) => {
                 self.timer.progressed();
-                frame.map(|f| f.map_err(ResponseBodyError::Upstream))
+                Poll::Ready(frame.map(|f| f.map_err(ResponseBodyError::Upstream)))
             }
             Poll::Pending if self.timer.expired(cx) => {
-                let upstream = self.lease.as_ref().map(|l| l.upstream().addr);
+                let upstream = body.upstream().map(|u| u.addr);
                 warn!(upstream = ?upstream, timeout = ?self.timer.limit,
                       "upstream stopped sending the response body; closing both connections");
-                Some(Err(ResponseBodyError::Stalled(self.timer.limit)))
+                // Dropped unfinished: its connection closes now.
+                self.body = None;
+                Poll::Ready(Some(Err(ResponseBodyError::Stalled(self.timer.limit))))
             }
-            Poll::Pending => return Poll::Pending,
-        };
-        match &frame {
-            Some(Ok(_)) => {}
-            Some(Err(_)) => self.release(false),
-            None => self.release(true),
-        }
-        Poll::Ready(frame)
-    }
-
-    fn release(&mut self, clean: bool) {
-        if let Some(lease) = self.lease.take()
-            && clean
-        {
-            lease.recycle();
+            Poll::Pending => Poll::Pending,
         }
     }
-}
 
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // hyper may never poll a body that reports end-of-stream up front
-        // (HEAD, 204, Content-Length: 0); such a body still ended cleanly.
-        let clean = self.body.is_end_stream();
-        self.release(clean);
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
     }
 }
 
 impl ProxyBody {
-    /// Streams an upstream body, cut after `read_timeout` without data;
-    /// `lease` is recycled when it ends cleanly.
+    /// Streams an upstream body (none after a `101`), cut after
+    /// `read_timeout` without data.
     pub fn upstream(
-        body: Incoming,
+        body: Option<ResponseBody>,
         read_timeout: Duration,
-        lease: Option<Lease>,
         record: RequestRecord,
         busy: Busy,
     ) -> Self {
@@ -113,7 +96,6 @@ impl ProxyBody {
             kind: Kind::Upstream(UpstreamBody {
                 body,
                 timer: ReadTimer::new(read_timeout),
-                lease,
             }),
             record: Some(record),
             bytes: 0,
@@ -184,7 +166,7 @@ impl Body for ProxyBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            Kind::Upstream(u) => u.body.is_end_stream(),
+            Kind::Upstream(u) => u.is_end_stream(),
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Admin(body) => body.is_end_stream(),
         }
@@ -192,7 +174,10 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Upstream(u) => u.body.size_hint(),
+            Kind::Upstream(u) => u
+                .body
+                .as_ref()
+                .map_or(SizeHint::with_exact(0), Body::size_hint),
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Admin(body) => body.size_hint(),
         }

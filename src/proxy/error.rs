@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use http::StatusCode;
 use tracing::{debug, error, info, warn};
 
-use crate::upstream::ConnectError;
+use crate::upstream::{ConnectError, RequestBodyError, UpstreamError};
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum ProxyError {
     ClientBodyTimeout(Duration),
     /// The request body was malformed (chunked framing, trailers) or cut short.
     #[error("request body is malformed")]
-    ClientBody(#[source] hyper::Error),
+    ClientBody(#[source] RequestBodyError),
     /// The upstream switched protocols though the request asked for no upgrade.
     #[error("upstream answered 101 to a request that asked for no upgrade")]
     UnexpectedUpgrade,
@@ -67,7 +67,7 @@ pub enum ProxyError {
     ResponseTimeout(Duration),
     /// The upstream closed or reset the connection before responding.
     #[error("upstream failed before responding")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] UpstreamError),
     /// The client is not on the route's (or the branch domain's) allow list.
     #[error("client address {0} is not allowed")]
     NotAllowed(std::net::IpAddr),
@@ -107,9 +107,7 @@ impl ProxyError {
             Self::Connect(ConnectError::Timeout(_))
             | Self::ResponseTimeout(_)
             | Self::UpstreamNotReading(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Connect(
-                ConnectError::Io { .. } | ConnectError::Tls { .. } | ConnectError::Handshake { .. },
-            )
+            Self::Connect(ConnectError::Io { .. } | ConnectError::Tls { .. })
             | Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::Rewrite => StatusCode::INTERNAL_SERVER_ERROR,
         }

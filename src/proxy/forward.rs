@@ -11,13 +11,14 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
 use super::error::ProxyError;
 use super::handler::Connection;
 use super::headers::{HeaderRules, join_cookies, prepare_request, prepare_response};
 use super::route::Routed;
-use crate::upstream::{Lease, Pool, RequestBody, RequestBodyError, Sent};
+use crate::upstream::{Pool, RequestBody, RequestBodyError, ResponseBody, Retry, SendError, Sent};
 
 /// Edits `req` for the upstream in place: the matched prefix replaced by
 /// `VIRTUAL_DEST`, origin-form target, hop-by-hop headers out, forwarding
@@ -96,7 +97,7 @@ pub async fn forward(
     client_upgrade: Option<OnUpgrade>,
     body_sent: Option<Arc<Sent>>,
     response_timeout: Option<std::time::Duration>,
-) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+) -> Result<Response<Option<ResponseBody>>, ProxyError> {
     let timeout = response_timeout.unwrap_or(connection.shared.settings.response_timeout);
     let mut req = Some(req);
     let mut last_err = ProxyError::NoUpstream;
@@ -106,15 +107,15 @@ pub async fn forward(
             // last failure is logged once, with the answer.
             warn!(error = %crate::logging::Chain(e), "upstream connect failed; trying the next one");
         }
-        // A pooled connection the upstream just closed fails before our request
-        // is written; hyper hands the request back and one fresh try is safe.
+        // A pooled connection the upstream closed just as the request went
+        // hands the request back (see `Lease::send`); one fresh try is safe.
         for attempt in 0..2 {
             let leased = if attempt == 0 {
                 upstream.lease().await
             } else {
                 upstream.lease_fresh().await
             };
-            let mut lease = match leased {
+            let lease = match leased {
                 Ok(lease) => lease,
                 Err(e) => {
                     last_err = ProxyError::Connect(e);
@@ -123,7 +124,7 @@ pub async fn forward(
             };
             let Some(request) = req.take() else { break };
             let written = body_sent.as_ref().map(|_| lease.written());
-            let sent = lease.sender().try_send_request(request);
+            let sent = lease.send(request);
             // The response timeout starts once the body is sent; while it is
             // sent, the same limit bounds an upstream that stops taking it.
             let deadline = async {
@@ -140,14 +141,14 @@ pub async fn forward(
                 err = deadline => return Err(err),
             };
             match answer {
-                Ok(resp) => return accept(resp, lease, client_upgrade, connection),
-                Err(mut e) => match e.take_message() {
-                    Some(request) => {
-                        req = Some(request);
-                        last_err = ProxyError::Upstream(e.into_error());
-                    }
-                    None => return Err(send_error(e.into_error())),
-                },
+                Ok(resp) => return accept(resp, client_upgrade, connection),
+                Err(Err(Retry(request, e))) => {
+                    debug!(upstream = %upstream.addr, error = %crate::logging::Chain(&e),
+                           "pooled upstream connection failed; trying a fresh one");
+                    req = Some(request);
+                    last_err = ProxyError::Upstream(e);
+                }
+                Err(Ok(e)) => return Err(send_error(e)),
             }
         }
     }
@@ -156,56 +157,67 @@ pub async fn forward(
 
 /// Tells a failed send apart: the client's request body (stalled, malformed)
 /// or the upstream.
-fn send_error(e: hyper::Error) -> ProxyError {
-    let body = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<RequestBodyError>());
-    match body {
-        Some(RequestBodyError::Stalled(limit)) => ProxyError::ClientBodyTimeout(*limit),
-        Some(RequestBodyError::TooLarge(max)) => ProxyError::BodyTooLarge(*max),
-        Some(RequestBodyError::Client(_) | RequestBodyError::Trailers) => ProxyError::ClientBody(e),
-        None => ProxyError::Upstream(e),
+fn send_error(e: SendError) -> ProxyError {
+    match e {
+        SendError::Body(RequestBodyError::Stalled(limit)) => ProxyError::ClientBodyTimeout(limit),
+        SendError::Body(RequestBodyError::TooLarge(max)) => ProxyError::BodyTooLarge(max),
+        SendError::Body(e) => ProxyError::ClientBody(e),
+        SendError::Upstream(e) => ProxyError::Upstream(e),
     }
 }
 
 /// Takes the upstream's response: hop-by-hop headers out, and a `101` the
-/// client asked for becomes a tunnel that owns both connections.
+/// client asked for becomes a tunnel that owns both connections (the
+/// response then has no body of its own).
 fn accept(
-    mut resp: Response<Incoming>,
-    lease: Lease,
+    mut resp: Response<ResponseBody>,
     client_upgrade: Option<OnUpgrade>,
     connection: &Arc<Connection>,
-) -> Result<(Response<Incoming>, Option<Lease>), ProxyError> {
+) -> Result<Response<Option<ResponseBody>>, ProxyError> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     let Some(client_upgrade) = client_upgrade.filter(|_| switching) else {
         if switching {
             // Nobody asked to switch: the upstream connection is in an unknown
-            // protocol now. Dropping the lease discards it.
+            // protocol now. Dropping the body closes it.
             return Err(ProxyError::UnexpectedUpgrade);
         }
         prepare_response(resp.headers_mut(), false);
-        return Ok((resp, Some(lease)));
+        return Ok(resp.map(Some));
     };
     prepare_response(resp.headers_mut(), true);
+    let (parts, body) = resp.into_parts();
+    let addr = body.upstream().map(|u| u.addr);
     // The connection now belongs to the tunnel; it never returns to the pool.
-    let server_upgrade = hyper::upgrade::on(&mut resp);
-    let addr = lease.upstream().addr;
-    lease.tunnel();
+    let Some((mut server, early)) = body.into_tunnel() else {
+        return Err(ProxyError::UnexpectedUpgrade);
+    };
     // The tunnel keeps the client connection's slot under the cap, and is never idle.
     let connection = connection.clone();
     connection.slot.begin();
     tokio::spawn(async move {
         let _connection = connection;
-        match tokio::try_join!(client_upgrade, server_upgrade) {
-            Ok((client, server)) => {
+        match client_upgrade.await {
+            Ok(client) => {
                 let mut client = TokioIo::new(client);
-                let mut server = TokioIo::new(server);
-                if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-                    debug!(upstream = %addr, %error, "tunnel ended with an error");
+                // What the upstream sent right behind its 101 goes first.
+                let relayed = match early.is_empty() {
+                    true => Ok(()),
+                    false => client.write_all(&early).await,
+                };
+                let copied = match relayed {
+                    Ok(()) => tokio::io::copy_bidirectional(&mut client, &mut server)
+                        .await
+                        .map(drop),
+                    Err(e) => Err(e),
+                };
+                if let Err(error) = copied {
+                    debug!(upstream = ?addr, %error, "tunnel ended with an error");
                 }
             }
-            Err(error) => debug!(upstream = %addr, %error, "upgrade failed"),
+            Err(error) => debug!(upstream = ?addr, %error, "upgrade failed"),
         }
     });
-    Ok((resp, None))
+    Ok(Response::from_parts(parts, None))
 }
 
 #[cfg(test)]

@@ -147,14 +147,18 @@ pub async fn handle(
             .await;
             record.pool = Some(ready.pool);
             match forwarded {
-                Ok((mut resp, lease)) => {
+                Ok(mut resp) => {
                     ready.decoration.apply(resp.headers_mut());
                     ready.extra.add(resp.headers_mut());
                     record.status = resp.status();
-                    record.upstream = lease.as_ref().map(|l| l.upstream().addr);
+                    record.upstream = resp
+                        .body()
+                        .as_ref()
+                        .and_then(|b| b.upstream())
+                        .map(|u| u.addr);
                     let (parts, body) = resp.into_parts();
                     let read_timeout = settings.upstream_read_timeout;
-                    let body = ProxyBody::upstream(body, read_timeout, lease, record, busy);
+                    let body = ProxyBody::upstream(body, read_timeout, record, busy);
                     Response::from_parts(parts, body)
                 }
                 Err(err) => {

@@ -1,6 +1,6 @@
 //! One upstream and its connections: connect (TCP, TLS for `https`), the
-//! HTTP/1.1 handshake, the per-worker idle queue, passive health, and the
-//! [`Lease`] a request holds while it uses a connection.
+//! per-worker idle queue, passive health, and the [`Lease`] a request holds
+//! while it uses a connection (the exchange itself is [`super::exchange`]).
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,12 +8,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::Proto;
-use super::body::RequestBody;
+use super::exchange::{Conn, Stream};
 use crate::net::Observed;
 
 /// How long an upstream that refused a connection is skipped by round-robin.
@@ -55,15 +53,6 @@ pub enum ConnectError {
         #[source]
         source: std::io::Error,
     },
-    /// The HTTP/1 handshake failed.
-    #[error("HTTP handshake with {addr} failed")]
-    Handshake {
-        /// The upstream.
-        addr: SocketAddr,
-        /// The cause.
-        #[source]
-        source: hyper::Error,
-    },
 }
 
 /// Settings every upstream connection uses.
@@ -81,14 +70,6 @@ pub(super) struct Client {
     pub(super) settings: ClientSettings,
     pub(super) tls: tokio_rustls::TlsConnector,
     pub(super) epoch: Instant,
-}
-
-/// A connection's sender, the task that drives the connection, and the
-/// count of bytes its socket has taken.
-struct Conn {
-    sender: http1::SendRequest<RequestBody>,
-    task: tokio::task::AbortHandle,
-    written: Arc<AtomicU64>,
 }
 
 struct Idle {
@@ -173,12 +154,10 @@ impl Upstream {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .pop_back();
-            let Some(idle) = idle else { break };
-            // Only ready connections are pooled; one that is not ready now has
-            // closed or failed meanwhile. Never wait on a pooled connection.
-            if idle.conn.sender.is_ready()
-                && idle.since.elapsed() <= self.client.settings.idle_timeout
-            {
+            let Some(mut idle) = idle else { break };
+            // Nobody watches an idle connection: one the upstream closed (or
+            // wrote to) meanwhile is readable now, and is dropped here.
+            if idle.since.elapsed() <= self.client.settings.idle_timeout && idle.conn.is_alive() {
                 return Ok(Lease::new(self.clone(), idle.conn));
             }
         }
@@ -213,7 +192,7 @@ impl Upstream {
         // upstream that stopped reading its body from one that reads slowly.
         let stream = Observed::new(stream, written.clone());
         match self.proto {
-            Proto::Http => handshake(addr, stream, written).await,
+            Proto::Http => Ok(Conn::new(Stream::Plain(stream), written)),
             Proto::Https => {
                 // Like nginx's default (`proxy_ssl_server_name off`), no SNI: the IP is the name.
                 let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
@@ -221,7 +200,7 @@ impl Upstream {
                     .await
                     .map_err(|_| ConnectError::Timeout(addr))?
                     .map_err(|source| ConnectError::Tls { addr, source })?;
-                handshake(addr, tls, written).await
+                Ok(Conn::new(Stream::Tls(Box::new(tls)), written))
             }
         }
     }
@@ -243,40 +222,14 @@ impl Upstream {
     }
 }
 
-async fn handshake<T>(
-    addr: SocketAddr,
-    io: T,
-    written: Arc<AtomicU64>,
-) -> Result<Conn, ConnectError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::Builder::new()
-        .max_buf_size(crate::net::HTTP1_BUFFER)
-        .max_header_size(crate::net::HTTP1_BUFFER)
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|source| ConnectError::Handshake { addr, source })?;
-    let task = tokio::spawn(async move {
-        if let Err(error) = conn.with_upgrades().await {
-            tracing::debug!(%addr, %error, "upstream connection ended with an error");
-        }
-    });
-    Ok(Conn {
-        sender,
-        task: task.abort_handle(),
-        written,
-    })
-}
-
 /// A connection leased from an upstream; counts as in flight until dropped.
-/// Give it back with [`Lease::recycle`] once the response body has ended.
-/// Dropped otherwise, its connection is closed at once: whatever it was
-/// doing (an upload the upstream stopped reading, a response cut short) is
-/// abandoned, and its task must not live on holding the client's body.
+/// [`Lease::send`] hands it to the response body, which gives it back with
+/// [`Lease::recycle`] once the response ended cleanly. Dropped otherwise,
+/// its connection is closed at once: whatever it was doing (an upload the
+/// upstream stopped reading, a response cut short) is abandoned.
 pub struct Lease {
     upstream: Arc<Upstream>,
-    conn: Option<Conn>,
+    pub(super) conn: Option<Conn>,
 }
 
 impl Lease {
@@ -288,26 +241,16 @@ impl Lease {
         }
     }
 
-    /// The sender to issue the request on.
-    pub fn sender(&mut self) -> &mut http1::SendRequest<RequestBody> {
-        &mut self
-            .conn
-            .as_mut()
-            .expect("the connection is only taken by recycle or tunnel")
-            .sender
-    }
-
     /// Bytes the connection's socket has taken so far (its whole life).
     pub fn written(&self) -> Arc<AtomicU64> {
         self.conn
             .as_ref()
-            .map_or_else(Default::default, |c| c.written.clone())
+            .map_or_else(Default::default, |c| c.written().clone())
     }
 
-    /// Hands the connection over to an upgrade (`101`): its task finishes by
-    /// giving the socket to the tunnel, so it is neither pooled nor aborted.
-    pub fn tunnel(mut self) {
-        self.conn = None;
+    /// Takes the connection out for a tunnel: it is never pooled again.
+    pub(super) fn take_conn(&mut self) -> Option<Conn> {
+        self.conn.take()
     }
 
     /// The upstream this lease is on.
@@ -315,41 +258,17 @@ impl Lease {
         &self.upstream
     }
 
-    /// Returns the connection to the idle pool once it can take a new request.
-    ///
-    /// The response can end while the request body is still being uploaded
-    /// (an upstream answering 401 to a large POST); hyper's connection is busy
-    /// until the upload is done. Such a connection is pooled only after it
-    /// becomes ready (waiting at most the idle timeout, off the request path),
-    /// so a later request never waits behind someone else's upload.
-    pub fn recycle(mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        if conn.sender.is_ready() {
+    /// Returns the connection to the idle pool; only for one whose last
+    /// response ended cleanly with nothing read past it.
+    pub(super) fn recycle(mut self) {
+        if let Some(conn) = self.conn.take() {
             self.upstream.put_back(conn);
-            return;
         }
-        if conn.sender.is_closed() {
-            return;
-        }
-        let upstream = self.upstream.clone();
-        let limit = upstream.client.settings.idle_timeout;
-        tokio::spawn(async move {
-            match tokio::time::timeout(limit, conn.sender.ready()).await {
-                Ok(Ok(())) => upstream.put_back(conn),
-                Ok(Err(_)) => {}
-                Err(_) => conn.task.abort(),
-            }
-        });
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.task.abort();
-        }
         self.upstream.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -14,6 +14,8 @@
 
 mod body;
 mod conn;
+mod exchange;
+pub mod h1;
 mod pool;
 pub mod tls;
 
@@ -26,6 +28,7 @@ use std::time::Instant;
 
 pub use body::{RequestBody, RequestBodyError, Sent};
 pub use conn::{ClientSettings, ConnectError, Lease, Upstream, set_worker_id};
+pub use exchange::{ResponseBody, Retry, SendError, UpstreamError};
 pub use pool::{Candidates, Pool, PoolKey};
 
 use conn::Client;

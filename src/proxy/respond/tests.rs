@@ -2,30 +2,9 @@
 
 use std::time::Duration;
 
-use http::Request;
-use http_body_util::Empty;
-use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt as _;
-
 use super::*;
 use crate::routes::{BranchSettings, BuildOptions, Policy, Proto, RouteSpec, build};
-use crate::upstream::ConnectError;
-
-/// A real `hyper::Error`: a client connection reading a malformed response
-/// from an in-memory pipe.
-async fn hyper_error() -> hyper::Error {
-    let (ours, mut theirs) = tokio::io::duplex(1024);
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(ours))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    theirs.write_all(b"not http\r\n\r\n").await.unwrap();
-    sender
-        .send_request(Request::new(Empty::new()))
-        .await
-        .unwrap_err()
-}
+use crate::upstream::{ConnectError, RequestBodyError, UpstreamError};
 
 async fn every_error() -> Vec<(ProxyError, u16, bool)> {
     let addr = "127.0.0.1:1".parse().unwrap();
@@ -41,7 +20,11 @@ async fn every_error() -> Vec<(ProxyError, u16, bool)> {
             408,
             true,
         ),
-        (ProxyError::ClientBody(hyper_error().await), 400, true),
+        (
+            ProxyError::ClientBody(RequestBodyError::Trailers),
+            400,
+            true,
+        ),
         (ProxyError::UnexpectedUpgrade, 502, false),
         (ProxyError::NoHost, 503, false),
         (ProxyError::NoPath, 404, false),
@@ -58,14 +41,6 @@ async fn every_error() -> Vec<(ProxyError, u16, bool)> {
             false,
         ),
         (
-            ProxyError::Connect(ConnectError::Handshake {
-                addr,
-                source: hyper_error().await,
-            }),
-            502,
-            false,
-        ),
-        (
             ProxyError::UpstreamNotReading(Duration::from_secs(1)),
             504,
             false,
@@ -75,7 +50,7 @@ async fn every_error() -> Vec<(ProxyError, u16, bool)> {
             504,
             false,
         ),
-        (ProxyError::Upstream(hyper_error().await), 502, false),
+        (ProxyError::Upstream(UpstreamError::Closed), 502, false),
         (ProxyError::Rewrite, 500, false),
     ]
 }

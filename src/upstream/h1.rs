@@ -1,0 +1,479 @@
+//! HTTP/1.1 on the upstream leg, as bytes: the request head written from
+//! the prepared request, the response head parsed (by httparse, with the
+//! same settings hyper uses), and the response body's framing decoded. No
+//! I/O here: [`super::exchange`] drives it, and the fuzz target
+//! `h1_response` and the differential test against hyper's client
+//! (`tests/h1_differential.rs`) run these same functions on the same bytes.
+//!
+//! The rules are RFC 9112's, read the way hyper's client reads them, never
+//! more leniently: Transfer-Encoding over Content-Length (and then the
+//! connection is not reused), every Content-Length value the same number,
+//! chunk sizes of hex digits only, CRLF after every chunk, and no byte of a
+//! connection read past the end of a response is ever taken as the start of
+//! the next one: such a connection is closed.
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+/// Most header fields in a response head (hyper's default too).
+pub const MAX_HEADERS: usize = 100;
+/// Most bytes of chunk extensions in one body (hyper's limit too).
+const MAX_EXTENSIONS: u64 = 16 * 1024;
+/// Most bytes of trailer fields in one body (hyper's limit too).
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Why an upstream's response could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The head is not HTTP/1.x (httparse's reason).
+    #[error("response head is malformed: {0}")]
+    Head(httparse::Error),
+    /// No complete head within the buffer's limit.
+    #[error("response head is larger than {0} bytes")]
+    TooLarge(usize),
+    /// A header value is not a valid field value.
+    #[error("response header {0} has an invalid value")]
+    Value(String),
+    /// Content-Length values that are not one number.
+    #[error("response has an invalid Content-Length")]
+    ContentLength,
+    /// Transfer-Encoding in an HTTP/1.0 response.
+    #[error("HTTP/1.0 response with Transfer-Encoding")]
+    TransferEncoding10,
+    /// The chunked framing is broken.
+    #[error("response body's chunked framing is malformed: {0}")]
+    Chunked(&'static str),
+}
+
+/// How a response body is delimited (RFC 9112 6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Exactly this many bytes (0: no body).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct Head {
+    /// Status code.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Every header field, in order.
+    pub headers: HeaderMap,
+    /// How the body that follows is delimited.
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Parses a response head from the start of `buf` and removes it from
+/// `buf`. `None`: incomplete, read more (up to `limit` bytes in all).
+/// `request` is the method the response answers (HEAD has no body).
+pub fn parse_head(
+    buf: &mut BytesMut,
+    request: &Method,
+    limit: usize,
+) -> Result<Option<Head>, ParseError> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut fields);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() >= limit => {
+            return Err(ParseError::TooLarge(limit));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(ParseError::Head(e)),
+    };
+    if len > limit {
+        return Err(ParseError::TooLarge(limit));
+    }
+    let version = match parsed.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let code = parsed.code.unwrap_or_default();
+    let status =
+        StatusCode::from_u16(code).map_err(|_| ParseError::Head(httparse::Error::Status))?;
+    // Where each name and value sits in the head, so the values can share
+    // its bytes once it is split off the buffer.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (name, field.name.len(), value, field.value.len());
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name, name_len, value, value_len) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[name..name + name_len])
+            .map_err(|_| ParseError::Head(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+            .map_err(|_| ParseError::Value(name.to_string()))?;
+        headers.append(name, value);
+    }
+    let (framing, framing_clean) = framing(status, version, &headers, request)?;
+    let keep_alive = framing_clean
+        && framing != Framing::Close
+        && match version {
+            Version::HTTP_11 => !has_token(&headers, "close"),
+            _ => has_token(&headers, "keep-alive"),
+        };
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// The body's framing, and whether it was unambiguous (a response with both
+/// Transfer-Encoding and Content-Length is read by the first, but its
+/// connection is not trusted with another request).
+fn framing(
+    status: StatusCode,
+    version: Version,
+    headers: &HeaderMap,
+    request: &Method,
+) -> Result<(Framing, bool), ParseError> {
+    if status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || request == Method::HEAD
+        || (request == Method::CONNECT && status.is_success())
+    {
+        return Ok((Framing::Length(0), true));
+    }
+    let lengths = headers.get_all(CONTENT_LENGTH);
+    let mut te = headers.get_all(TRANSFER_ENCODING).iter().peekable();
+    if te.peek().is_some() {
+        if version == Version::HTTP_10 {
+            return Err(ParseError::TransferEncoding10);
+        }
+        let clean = lengths.iter().next().is_none();
+        let chunked = te
+            .last()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        return Ok((
+            if chunked {
+                Framing::Chunked
+            } else {
+                Framing::Close
+            },
+            clean,
+        ));
+    }
+    let mut length = None;
+    for value in lengths {
+        let line = value.to_str().map_err(|_| ParseError::ContentLength)?;
+        for part in line.split(',') {
+            let n = digits(part.trim()).ok_or(ParseError::ContentLength)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(ParseError::ContentLength);
+            }
+            length = Some(n);
+        }
+    }
+    Ok((length.map_or(Framing::Close, Framing::Length), true))
+}
+
+/// A decimal number of digits only (no sign, no space), below 2^64 - 2.
+fn digits(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse::<u64>().ok().filter(|&n| n < u64::MAX - 1)
+}
+
+/// Whether a `Connection` field lists `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
+}
+
+/// What [`Decoder::decode`] found in the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// Read more first.
+    More,
+    /// The body is complete.
+    End,
+}
+
+/// Takes a response body's bytes out of the read buffer by its framing.
+#[derive(Debug)]
+pub struct Decoder {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Length(u64),
+    Close,
+    Chunked(Chunked),
+    Done,
+}
+
+#[derive(Debug)]
+struct Chunked {
+    state: State,
+    /// Bytes of the current chunk still to come, or the size being read.
+    size: u64,
+    extensions: u64,
+    trailers: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Start,
+    Size,
+    SizeLws,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line or of the final CRLF.
+    EndCr,
+    Trailer,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+impl Decoder {
+    /// A decoder for a body of this framing.
+    pub fn new(framing: Framing) -> Self {
+        let kind = match framing {
+            Framing::Length(0) => Kind::Done,
+            Framing::Length(n) => Kind::Length(n),
+            Framing::Close => Kind::Close,
+            Framing::Chunked => Kind::Chunked(Chunked {
+                state: State::Start,
+                size: 0,
+                extensions: 0,
+                trailers: 0,
+            }),
+        };
+        Self { kind }
+    }
+
+    /// Whether the whole body has been decoded.
+    pub fn is_done(&self) -> bool {
+        matches!(self.kind, Kind::Done)
+    }
+
+    /// Bytes of body still to come, when known.
+    pub fn remaining(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Length(n) => Some(*n),
+            Kind::Done => Some(0),
+            Kind::Chunked(c) if c.state == State::Data => Some(c.size),
+            _ => None,
+        }
+    }
+
+    /// Takes what it can of the body from the front of `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
+        match &mut self.kind {
+            Kind::Done => Ok(Decoded::End),
+            Kind::Length(n) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                let take = (*n).min(buf.len() as u64) as usize;
+                *n -= take as u64;
+                if *n == 0 {
+                    self.kind = Kind::Done;
+                }
+                Ok(Decoded::Data(buf.split_to(take).freeze()))
+            }
+            Kind::Close if buf.is_empty() => Ok(Decoded::More),
+            Kind::Close => Ok(Decoded::Data(buf.split().freeze())),
+            Kind::Chunked(c) => {
+                let decoded = c.decode(buf)?;
+                if decoded == Decoded::End {
+                    self.kind = Kind::Done;
+                }
+                Ok(decoded)
+            }
+        }
+    }
+
+    /// The upstream closed the connection: the end of a body read until
+    /// close, else a body cut short.
+    pub fn eof(&mut self) -> Result<Decoded, ParseError> {
+        match self.kind {
+            Kind::Close | Kind::Done => {
+                self.kind = Kind::Done;
+                Ok(Decoded::End)
+            }
+            _ => Err(ParseError::Chunked(
+                "connection closed before the body ended",
+            )),
+        }
+    }
+}
+
+impl Chunked {
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
+        loop {
+            if self.state == State::Data {
+                if buf.is_empty() {
+                    return Ok(Decoded::More);
+                }
+                let take = self.size.min(buf.len() as u64) as usize;
+                self.size -= take as u64;
+                if self.size == 0 {
+                    self.state = State::DataCr;
+                }
+                return Ok(Decoded::Data(buf.split_to(take).freeze()));
+            }
+            let Some(&byte) = buf.first() else {
+                return Ok(Decoded::More);
+            };
+            buf.advance(1);
+            self.state = self.step(byte)?;
+            if self.state == State::Done {
+                return Ok(Decoded::End);
+            }
+        }
+    }
+
+    fn step(&mut self, byte: u8) -> Result<State, ParseError> {
+        use State::*;
+        let hex = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        };
+        Ok(match (self.state, byte) {
+            (Start | Size, b) if hex(b).is_some() => {
+                self.size = self
+                    .size
+                    .checked_mul(16)
+                    .and_then(|s| s.checked_add(u64::from(hex(b).unwrap_or(0))))
+                    .ok_or(ParseError::Chunked("chunk size overflows"))?;
+                Size
+            }
+            (Start, _) => return Err(ParseError::Chunked("missing chunk size")),
+            (Size | SizeLws, b' ' | b'\t') => SizeLws,
+            (Size | SizeLws, b';') => Extension,
+            (Size | SizeLws | Extension, b'\r') => SizeLf,
+            (Size, _) => return Err(ParseError::Chunked("invalid chunk size")),
+            (SizeLws, _) => return Err(ParseError::Chunked("invalid space after chunk size")),
+            (Extension, b'\n') => return Err(ParseError::Chunked("bare LF in a chunk extension")),
+            (Extension, _) => {
+                self.extensions += 1;
+                if self.extensions >= MAX_EXTENSIONS {
+                    return Err(ParseError::Chunked("chunk extensions over the limit"));
+                }
+                Extension
+            }
+            (SizeLf, b'\n') if self.size == 0 => EndCr,
+            (SizeLf, b'\n') => Data,
+            (SizeLf, _) => return Err(ParseError::Chunked("chunk size line not ended by CRLF")),
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => Start,
+            (DataCr | DataLf, _) => {
+                return Err(ParseError::Chunked("chunk data not followed by CRLF"));
+            }
+            (EndCr, b'\r') => EndLf,
+            (EndLf, b'\n') => State::Done,
+            (EndLf, _) => return Err(ParseError::Chunked("body not ended by CRLF")),
+            (EndCr | Trailer, b'\n') => return Err(ParseError::Chunked("bare LF in a trailer")),
+            (EndCr | Trailer, _) => {
+                self.trailers += 1;
+                if self.trailers > MAX_TRAILERS {
+                    return Err(ParseError::Chunked("trailers over the limit"));
+                }
+                if byte == b'\r' { TrailerLf } else { Trailer }
+            }
+            (TrailerLf, b'\n') => EndCr,
+            (TrailerLf, _) => return Err(ParseError::Chunked("trailer not ended by CRLF")),
+            (Data | State::Done, _) => return Err(ParseError::Chunked("decoded past the end")),
+        })
+    }
+}
+
+/// How a request body is framed on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// Exactly this many bytes (0: none).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Decides a request body's framing, adding the header that says so, the
+/// way hyper's client did: a `Content-Length` already there stands, an
+/// ended body has none, a known size becomes `Content-Length`, anything
+/// else is chunked.
+pub fn request_framing(headers: &mut HeaderMap, ended: bool, exact: Option<u64>) -> RequestFraming {
+    if let Some(n) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| digits(v.to_str().ok()?))
+    {
+        return RequestFraming::Length(n);
+    }
+    headers.remove(TRANSFER_ENCODING);
+    if ended {
+        return RequestFraming::Length(0);
+    }
+    match exact {
+        Some(n) => {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(n));
+            RequestFraming::Length(n)
+        }
+        None => {
+            headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            RequestFraming::Chunked
+        }
+    }
+}
+
+/// Writes a request head: request line, every field, the blank line.
+pub fn write_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    out.reserve(method.as_str().len() + target.len() + 13 + fields + 2);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The size line that opens a chunk of `len` bytes.
+pub fn chunk_size_line(len: usize) -> Bytes {
+    Bytes::from(format!("{len:X}\r\n"))
+}
+
+/// What a chunked request body ends with (no trailers).
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+#[cfg(test)]
+mod tests;
