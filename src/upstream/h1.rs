@@ -234,7 +234,9 @@ struct Chunked {
     /// Bytes of the current chunk still to come, or the size being read.
     size: u64,
     extensions: u64,
-    trailers: usize,
+    /// The trailer section as read, checked as header fields at its end
+    /// (trailers themselves are not forwarded: `Trailer` is hop-by-hop).
+    trailers: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,7 +268,7 @@ impl Decoder {
                 state: State::Start,
                 size: 0,
                 extensions: 0,
-                trailers: 0,
+                trailers: Vec::new(),
             }),
         };
         Self { kind }
@@ -394,17 +396,30 @@ impl Chunked {
                 return Err(ParseError::Chunked("chunk data not followed by CRLF"));
             }
             (EndCr, b'\r') => EndLf,
-            (EndLf, b'\n') => State::Done,
+            (EndLf, b'\n') => {
+                if !self.trailers.is_empty() {
+                    self.trailers.extend_from_slice(b"\r\n");
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match httparse::parse_headers(&self.trailers, &mut fields) {
+                        Ok(httparse::Status::Complete(_)) => {}
+                        _ => return Err(ParseError::Chunked("trailer fields are malformed")),
+                    }
+                }
+                State::Done
+            }
             (EndLf, _) => return Err(ParseError::Chunked("body not ended by CRLF")),
             (EndCr | Trailer, b'\n') => return Err(ParseError::Chunked("bare LF in a trailer")),
             (EndCr | Trailer, _) => {
-                self.trailers += 1;
-                if self.trailers > MAX_TRAILERS {
+                self.trailers.push(byte);
+                if self.trailers.len() > MAX_TRAILERS {
                     return Err(ParseError::Chunked("trailers over the limit"));
                 }
                 if byte == b'\r' { TrailerLf } else { Trailer }
             }
-            (TrailerLf, b'\n') => EndCr,
+            (TrailerLf, b'\n') => {
+                self.trailers.push(b'\n');
+                EndCr
+            }
             (TrailerLf, _) => return Err(ParseError::Chunked("trailer not ended by CRLF")),
             (Data | State::Done, _) => return Err(ParseError::Chunked("decoded past the end")),
         })

@@ -1,0 +1,228 @@
+//! Differential test of branchgate's own HTTP/1 response reader
+//! (`upstream::h1`) against hyper's client, the strict parser branchgate
+//! used before, on the same bytes: thousands of responses made by mutating
+//! valid and tricky ones (framing edges, smuggling shapes) with the bytes
+//! that matter to HTTP/1 framing.
+//!
+//! Rule: whenever branchgate accepts a response, hyper accepts it too, with
+//! the same status, the same header fields and the same body bytes; and a
+//! response hyper refuses, branchgate refuses. branchgate may refuse more
+//! (a bare LF in a trailer, a DEL in a field value): those are counted and
+//! printed, never failed.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
+
+use branchgate::upstream::h1::{Decoded, Decoder, parse_head};
+
+#[derive(Debug, PartialEq)]
+struct Parsed {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// branchgate's reading, as `Lease::send` does it: heads (1xx but 101
+/// skipped), then the body by its framing until its end or the end of the
+/// input.
+fn ours(bytes: &[u8], method: &Method) -> Option<Parsed> {
+    let mut buf = BytesMut::from(bytes);
+    let head = loop {
+        let head = parse_head(&mut buf, method, 64 * 1024).ok()??;
+        if !head.status.is_informational() || head.status == StatusCode::SWITCHING_PROTOCOLS {
+            break head;
+        }
+    };
+    let mut decoder = Decoder::new(head.framing);
+    let mut body = Vec::new();
+    loop {
+        match decoder.decode(&mut buf).ok()? {
+            Decoded::Data(d) => body.extend_from_slice(&d),
+            Decoded::End => break,
+            Decoded::More => match decoder.eof().ok()? {
+                Decoded::End => break,
+                _ => return None,
+            },
+        }
+    }
+    Some(Parsed {
+        status: head.status,
+        headers: head.headers,
+        body,
+    })
+}
+
+/// hyper's client reading the same bytes (then end of stream).
+async fn hyper(bytes: &[u8], method: &Method) -> Option<Parsed> {
+    let (ours, mut theirs) = tokio::io::duplex(256 * 1024);
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(ours))
+            .await
+            .ok()?;
+    let driver = tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method.clone())
+        .uri("/")
+        .header("host", "x")
+        .body(Empty::new())
+        .ok()?;
+    // The request goes first: hyper refuses bytes that come before it.
+    let sent = sender.send_request(req);
+    let answer = async {
+        tokio::task::yield_now().await;
+        theirs.write_all(bytes).await?;
+        theirs.shutdown().await
+    };
+    let (resp, answered) = tokio::join!(sent, answer);
+    answered.ok()?;
+    let resp = resp.ok()?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.ok()?.to_bytes().to_vec();
+    driver.abort();
+    Some(Parsed {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+/// Valid and borderline responses the mutations start from.
+const SEEDS: &[&str] = &[
+    "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n2 \r\nde\r\n0\r\nX-T: 1\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\nContent-Length: 3\r\n\r\nabc",
+    "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "HTTP/1.0 200 OK\r\n\r\nuntil the end",
+    "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nraw until close",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\nContent-Length: 2\r\n\r\nab",
+    "HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
+    "HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nX-A: 1\r\nx-a: 2\r\nSet-Cookie: a=b; Path=/\r\nContent-Length: 0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\nffff\r\n",
+    "HTTP/1.1 500 \r\nContent-Length: 1\r\n\r\nx",
+    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nabHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+];
+
+/// Bytes that change how HTTP/1 is framed.
+const ALPHABET: &[u8] = b"\r\n \t:;,0123456789aAfFxX-+\x00\x7f\x80\xff\"=";
+
+/// xorshift64*: deterministic, so a failure names its seed and repeats.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
+    let at = rng.below(input.len() + 1);
+    match rng.below(6) {
+        0 if at < input.len() => input[at] = ALPHABET[rng.below(ALPHABET.len())],
+        1 => input.insert(at, ALPHABET[rng.below(ALPHABET.len())]),
+        2 if at < input.len() => {
+            input.remove(at);
+        }
+        3 => {
+            // Repeat a line (duplicate headers, chunks).
+            let start = input[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            let end = input[at..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(input.len(), |p| at + p + 1);
+            let line = input[start..end].to_vec();
+            input.splice(start..start, line);
+        }
+        4 => {
+            // CRLF to bare LF, or the other way round.
+            if let Some(p) = input[at..].windows(2).position(|w| w == b"\r\n") {
+                input.remove(at + p);
+            } else if let Some(p) = input[at..].iter().position(|&b| b == b'\n') {
+                input.insert(at + p, b'\r');
+            }
+        }
+        _ if !input.is_empty() => input.truncate(at.max(1)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn branchgate_never_reads_a_response_more_leniently_than_hyper() {
+    let runs: usize = std::env::var("H1_DIFF_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut agreed, mut both_refused, mut stricter) = (0, 0, 0);
+    let mut stricter_examples = Vec::new();
+    for run in 0..runs {
+        let mut input = SEEDS[run % SEEDS.len()].as_bytes().to_vec();
+        if run >= SEEDS.len() {
+            for _ in 0..=rng.below(4) {
+                mutate(&mut rng, &mut input);
+            }
+        }
+        let method = if run % 7 == 3 {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let theirs =
+            tokio::time::timeout(std::time::Duration::from_secs(2), hyper(&input, &method))
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "run {run}: hyper hung on {:?}",
+                        String::from_utf8_lossy(&input)
+                    )
+                });
+        let mine = ours(&input, &method);
+        let shown = String::from_utf8_lossy(&input);
+        match (mine, theirs) {
+            (Some(m), Some(t)) => {
+                assert_eq!(m, t, "run {run}: both read {shown:?} but differently");
+                agreed += 1;
+            }
+            (Some(m), None) => {
+                // hyper's client refuses a 101 to a request that asked for
+                // no upgrade; branchgate reads the head and answers 502.
+                if m.status != StatusCode::SWITCHING_PROTOCOLS {
+                    panic!("run {run}: branchgate read {shown:?} as {m:?}; hyper refused it");
+                }
+                both_refused += 1;
+            }
+            (None, Some(_)) => {
+                stricter += 1;
+                if stricter_examples.len() < 8 {
+                    stricter_examples.push(shown.into_owned());
+                }
+            }
+            (None, None) => both_refused += 1,
+        }
+    }
+    eprintln!(
+        "h1 differential: {runs} responses: {agreed} read alike, {both_refused} refused by both, \
+         {stricter} refused by branchgate only, e.g. {stricter_examples:#?}"
+    );
+    assert!(
+        agreed > runs / 10,
+        "the mutations left too few valid responses"
+    );
+}
