@@ -325,21 +325,25 @@ impl Lease {
                     }
                 }
                 progressed |= upload.write(&mut conn.io, cx);
-                loop {
-                    match h1::parse_head(&mut conn.buf, &method, HTTP1_BUFFER) {
-                        Err(e) => return Poll::Ready(Err(SendError::Upstream(e.into()))),
-                        // 100 Continue and other interim answers are skipped.
-                        Ok(Some(head)) if head.status.is_informational() && head.status != 101 => {}
-                        Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                        Ok(None) => break,
-                    }
-                }
                 match conn.poll_fill(cx, HEAD_READ) {
                     Poll::Pending => {}
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Err(SendError::Upstream(UpstreamError::Closed)));
                     }
-                    Poll::Ready(Ok(_)) => progressed = true,
+                    Poll::Ready(Ok(_)) => {
+                        progressed = true;
+                        // Parsed only when bytes came; interim answers
+                        // (100 Continue, 103) are skipped.
+                        loop {
+                            match h1::parse_head(&mut conn.buf, &method, HTTP1_BUFFER) {
+                                Err(e) => return Poll::Ready(Err(SendError::Upstream(e.into()))),
+                                Ok(Some(head))
+                                    if head.status.is_informational() && head.status != 101 => {}
+                                Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                                Ok(None) => break,
+                            }
+                        }
+                    }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::Upstream(e.into()))),
                 }
                 if !progressed {
