@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! publisher ──PoolKey──▶ Registry::resolve ──Arc<Pool>──▶ Snapshot (route table + pools)
-//! proxy::forward ──Pool::candidates──▶ Upstream::lease ──Lease──▶ request on a pooled connection
+//! proxy::forward ──Pool::candidates──▶ Upstream::lease ──Lease::send──▶ ResponseBody (owns the lease)
 //! ```
 //!
 //! An [`Upstream`] (address + protocol) holds its idle connections and its
