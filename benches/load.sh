@@ -286,7 +286,7 @@ wait_quiet() {
 
 # ---------------------------------------------------------------- build ---
 
-if [ -z "${BG_BIN:-}" ]; then
+if [ -z "${BG_BIN:-}" ] && [ -z "${BG_VARIANTS:-}" ]; then
     log "building branchgate (cargo build --release --bin branchgate)"
     (cd "$ROOT" && cargo build --release --bin branchgate)
     BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"

@@ -666,6 +666,90 @@ async fn upstream_response_framing_is_repaired_or_refused() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused_only_after_a_clean_response() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--access-log", "off"],
+    )
+    .await;
+    let get = |target: &str| get(target, "Connection: close\r\n");
+    // Which upstream connection served `target`, and whether it is closed.
+    let conn_of = |target: &str| {
+        b.conns()
+            .iter()
+            .position(|c| c.requests.iter().any(|r| r.target() == target))
+    };
+
+    // Two plain answers in a row share one upstream connection.
+    for target in ["/one", "/two"] {
+        let ex = exchange(p.addr, &get(target), WAIT).await;
+        assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    }
+    assert_eq!(
+        conn_of("/one"),
+        conn_of("/two"),
+        "the idle connection was reused"
+    );
+
+    // An interim 100 is skipped; the final answer comes through.
+    let ex = exchange(p.addr, &get("/continue"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    assert!(ex.text.ends_with("after 100 ok."), "{}", ex.text);
+
+    // A chunked answer with trailers: the body whole, the trailer not
+    // forwarded, the connection clean and reused.
+    let ex = exchange(p.addr, &get("/trailer"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    assert!(
+        ex.text.contains("with") && ex.text.contains(" trailer"),
+        "{}",
+        ex.text
+    );
+    assert!(!ex.text.contains("X-Trailer"), "{}", ex.text);
+    let ex = exchange(p.addr, &get("/after-trailer"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    assert_eq!(conn_of("/trailer"), conn_of("/after-trailer"));
+
+    // Bytes past the end of a response are never read as the next one: that
+    // connection is closed, the next request gets a connection of its own.
+    let ex = exchange(p.addr, &get("/extra"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    assert!(ex.text.ends_with("\r\n\r\nok"), "{}", ex.text);
+    let ex = exchange(p.addr, &get("/after-extra"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    assert!(!ex.text.contains("forged"), "{}", ex.text);
+    assert!(ex.text.ends_with("ok /after-extra"), "{}", ex.text);
+    assert_ne!(conn_of("/extra"), conn_of("/after-extra"));
+    let extra = conn_of("/extra").unwrap();
+    eventually(WAIT, "the connection with stray bytes to close", || async {
+        b.conns()[extra].closed.then_some(())
+    })
+    .await;
+
+    // A body read until an HTTP/1.0 upstream closes arrives whole, to an
+    // HTTP/1.1 client as HTTP/1.1 (chunked, so the client sees its end).
+    let ex = exchange(p.addr, &get("/until-close"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    assert!(ex.text.starts_with("HTTP/1.1 200"), "{}", ex.text);
+    assert!(
+        ex.text
+            .ends_with("\r\n1E\r\nread until the upstream closes\r\n0\r\n\r\n"),
+        "{}",
+        ex.text
+    );
+
+    // An upstream that closes an idle pooled connection: the next request
+    // finds it dead when it takes it and goes on a fresh one, no 502.
+    let ex = exchange(p.addr, &get("/close-after"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ex = exchange(p.addr, &get("/after-close"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    assert_ne!(conn_of("/close-after"), conn_of("/after-close"));
+}
+
+#[tokio::test]
 async fn heads_are_bounded_at_64_kib_each_way_and_bodies_stream_through() {
     let b = RawBackend::spawn().await;
     let p = ProxyProcess::spawn(

@@ -88,6 +88,10 @@ pub(super) struct Conn {
     /// It has carried a response before (a failure then may just be the
     /// upstream closing an idle connection).
     reused: bool,
+    /// How much to read at once when the body's length is unknown: doubles
+    /// while reads fill it (to [`HTTP1_BUFFER`]), back to [`HEAD_READ`] when
+    /// one does not, so small chunked answers never get a large buffer.
+    read_hint: usize,
 }
 
 /// Room for a response head and a small body in one read.
@@ -100,6 +104,7 @@ impl Conn {
             buf: BytesMut::new(),
             written,
             reused: false,
+            read_hint: HEAD_READ,
         }
     }
 
@@ -119,12 +124,24 @@ impl Conn {
             .is_pending()
     }
 
-    /// Reads more into the buffer, with room for `want` bytes at least.
-    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < want.clamp(1024, HTTP1_BUFFER) {
-            self.buf.reserve(want.clamp(1024, HTTP1_BUFFER));
+    /// Reads more into the buffer, with room for `want` bytes (the rest of
+    /// the body when its length is known, else the read hint), within 1 KiB
+    /// and [`HTTP1_BUFFER`].
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: Option<u64>) -> Poll<io::Result<usize>> {
+        let want = want.map_or(self.read_hint, |w| usize::try_from(w).unwrap_or(usize::MAX));
+        let want = want.clamp(1024, HTTP1_BUFFER);
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        let room = self.buf.capacity() - self.buf.len();
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+        if let Poll::Ready(Ok(n)) = read {
+            self.read_hint = match n >= room {
+                true => (self.read_hint * 2).min(HTTP1_BUFFER),
+                false => HEAD_READ,
+            };
+        }
+        read
     }
 }
 
@@ -325,7 +342,7 @@ impl Lease {
                     }
                 }
                 progressed |= upload.write(&mut conn.io, cx);
-                match conn.poll_fill(cx, HEAD_READ) {
+                match conn.poll_fill(cx, None) {
                     Poll::Pending => {}
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Err(SendError::Upstream(UpstreamError::Closed)));
@@ -380,7 +397,9 @@ impl Lease {
             && !upload.broken;
         let mut response = Response::new(());
         *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
+        // The version is hop-by-hop: the client gets its own connection's
+        // (nginx answers an HTTP/1.1 client with HTTP/1.1 whatever the upstream spoke).
+        *response.version_mut() = http::Version::HTTP_11;
         *response.headers_mut() = head.headers;
         let body = ResponseBody {
             decoder: Decoder::new(head.framing),
@@ -459,21 +478,15 @@ impl Body for ResponseBody {
         let conn = lease.conn_mut();
         loop {
             let decoded = match this.decoder.decode(&mut conn.buf) {
-                Ok(Decoded::More) => {
-                    let want = this
-                        .decoder
-                        .remaining()
-                        .map_or(HTTP1_BUFFER, |r| usize::try_from(r).unwrap_or(HTTP1_BUFFER));
-                    match conn.poll_fill(cx, want) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(0)) => this.decoder.eof(),
-                        Poll::Ready(Ok(_)) => continue,
-                        Poll::Ready(Err(e)) => {
-                            this.lease = None;
-                            return Poll::Ready(Some(Err(e.into())));
-                        }
+                Ok(Decoded::More) => match conn.poll_fill(cx, this.decoder.remaining()) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => this.decoder.eof(),
+                    Poll::Ready(Ok(_)) => continue,
+                    Poll::Ready(Err(e)) => {
+                        this.lease = None;
+                        return Poll::Ready(Some(Err(e.into())));
                     }
-                }
+                },
                 other => other,
             };
             return Poll::Ready(match decoded {

@@ -140,8 +140,10 @@ async fn serve(mut stream: TcpStream, conn: Arc<Mutex<RawConn>>, stop: Cancellat
             pending.drain(..used);
             early |= req.target() == "/early";
             let answer = answer(&req);
+            // These answers end by closing the connection (without saying so).
+            let close = matches!(req.target(), "/close-after" | "/until-close");
             conn.lock().unwrap().requests.push(req);
-            if stream.write_all(&answer).await.is_err() {
+            if stream.write_all(&answer).await.is_err() || close {
                 return;
             }
         }
@@ -179,6 +181,14 @@ fn answer(req: &RawRequest) -> Vec<u8> {
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: foo\r\n\r\n"
                 .to_vec()
         }
+        "/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nafter 100 ok."
+            .to_vec(),
+        // A complete response and then bytes that look like the next one.
+        "/extra" => b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+            .to_vec(),
+        "/trailer" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwith\r\n8\r\n trailer\r\n0\r\nX-Trailer: 1\r\n\r\n"
+            .to_vec(),
+        "/until-close" => b"HTTP/1.0 200 OK\r\n\r\nread until the upstream closes".to_vec(),
         "/zero-length" => {
             let body = format!("{:?}", req.header("content-length"));
             format!(
