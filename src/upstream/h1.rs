@@ -125,6 +125,7 @@ pub fn parse_head(
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(count);
+    let mut seen = Seen::default();
     for &(name, name_len, value, value_len) in &spans[..count] {
         let (name, name_len, value, value_len) = (
             name as usize,
@@ -136,14 +137,15 @@ pub fn parse_head(
             .map_err(|_| ParseError::Head(httparse::Error::HeaderName))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
             .map_err(|_| ParseError::Value(name.to_string()))?;
+        seen.note(&name, &value);
         headers.append(name, value);
     }
-    let (framing, framing_clean) = framing(status, version, &headers, request)?;
+    let (framing, framing_clean) = framing(status, version, &seen, request)?;
     let keep_alive = framing_clean
         && framing != Framing::Close
         && match version {
-            Version::HTTP_11 => !has_token(&headers, "close"),
-            _ => has_token(&headers, "keep-alive"),
+            Version::HTTP_11 => !seen.close,
+            _ => seen.keep_alive,
         };
     Ok(Some(Head {
         status,
@@ -154,13 +156,58 @@ pub fn parse_head(
     }))
 }
 
+/// What the fields that frame a response said, noted as the head is read
+/// (no lookups in the map afterwards).
+#[derive(Default)]
+struct Seen {
+    /// Some `Content-Length` field came; its value if every one is the same
+    /// number of digits only, else an error.
+    length: Option<Result<u64, ()>>,
+    /// The last `Transfer-Encoding` field (whose last coding decides).
+    transfer_encoding: Option<HeaderValue>,
+    /// `Connection` lists `close` / `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        if name == CONTENT_LENGTH {
+            let parsed = value.to_str().map_err(drop).and_then(|line| {
+                line.split(',').try_fold(None, |agreed: Option<u64>, part| {
+                    match (digits(part.trim()), agreed) {
+                        (Some(n), None) => Ok(Some(n)),
+                        (Some(n), Some(a)) if n == a => Ok(Some(n)),
+                        _ => Err(()),
+                    }
+                })
+            });
+            self.length = Some(match (self.length.take(), parsed) {
+                (None | Some(Ok(_)), Ok(None)) | (_, Err(())) | (Some(Err(())), _) => Err(()),
+                (None, Ok(Some(n))) => Ok(n),
+                (Some(Ok(a)), Ok(Some(n))) if a == n => Ok(n),
+                (Some(Ok(_)), Ok(Some(_))) => Err(()),
+            });
+        } else if name == TRANSFER_ENCODING {
+            self.transfer_encoding = Some(value.clone());
+        } else if name == CONNECTION
+            && let Ok(s) = value.to_str()
+        {
+            for token in s.split(',').map(str::trim) {
+                self.close |= token.eq_ignore_ascii_case("close");
+                self.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+            }
+        }
+    }
+}
+
 /// The body's framing, and whether it was unambiguous (a response with both
 /// Transfer-Encoding and Content-Length is read by the first, but its
 /// connection is not trusted with another request).
 fn framing(
     status: StatusCode,
     version: Version,
-    headers: &HeaderMap,
+    seen: &Seen,
     request: &Method,
 ) -> Result<(Framing, bool), ParseError> {
     if status.is_informational()
@@ -171,39 +218,27 @@ fn framing(
     {
         return Ok((Framing::Length(0), true));
     }
-    let lengths = headers.get_all(CONTENT_LENGTH);
-    let mut te = headers.get_all(TRANSFER_ENCODING).iter().peekable();
-    if te.peek().is_some() {
+    if let Some(te) = &seen.transfer_encoding {
         if version == Version::HTTP_10 {
             return Err(ParseError::TransferEncoding10);
         }
-        let clean = lengths.iter().next().is_none();
         let chunked = te
-            .last()
-            .and_then(|v| v.to_str().ok())
+            .to_str()
+            .ok()
             .and_then(|s| s.rsplit(',').next())
             .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        return Ok((
-            if chunked {
-                Framing::Chunked
-            } else {
-                Framing::Close
-            },
-            clean,
-        ));
+        let framing = if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        };
+        return Ok((framing, seen.length.is_none()));
     }
-    let mut length = None;
-    for value in lengths {
-        let line = value.to_str().map_err(|_| ParseError::ContentLength)?;
-        for part in line.split(',') {
-            let n = digits(part.trim()).ok_or(ParseError::ContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ParseError::ContentLength);
-            }
-            length = Some(n);
-        }
+    match seen.length {
+        None => Ok((Framing::Close, true)),
+        Some(Ok(n)) => Ok((Framing::Length(n), true)),
+        Some(Err(())) => Err(ParseError::ContentLength),
     }
-    Ok((length.map_or(Framing::Close, Framing::Length), true))
 }
 
 /// A decimal number of digits only (no sign, no space), below 2^64 - 2.
@@ -212,14 +247,6 @@ fn digits(s: &str) -> Option<u64> {
         return None;
     }
     s.parse::<u64>().ok().filter(|&n| n < u64::MAX - 1)
-}
-
-/// Whether a `Connection` field lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
 }
 
 /// What [`Decoder::decode`] found in the buffer.
