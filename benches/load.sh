@@ -286,7 +286,8 @@ wait_quiet() {
 
 # ---------------------------------------------------------------- build ---
 
-if [ -z "${BG_BIN:-}" ] && [ -z "${BG_VARIANTS:-}" ]; then
+# Built only when some variant needs it (no BG_VARIANTS, or one naming @BG_BIN@).
+if [ -z "${BG_BIN:-}" ] && { [ -z "${BG_VARIANTS:-}" ] || [[ "$BG_VARIANTS" == *@BG_BIN@* ]]; }; then
     log "building branchgate (cargo build --release --bin branchgate)"
     (cd "$ROOT" && cargo build --release --bin branchgate)
     BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
@@ -295,12 +296,12 @@ abs_path() { case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac; }
 # Variants: label -> binary, label -> extra flags, in order.
 VARIANTS=()
 declare -A V_BIN V_ARGS V_FLAGS
-IFS=';' read -r -a _entries <<<"${BG_VARIANTS:-branchgate:$BG_BIN}"
+IFS=';' read -r -a _entries <<<"${BG_VARIANTS:-branchgate:${BG_BIN:-}}"
 for _e in "${_entries[@]}"; do
     _e=$(sed 's/^[[:space:]]*//; s/[[:space:]]*$//' <<<"$_e")
     [ -n "$_e" ] || continue
     IFS=':' read -r _label _bin _args <<<"$_e"
-    _bin=${_bin//@BG_BIN@/$BG_BIN}
+    _bin=${_bin//@BG_BIN@/${BG_BIN:-}}
     if [ -z "$_label" ] || [ -z "$_bin" ]; then
         die "BG_VARIANTS: bad entry '$_e' (want LABEL:BINARY[:FLAGS])"
     fi
