@@ -92,8 +92,6 @@ pub(super) struct Conn {
     /// while reads fill it (to [`HTTP1_BUFFER`]), back to [`HEAD_READ`] when
     /// one does not, so small chunked answers never get a large buffer.
     read_hint: usize,
-    /// The buffer was grown past [`HEAD_READ`] for this response.
-    grown: bool,
 }
 
 /// Room for a response head and a small body in one read.
@@ -107,7 +105,6 @@ impl Conn {
             written,
             reused: false,
             read_hint: HEAD_READ,
-            grown: false,
         }
     }
 
@@ -135,7 +132,6 @@ impl Conn {
         let want = want.clamp(1024, HTTP1_BUFFER);
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
-            self.grown |= want > HEAD_READ;
         }
         let room = self.buf.capacity() - self.buf.len();
         let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
@@ -461,12 +457,6 @@ impl ResponseBody {
             // Bytes past the end of a response are never the start of the next one.
             if conn.buf.is_empty() {
                 conn.reused = true;
-                // An idle connection keeps a head-sized buffer at most: one
-                // grown for a large body is freed (once the client has it).
-                if conn.grown {
-                    conn.buf = BytesMut::new();
-                    conn.grown = false;
-                }
                 lease.recycle();
             }
         }
