@@ -750,6 +750,31 @@ async fn upstream_connections_are_reused_only_after_a_clean_response() {
 }
 
 #[tokio::test]
+async fn idle_upstream_connections_are_closed_without_traffic() {
+    let b = RawBackend::spawn().await;
+    let p = ProxyProcess::spawn(
+        &route_toml("s.foo.bar", &[b.addr], ""),
+        &["--access-log", "off", "--upstream-idle-timeout", "1s"],
+    )
+    .await;
+    let ex = exchange(p.addr, &get("/once", "Connection: close\r\n"), WAIT).await;
+    assert_eq!(ex.statuses(), [200], "{}", ex.text);
+    // No request comes to take it: the sweep closes it past the idle timeout.
+    let started = Instant::now();
+    eventually(
+        WAIT,
+        "the idle upstream connection to be closed",
+        || async { b.conns().first().is_some_and(|c| c.closed).then_some(()) },
+    )
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "closed before the idle timeout: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn heads_are_bounded_at_64_kib_each_way_and_bodies_stream_through() {
     let b = RawBackend::spawn().await;
     let p = ProxyProcess::spawn(

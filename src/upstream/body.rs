@@ -54,6 +54,10 @@ impl Sent {
     /// `limit` while nothing waited for the client (`false`: the upstream
     /// stopped reading, nginx's `proxy_send_timeout`).
     pub async fn wait(&self, limit: Duration, written: &AtomicU64) -> bool {
+        // On a second try the first one may have taken the notification.
+        if self.is_done() {
+            return true;
+        }
         loop {
             let before = written.load(Ordering::Relaxed);
             tokio::select! {

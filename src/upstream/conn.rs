@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
@@ -77,6 +77,14 @@ struct Idle {
     since: Instant,
 }
 
+/// One worker's idle connections to an upstream, and whether a sweep runs
+/// over them.
+#[derive(Default)]
+struct IdleSlot {
+    conns: VecDeque<Idle>,
+    sweeping: bool,
+}
+
 /// One upstream address with its live state.
 pub struct Upstream {
     /// Where it listens.
@@ -88,7 +96,7 @@ pub struct Upstream {
     failures: AtomicU32,
     /// Milliseconds since the client epoch of the last connect failure, plus one (0 = never).
     failed_at: AtomicU64,
-    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    idle: Box<[Mutex<IdleSlot>]>,
     client: Arc<Client>,
 }
 
@@ -142,17 +150,17 @@ impl Upstream {
         }
     }
 
-    fn slot(&self) -> &Mutex<VecDeque<Idle>> {
-        &self.idle[WORKER.with(|w| w.get()) % self.idle.len()]
+    fn worker(&self) -> usize {
+        WORKER.with(|w| w.get()) % self.idle.len()
     }
 
     /// Leases a ready connection: a pooled idle one if any is alive, else a new one.
     pub async fn lease(self: &Arc<Self>) -> Result<Lease, ConnectError> {
         loop {
-            let idle = self
-                .slot()
+            let idle = self.idle[self.worker()]
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .conns
                 .pop_back();
             let Some(mut idle) = idle else { break };
             // Nobody watches an idle connection: one the upstream closed (or
@@ -205,19 +213,51 @@ impl Upstream {
         }
     }
 
-    /// Pools a sender; callers pass only ready ones (see [`Lease::recycle`]).
-    fn put_back(&self, conn: Conn) {
+    /// Pools a connection whose last response ended cleanly.
+    fn put_back(self: &Arc<Self>, conn: Conn) {
         let now = Instant::now();
-        let mut idle = self.slot().lock().unwrap_or_else(|e| e.into_inner());
+        let worker = self.worker();
+        let mut slot = self.idle[worker].lock().unwrap_or_else(|e| e.into_inner());
         // Connections are reused last-in first-out, so stale ones collect at the front.
-        while idle
+        while slot
+            .conns
             .front()
             .is_some_and(|i| now - i.since > self.client.settings.idle_timeout)
         {
-            idle.pop_front();
+            slot.conns.pop_front();
         }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle { conn, since: now });
+        if slot.conns.len() < MAX_IDLE {
+            slot.conns.push_back(Idle { conn, since: now });
+        }
+        // Nobody watches an idle connection; while some are pooled, a sweep
+        // on this worker closes the ones past the idle timeout and the ones
+        // the upstream closed, also when no request comes to take them.
+        if !slot.sweeping && tokio::runtime::Handle::try_current().is_ok() {
+            slot.sweeping = true;
+            tokio::spawn(sweep(Arc::downgrade(self), worker));
+        }
+    }
+}
+
+/// Sweeps one worker's idle connections to `upstream` until none is left
+/// (or the upstream is forgotten).
+async fn sweep(upstream: Weak<Upstream>, worker: usize) {
+    loop {
+        let Some(period) = upstream.upgrade().map(|u| {
+            (u.client.settings.idle_timeout / 2)
+                .clamp(Duration::from_millis(250), Duration::from_secs(10))
+        }) else {
+            return;
+        };
+        tokio::time::sleep(period).await;
+        let Some(up) = upstream.upgrade() else { return };
+        let limit = up.client.settings.idle_timeout;
+        let mut slot = up.idle[worker].lock().unwrap_or_else(|e| e.into_inner());
+        slot.conns
+            .retain_mut(|i| i.since.elapsed() <= limit && i.conn.is_alive());
+        if slot.conns.is_empty() {
+            slot.sweeping = false;
+            return;
         }
     }
 }
@@ -262,7 +302,7 @@ impl Lease {
     /// response ended cleanly with nothing read past it.
     pub(super) fn recycle(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.upstream.put_back(conn);
+            Upstream::put_back(&self.upstream, conn);
         }
     }
 }

@@ -160,6 +160,10 @@ pub enum UpstreamError {
     /// The request body ended before its Content-Length.
     #[error("request body ended before its Content-Length")]
     ShortBody,
+    /// A `101` before the whole request body was sent: what the upstream
+    /// would read as the new protocol is unknown.
+    #[error("upstream switched protocols before the request body was sent")]
+    EarlySwitch,
 }
 
 /// Why [`Lease::send`] returned no response.
@@ -324,7 +328,7 @@ impl Lease {
                 RequestFraming::Length(n) => n,
                 RequestFraming::Chunked => 0,
             },
-            ended: ended || framing == RequestFraming::Length(0),
+            ended: framing == RequestFraming::Length(0),
             taken: false,
             wrote: false,
             broken: false,
@@ -389,6 +393,9 @@ impl Lease {
             }
             Err(e) => return Err(Ok(e)),
         };
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS && !upload.done() {
+            return Err(Ok(SendError::Upstream(UpstreamError::EarlySwitch)));
+        }
         // An answer before the whole body went: the rest is not sent, and
         // the connection is closed after the response.
         let reusable = head.keep_alive

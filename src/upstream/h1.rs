@@ -145,7 +145,7 @@ pub fn parse_head(
         && framing != Framing::Close
         && match version {
             Version::HTTP_11 => !seen.close,
-            _ => seen.keep_alive,
+            _ => seen.keep_alive && !seen.close,
         };
     Ok(Some(Head {
         status,
@@ -210,11 +210,14 @@ fn framing(
     seen: &Seen,
     request: &Method,
 ) -> Result<(Framing, bool), ParseError> {
+    // A 2xx to CONNECT turns the connection into a tunnel: never reused.
+    if request == Method::CONNECT && status.is_success() {
+        return Ok((Framing::Length(0), false));
+    }
     if status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
         || request == Method::HEAD
-        || (request == Method::CONNECT && status.is_success())
     {
         return Ok((Framing::Length(0), true));
     }

@@ -110,6 +110,20 @@ fn a_head_parses_with_its_framing_and_keep_alive() {
             Framing::Length(3),
             true,
         ),
+        // `close` wins over `keep-alive`, in one field or two.
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
+            Method::GET,
+            Framing::Length(3),
+            false,
+        ),
+        // A 2xx to CONNECT is a tunnel: no body, and never reused.
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            Method::CONNECT,
+            Framing::Length(0),
+            false,
+        ),
     ];
     for (bytes, method, framing, keep_alive) in cases {
         let head = parse(bytes, method.clone()).unwrap().unwrap();
