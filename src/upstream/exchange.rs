@@ -23,7 +23,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::body::{RequestBody, RequestBodyError};
 use super::conn::Lease;
-use super::h1::{self, Decoded, Decoder, Framing, ParseError, RequestFraming};
+use super::h1::{self, Decoded, Decoder, ParseError, RequestFraming};
 use crate::net::{HTTP1_BUFFER, Observed};
 
 /// The socket to an upstream, plain or TLS; its writes are counted.
@@ -410,7 +410,6 @@ impl Lease {
         *response.headers_mut() = head.headers;
         let body = ResponseBody {
             decoder: Decoder::new(head.framing),
-            framing: head.framing,
             lease: Some(self),
             reusable,
         };
@@ -437,7 +436,6 @@ fn idempotent(method: &Method) -> bool {
 /// closed otherwise.
 pub struct ResponseBody {
     decoder: Decoder,
-    framing: Framing,
     lease: Option<Lease>,
     reusable: bool,
 }
@@ -516,10 +514,9 @@ impl Body for ResponseBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.framing {
-            Framing::Length(_) => SizeHint::with_exact(self.decoder.remaining().unwrap_or(0)),
-            _ => SizeHint::default(),
-        }
+        self.decoder
+            .length_left()
+            .map_or_else(SizeHint::default, SizeHint::with_exact)
     }
 }
 

@@ -41,6 +41,9 @@ pub enum ParseError {
     /// Transfer-Encoding in an HTTP/1.0 response.
     #[error("HTTP/1.0 response with Transfer-Encoding")]
     TransferEncoding10,
+    /// The upstream closed the connection before the body's end.
+    #[error("upstream closed the connection before the response body ended")]
+    Cut,
     /// The chunked framing is broken.
     #[error("response body's chunked framing is malformed: {0}")]
     Chunked(&'static str),
@@ -62,8 +65,6 @@ pub enum Framing {
 pub struct Head {
     /// Status code.
     pub status: StatusCode,
-    /// HTTP/1.0 or HTTP/1.1.
-    pub version: Version,
     /// Every header field, in order.
     pub headers: HeaderMap,
     /// How the body that follows is delimited.
@@ -149,7 +150,6 @@ pub fn parse_head(
         };
     Ok(Some(Head {
         status,
-        version,
         headers,
         framing,
         keep_alive,
@@ -328,6 +328,16 @@ impl Decoder {
         matches!(self.kind, Kind::Done)
     }
 
+    /// Bytes still to come of a body framed by its length (`None` for
+    /// chunked and until-close bodies): the size hint it gives.
+    pub fn length_left(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Length(n) => Some(*n),
+            Kind::Done => Some(0),
+            _ => None,
+        }
+    }
+
     /// Bytes of body still to come, when known.
     pub fn remaining(&self) -> Option<u64> {
         match &self.kind {
@@ -373,9 +383,7 @@ impl Decoder {
                 self.kind = Kind::Done;
                 Ok(Decoded::End)
             }
-            _ => Err(ParseError::Chunked(
-                "connection closed before the body ended",
-            )),
+            _ => Err(ParseError::Cut),
         }
     }
 }
