@@ -16,7 +16,7 @@
 //! → one immutable snapshot, published by one writer), [`upstream`] (live
 //! pools, health and connections that outlive snapshots), [`proxy`]
 //! (listeners and the request phases), plus [`logging`], [`net`] (socket
-//! helpers) and [`demo`]. [`bind`] + [`Bound::run`] are the application:
+//! helpers), [`hash`] (a fast hasher for keys the process chose) and [`demo`]. [`bind`] + [`Bound::run`] are the application:
 //! workers with their listener sets, the publisher, and every background task,
 //! tracked and stopped on shutdown. The library never exits the process.
 
@@ -44,6 +44,8 @@ pub mod logging;
 pub mod events;
 
 pub mod net;
+
+pub mod hash;
 
 pub mod demo;
 

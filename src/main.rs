@@ -3,6 +3,9 @@
 
 use tokio_util::sync::CancellationToken;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let config = match branchgate::Config::from_args() {
         Ok(c) => c,

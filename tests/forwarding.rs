@@ -23,6 +23,8 @@ async fn forwarded_headers_are_overwritten_unless_the_downstream_is_trusted() {
         ("x-forwarded-host", "evil.example"),
         ("x-forwarded-port", "443"),
         ("x-real-ip", "6.6.6.6"),
+        ("x-forwarded-ssl", "on"),
+        ("x-original-uri", "/admin"),
     ];
     let untrusted = Proxy::builder()
         .route("h.foo.bar", &[b.addr], "")
@@ -65,6 +67,8 @@ async fn forwarded_headers_are_overwritten_unless_the_downstream_is_trusted() {
         Some("evil.example")
     );
     assert_eq!(r.seen_header("x-forwarded-port").as_deref(), Some("443"));
+    // Never the client's, and each once (seen_header joins repeats with '|').
+    assert_eq!(r.seen_header("x-original-uri").as_deref(), Some("/"));
     // Trusted, but the client sent none: the proxy's own values.
     let r = get(trusted.addr, "h.foo.bar", "/").await;
     assert_eq!(

@@ -29,7 +29,7 @@ const OTHER_ROUTE: &str = "_other";
 /// Counters fed by every completed request.
 #[derive(Debug)]
 pub struct Metrics {
-    requests: DashMap<(Arc<str>, u16, &'static str), AtomicU64>,
+    requests: DashMap<(Arc<str>, u16, &'static str), AtomicU64, crate::hash::Fast>,
     /// [`OTHER_ROUTE`], allocated once.
     other: Arc<str>,
     /// Per bucket (cumulative at render time), then +Inf.
@@ -80,7 +80,7 @@ fn method_label(m: &Method) -> &'static str {
 impl Default for Metrics {
     fn default() -> Self {
         Self {
-            requests: DashMap::new(),
+            requests: DashMap::default(),
             other: Arc::from(OTHER_ROUTE),
             buckets: Default::default(),
             duration_sum_us: AtomicU64::new(0),

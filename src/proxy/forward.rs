@@ -16,18 +16,19 @@ use tracing::{debug, warn};
 
 use super::error::ProxyError;
 use super::handler::Connection;
-use super::headers::{HeaderRules, join_cookies, prepare_request, prepare_response};
+use super::headers::{Forwarding, HeaderRules, join_cookies, prepare_request, prepare_response};
 use super::route::Routed;
 use crate::upstream::{Pool, RequestBody, RequestBodyError, ResponseBody, Retry, SendError, Sent};
 
 /// Edits `req` for the upstream in place: the matched prefix replaced by
-/// `VIRTUAL_DEST`, origin-form target, hop-by-hop headers out, forwarding
-/// headers in. Returns the client's upgrade, when it asked for one.
+/// `VIRTUAL_DEST`, origin-form target, hop-by-hop headers out. Returns the
+/// client's upgrade, when it asked for one, and the forwarding headers the
+/// upstream leg writes after the request's own.
 pub fn prepare(
     req: &mut Request<Incoming>,
     routed: &Routed<'_>,
     connection: &Connection,
-) -> Result<Option<OnUpgrade>, ProxyError> {
+) -> Result<(Option<OnUpgrade>, Forwarding), ProxyError> {
     let original_uri = match req.uri().path_and_query() {
         Some(pq) => HeaderValue::from_str(pq.as_str()).unwrap_or(HeaderValue::from_static("/")),
         None => HeaderValue::from_static("/"),
@@ -49,7 +50,7 @@ pub fn prepare(
     let settings = &connection.shared.settings;
     let upgradable = req.version() == Version::HTTP_11;
     let body_length = http_body::Body::size_hint(req.body()).exact();
-    let upgrade = prepare_request(
+    let prepared = prepare_request(
         req.headers_mut(),
         &connection.info,
         &routed.host,
@@ -61,9 +62,9 @@ pub fn prepare(
         upgradable,
         body_length,
     );
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut *req));
+    let client_upgrade = prepared.upgrade.then(|| hyper::upgrade::on(&mut *req));
     *req.version_mut() = Version::HTTP_11;
-    Ok(client_upgrade)
+    Ok((client_upgrade, prepared.forwarding))
 }
 
 /// Replaces `prefix` at the start of the path with `dest`, joined by exactly one `/`.
@@ -87,18 +88,22 @@ pub fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Ur
     Uri::try_from(out).ok()
 }
 
-/// Sends `req` to an upstream of `pool`. `body_sent` is there when the
-/// request has a body: the response timeout (the route's, else
-/// `--response-timeout`) starts once it is sent in full.
+/// Sends `req`, with `forwarding` after its own headers, to an upstream of
+/// `pool`. `body_sent` is there when the request has a body: the response
+/// timeout (the route's, else `--response-timeout`) starts once it is sent
+/// in full.
+#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     connection: &Arc<Connection>,
     pool: &Pool,
     req: Request<RequestBody>,
+    forwarding: &Forwarding,
     client_upgrade: Option<OnUpgrade>,
     body_sent: Option<Arc<Sent>>,
     response_timeout: Option<std::time::Duration>,
 ) -> Result<Response<Option<ResponseBody>>, ProxyError> {
     let timeout = response_timeout.unwrap_or(connection.shared.settings.response_timeout);
+    let forwarding = forwarding.fields();
     let mut req = Some(req);
     let mut last_err = ProxyError::NoUpstream;
     for upstream in pool.candidates() {
@@ -124,7 +129,7 @@ pub async fn forward(
             };
             let Some(request) = req.take() else { break };
             let written = body_sent.as_ref().map(|_| lease.written());
-            let sent = lease.send(request);
+            let sent = lease.send(request, &forwarding);
             // The response timeout starts once the body is sent; while it is
             // sent, the same limit bounds an upstream that stops taking it.
             let deadline = async {

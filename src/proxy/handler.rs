@@ -25,6 +25,7 @@ use super::body::ProxyBody;
 use super::conns::Slot;
 use super::error::ProxyError;
 use super::forward::{forward, prepare};
+use super::headers::Forwarding;
 use super::listener::{ConnInfo, Scheme};
 use super::policy::{Context, Decoration, Https, NOINDEX, policy, refused};
 use super::record::{RequestRecord, Sink, shown_headers};
@@ -79,6 +80,7 @@ struct Ready {
     pool: Arc<Pool>,
     req: Request<Incoming>,
     upgrade: Option<OnUpgrade>,
+    forwarding: Forwarding,
     decoration: Decoration,
     /// Headers every answer on this route carries.
     extra: RouteHeaders,
@@ -140,6 +142,7 @@ pub async fn handle(
                 connection,
                 &ready.pool,
                 req,
+                &ready.forwarding,
                 ready.upgrade,
                 body_sent.clone(),
                 ready.decoration.response_timeout,
@@ -264,14 +267,16 @@ fn decide(
                 return Err(fail(ProxyError::NoUpstream.into()));
             }
             decoration.consumed.strip(req.headers_mut());
-            let upgrade = prepare(&mut req, &routed, connection).map_err(|e| fail(e.into()))?;
-            Ok((upgrade, decoration))
+            let (upgrade, forwarding) =
+                prepare(&mut req, &routed, connection).map_err(|e| fail(e.into()))?;
+            Ok((upgrade, forwarding, decoration))
         });
     match ready {
-        Ok((upgrade, decoration)) => Ok(Ready {
+        Ok((upgrade, forwarding, decoration)) => Ok(Ready {
             pool,
             req,
             upgrade,
+            forwarding,
             decoration,
             extra,
         }),

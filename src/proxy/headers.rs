@@ -83,8 +83,30 @@ const UNDERSCORE_BIT: u32 = 1 << 16;
 /// `Content-Length` is present (requests only: it may need rewriting).
 const CONTENT_LENGTH_BIT: u32 = 1 << 17;
 
+/// The forwarding headers branchgate sets on every request, in the order the
+/// upstream leg writes them (nginx-proxy's). A request's own copies are
+/// taken out of its map (read first with `--trust-downstream-proxy`), and
+/// the values go beside the map in a [`Forwarding`]. Bit order follows
+/// [`UNTRUSTED`], from bit 18.
+static FORWARDING: [&HeaderName; 7] = [
+    &X_REAL_IP,
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_HOST,
+    &X_FORWARDED_PORT,
+    &X_FORWARDED_SSL,
+    &X_ORIGINAL_URI,
+];
+const FORWARDING_SHIFT: u32 = 18;
+const FORWARDING_BITS: u32 = 0x7f << FORWARDING_SHIFT;
+const XFF_BIT: u32 = 1 << (FORWARDING_SHIFT + 1);
+const XF_PROTO_BIT: u32 = 1 << (FORWARDING_SHIFT + 2);
+const XF_HOST_BIT: u32 = 1 << (FORWARDING_SHIFT + 3);
+const XF_PORT_BIT: u32 = 1 << (FORWARDING_SHIFT + 4);
+
 /// The bit of a [`DROPPED`] or [`UNTRUSTED`] name (in the order of their
-/// chained index), or of `Content-Length`; 0 for any other. The length picks
+/// chained index), of a [`FORWARDING`] name (from bit 18), or of
+/// `Content-Length`; 0 for any other. The length picks
 /// the candidates, so most names cost one comparison of two integers.
 fn known_bit(name: &str) -> u32 {
     let bit = |i: u32| 1 << i;
@@ -94,6 +116,7 @@ fn known_bit(name: &str) -> u32 {
         7 if name == "trailer" => bit(4),
         7 if name == "upgrade" => bit(6),
         9 if name == "forwarded" => bit(8),
+        9 if name == "x-real-ip" => bit(18),
         10 if name == "connection" => bit(0),
         10 if name == "keep-alive" => bit(1),
         11 if name == "x-client-ip" => bit(14),
@@ -101,6 +124,12 @@ fn known_bit(name: &str) -> u32 {
         14 if name == "x-original-url" => bit(11),
         14 if name == "true-client-ip" => bit(13),
         14 if name == "content-length" => CONTENT_LENGTH_BIT,
+        14 if name == "x-original-uri" => bit(24),
+        15 if name == "x-forwarded-for" => bit(19),
+        15 if name == "x-forwarded-ssl" => bit(23),
+        16 if name == "x-forwarded-host" => bit(21),
+        16 if name == "x-forwarded-port" => bit(22),
+        17 if name == "x-forwarded-proto" => bit(20),
         16 if name == "proxy-connection" => bit(2),
         16 if name == "cf-connecting-ip" => bit(15),
         17 if name == "transfer-encoding" => bit(5),
@@ -110,8 +139,8 @@ fn known_bit(name: &str) -> u32 {
     }
 }
 
-/// One pass over the header names, without hashing: a bit per [`DROPPED`]
-/// and [`UNTRUSTED`] name present, [`CONTENT_LENGTH_BIT`], and with
+/// One pass over the header names, without hashing: a bit per [`DROPPED`],
+/// [`UNTRUSTED`] and [`FORWARDING`] name present, [`CONTENT_LENGTH_BIT`], and with
 /// `underscores` also [`UNDERSCORE_BIT`]. Most messages carry none of them,
 /// and then nothing else is done.
 fn scan(headers: &HeaderMap, underscores: bool) -> u32 {
@@ -149,10 +178,14 @@ fn remove_found(headers: &mut HeaderMap, found: u32) {
         }
     }
     // Only the names found: usually one (`Connection`), never all sixteen.
-    let mut bits = found & (HOP_BY_HOP | PROXY_BIT | UNTRUSTED_BITS);
+    let mut bits = found & (HOP_BY_HOP | PROXY_BIT | UNTRUSTED_BITS | FORWARDING_BITS);
     while bits != 0 {
         let i = bits.trailing_zeros() as usize;
-        let name = if i < 8 { DROPPED[i] } else { UNTRUSTED[i - 8] };
+        let name = match i {
+            0..8 => DROPPED[i],
+            8..16 => UNTRUSTED[i - 8],
+            _ => FORWARDING[i - FORWARDING_SHIFT as usize],
+        };
         headers.remove(name);
         bits &= bits - 1;
     }
@@ -177,18 +210,52 @@ pub struct HeaderRules {
     pub underscores: bool,
 }
 
+/// The values of the [`FORWARDING`] headers for one request, in that order.
+/// They stay out of the request's map: the upstream leg writes them after
+/// the map's fields ([`Forwarding::fields`]). Setting them in the map cost a
+/// hashed insert each, about 2 000 instructions per request for the seven.
+#[derive(Clone, Debug)]
+pub struct Forwarding([HeaderValue; 7]);
+
+impl Forwarding {
+    /// Every field, name and value, in the order they go upstream.
+    pub fn fields(&self) -> [(&HeaderName, &HeaderValue); 7] {
+        std::array::from_fn(|i| (FORWARDING[i], &self.0[i]))
+    }
+
+    /// The value set for `name`, if it is one of the [`FORWARDING`] headers.
+    pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
+        FORWARDING
+            .iter()
+            .position(|n| *n == name)
+            .map(|i| &self.0[i])
+    }
+}
+
+/// What [`prepare_request`] decided besides editing the map.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The request asks for a protocol upgrade, and it is forwarded.
+    pub upgrade: bool,
+    /// The forwarding headers to write after the map's.
+    pub forwarding: Forwarding,
+}
+
 /// Rewrites a request's headers for the upstream, as nginx-proxy does
-/// (`Content-Length` made canonical from `body_length`), and says whether
-/// the request asks for a protocol upgrade (kept only when
-/// `upgradable`, i.e. HTTP/1.1: `Upgrade` and `Connection: upgrade` are then
-/// forwarded, every other hop-by-hop header still goes).
+/// (`Content-Length` made canonical from `body_length`), says whether the
+/// request asks for a protocol upgrade (kept only when `upgradable`, i.e.
+/// HTTP/1.1: `Upgrade` and `Connection: upgrade` are then forwarded, every
+/// other hop-by-hop header still goes), and returns the forwarding headers,
+/// which leave the map (see [`Forwarding`]).
 ///
-/// With `trust` (`--trust-downstream-proxy`), incoming `X-Forwarded-*` are
-/// kept and the client IP is appended to `X-Forwarded-For`; without it they
-/// are overwritten, and the other [`UNTRUSTED`] forwarding headers dropped,
-/// so a client cannot spoof them. Header names with `_` are dropped unless
-/// `underscores` (nginx's `underscores_in_headers`): servers that read `_` as
-/// `-` would take `X_Forwarded_For` for the real one.
+/// With `trust` (`--trust-downstream-proxy`), incoming `X-Forwarded-Proto`,
+/// `-Host` and `-Port` are kept (their first value) and the client IP is
+/// appended to `X-Forwarded-For`; without it they are overwritten, and the
+/// other [`UNTRUSTED`] forwarding headers dropped, so a client cannot spoof
+/// them. `X-Real-IP` and `X-Original-URI` are always branchgate's. Header
+/// names with `_` are dropped unless `underscores` (nginx's
+/// `underscores_in_headers`): servers that read `_` as `-` would take
+/// `X_Forwarded_For` for the real one.
 pub fn prepare_request(
     headers: &mut HeaderMap,
     conn: &ConnInfo,
@@ -197,9 +264,9 @@ pub fn prepare_request(
     rules: HeaderRules,
     upgradable: bool,
     body_length: Option<u64>,
-) -> bool {
+) -> Prepared {
     let HeaderRules { trust, underscores } = rules;
-    // Each map operation hashes a name: this path does one per header it sets.
+    // Each map operation hashes a name: this path does as few as it can.
     let mut found = scan(headers, !underscores);
     if found & CONTENT_LENGTH_BIT != 0 {
         canonical_content_length(headers, body_length);
@@ -213,11 +280,10 @@ pub fn prepare_request(
         .then(|| headers.get(UPGRADE).cloned())
         .flatten();
     let is_upgrade = upgrade.is_some();
+    let forwarding = forwarding(headers, found, conn, host, original_uri, trust);
     if found != 0 {
         remove_found(headers, found);
     }
-    // Up to nine headers are added below; grow the map once, not per insert.
-    headers.reserve(9);
     if let Some(protocol) = upgrade {
         headers.insert(UPGRADE, protocol);
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -225,50 +291,55 @@ pub fn prepare_request(
     // The host that was routed is the host forwarded: for absolute-form and
     // HTTP/2 requests the URI's authority replaces `Host` (RFC 9112 3.2.2).
     headers.insert(HOST, host.clone());
-    headers.insert(&X_REAL_IP, conn.client_ip.clone());
-    headers.insert(&X_ORIGINAL_URI, original_uri);
-    if !trust {
-        headers.insert(&X_FORWARDED_FOR, conn.client_ip.clone());
-        headers.insert(&X_FORWARDED_PROTO, conn.scheme.header());
-        headers.insert(&X_FORWARDED_HOST, host.clone());
-        headers.insert(&X_FORWARDED_PORT, conn.local_port.clone());
-        let ssl = if conn.scheme == Scheme::Https {
-            "on"
-        } else {
-            "off"
-        };
-        headers.insert(&X_FORWARDED_SSL, HeaderValue::from_static(ssl));
-        return is_upgrade;
+    Prepared {
+        upgrade: is_upgrade,
+        forwarding,
     }
+}
+
+/// The [`FORWARDING`] values: branchgate's own, or with `trust` what a
+/// downstream proxy set (read from the map before its copies go; `found`
+/// says which are there, so an absent one costs no lookup).
+fn forwarding(
+    headers: &HeaderMap,
+    found: u32,
+    conn: &ConnInfo,
+    host: &HeaderValue,
+    original_uri: HeaderValue,
+    trust: bool,
+) -> Forwarding {
+    let sent = |bit: u32, name: &HeaderName| {
+        (trust && found & bit != 0)
+            .then(|| headers.get(name).cloned())
+            .flatten()
+    };
     // Every earlier hop, from every X-Forwarded-For line, then this client.
-    let mut chain = Vec::new();
-    for prev in headers.get_all(&X_FORWARDED_FOR) {
-        chain.extend_from_slice(prev.as_bytes());
-        chain.extend_from_slice(b", ");
-    }
-    let xff = if chain.is_empty() {
-        conn.client_ip.clone()
-    } else {
-        chain.extend_from_slice(conn.client_ip.as_bytes());
-        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| conn.client_ip.clone())
+    let xff = match trust && found & XFF_BIT != 0 {
+        false => conn.client_ip.clone(),
+        true => {
+            let mut chain = Vec::new();
+            for prev in headers.get_all(&X_FORWARDED_FOR) {
+                chain.extend_from_slice(prev.as_bytes());
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(conn.client_ip.as_bytes());
+            HeaderValue::from_bytes(&chain).unwrap_or_else(|_| conn.client_ip.clone())
+        }
     };
-    headers.insert(&X_FORWARDED_FOR, xff);
-    let proto = headers
-        .entry(&X_FORWARDED_PROTO)
-        .or_insert_with(|| conn.scheme.header());
-    let ssl = if proto.as_bytes() == b"https" {
-        "on"
-    } else {
-        "off"
+    let proto = sent(XF_PROTO_BIT, &X_FORWARDED_PROTO).unwrap_or_else(|| conn.scheme.header());
+    let ssl = match proto.as_bytes() == Scheme::Https.as_str().as_bytes() {
+        true => "on",
+        false => "off",
     };
-    headers.insert(&X_FORWARDED_SSL, HeaderValue::from_static(ssl));
-    headers
-        .entry(&X_FORWARDED_HOST)
-        .or_insert_with(|| host.clone());
-    headers
-        .entry(&X_FORWARDED_PORT)
-        .or_insert_with(|| conn.local_port.clone());
-    is_upgrade
+    Forwarding([
+        conn.client_ip.clone(),
+        xff,
+        proto,
+        sent(XF_HOST_BIT, &X_FORWARDED_HOST).unwrap_or_else(|| host.clone()),
+        sent(XF_PORT_BIT, &X_FORWARDED_PORT).unwrap_or_else(|| conn.local_port.clone()),
+        HeaderValue::from_static(ssl),
+        original_uri,
+    ])
 }
 
 /// Writes `Content-Length` in canonical form when it is not (`007`, `5, 5`):

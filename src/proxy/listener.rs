@@ -58,8 +58,10 @@ pub struct ConnInfo {
 }
 
 impl ConnInfo {
-    /// Describes a connection accepted on `local` from `peer`.
-    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: Scheme) -> Self {
+    /// Describes a connection accepted from `peer` on a listener whose port,
+    /// as a header value, is `local_port` (built once per listener: a clone
+    /// is a reference count, where building it allocated per connection).
+    pub fn new(peer: SocketAddr, local_port: HeaderValue, scheme: Scheme) -> Self {
         let ip = match peer.ip() {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
@@ -67,7 +69,7 @@ impl ConnInfo {
         Self {
             peer: SocketAddr::new(ip, peer.port()),
             client_ip: ip_header(ip),
-            local_port: HeaderValue::from(local.port()),
+            local_port,
             scheme,
         }
     }

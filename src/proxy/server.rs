@@ -114,10 +114,15 @@ impl Server {
                 return;
             }
         };
+        let local_port = http::HeaderValue::from(local.port());
+        // One wait for the shutdown for the whole loop: a new one per accept
+        // registered with and left the token's waiters each time.
+        let stop = shutdown.cancelled();
+        tokio::pin!(stop);
         loop {
             let accepted = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return,
+                () = &mut stop => return,
                 accepted = socket.accept() => accepted,
             };
             let (stream, peer) = match accepted {
@@ -135,7 +140,7 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let info = ConnInfo::new(peer, local, scheme);
+            let info = ConnInfo::new(peer, local_port.clone(), scheme);
             let server = self.clone();
             match (scheme, &self.shared.tls) {
                 (Scheme::Https, Some(tls)) => {

@@ -6,7 +6,7 @@
 //! combinations go live with the same latency as any route. Lookups are two
 //! hash probes whatever the number of branches.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::build::{Merged, Pools};
@@ -70,7 +70,7 @@ fn fnv1a(s: &str) -> u32 {
 /// The deployed members of one role, by slug.
 #[derive(Debug, Default)]
 pub struct Members {
-    by_slug: HashMap<Box<str>, Member>,
+    by_slug: crate::hash::FastMap<Box<str>, Member>,
     /// Slugs claimed by more than one branch name: served by none of them.
     conflicts: BTreeMap<Box<str>, Vec<String>>,
 }

@@ -12,7 +12,9 @@
 //! Exact and wildcard lookups are hash probes, one per label of the request
 //! host, so their cost does not depend on how many routes exist.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::hash::FastMap;
 use std::sync::Arc;
 
 use super::branch::{BranchIndex, BranchLookup};
@@ -109,9 +111,9 @@ pub enum Lookup<'a, 'h> {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     pub(super) generation: u64,
-    pub(super) exact: HashMap<Box<str>, Arc<HostRoutes>>,
-    pub(super) suffix: HashMap<Box<str>, Arc<HostRoutes>>,
-    pub(super) prefix: HashMap<Box<str>, Arc<HostRoutes>>,
+    pub(super) exact: FastMap<Box<str>, Arc<HostRoutes>>,
+    pub(super) suffix: FastMap<Box<str>, Arc<HostRoutes>>,
+    pub(super) prefix: FastMap<Box<str>, Arc<HostRoutes>>,
     pub(super) regex: Vec<(Box<HostRegex>, Arc<HostRoutes>)>,
     pub(super) default: Option<Arc<HostRoutes>>,
     pub(super) branches: Option<BranchIndex>,

@@ -15,7 +15,7 @@ use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -305,7 +305,8 @@ impl Upload {
 }
 
 impl Lease {
-    /// Sends `req` on this lease's connection and waits for the response
+    /// Sends `req` on this lease's connection, with the `extra` fields
+    /// written after its own, and waits for the response
     /// head; the body follows through the returned [`ResponseBody`], which
     /// owns the lease from then on. On a pooled connection that failed
     /// before the upstream can have acted on the request, the request comes
@@ -313,13 +314,14 @@ impl Lease {
     pub async fn send(
         mut self,
         mut req: Request<RequestBody>,
+        extra: &[(&HeaderName, &HeaderValue)],
     ) -> Result<Response<ResponseBody>, Result<SendError, Retry>> {
         let ended = req.body().is_end_stream();
         let exact = req.body().size_hint().exact();
         let framing = h1::request_framing(req.headers_mut(), ended, exact);
         let mut head = Vec::new();
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        h1::write_head(&mut head, req.method(), target, req.headers());
+        h1::write_head(&mut head, req.method(), target, req.headers(), extra);
         let mut upload = Upload {
             queue: VecDeque::with_capacity(4),
             queued: 0,

@@ -519,10 +519,18 @@ pub fn request_framing(headers: &mut HeaderMap, ended: bool, exact: Option<u64>)
     }
 }
 
-/// Writes a request head: request line, every field, the blank line.
-pub fn write_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &HeaderMap) {
+/// Writes a request head: request line, every field of `headers`, then
+/// those of `extra`, the blank line.
+pub fn write_head(
+    out: &mut Vec<u8>,
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    extra: &[(&HeaderName, &HeaderValue)],
+) {
     let fields: usize = headers
         .iter()
+        .chain(extra.iter().copied())
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
     out.reserve(method.as_str().len() + target.len() + 13 + fields + 2);
@@ -530,7 +538,7 @@ pub fn write_head(out: &mut Vec<u8>, method: &Method, target: &str, headers: &He
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
+    for (name, value) in headers.iter().chain(extra.iter().copied()) {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());

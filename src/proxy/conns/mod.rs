@@ -83,7 +83,7 @@ pub struct Conns {
     /// one pays for one connection admitted over the cap meanwhile.
     evicting: AtomicUsize,
     next_id: AtomicU64,
-    live: DashMap<u64, Arc<ConnState>>,
+    live: DashMap<u64, Arc<ConnState>, crate::hash::Fast>,
     epoch: Instant,
     /// Until when (ms since `epoch`) a scan for idle connections is skipped.
     no_idle_until: AtomicU64,
@@ -203,7 +203,7 @@ impl Conns {
             open_tls: AtomicUsize::new(0),
             evicting: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
-            live: DashMap::new(),
+            live: DashMap::default(),
             epoch: Instant::now(),
             no_idle_until: AtomicU64::new(0),
             warned_at: AtomicU64::new(0),

@@ -3,7 +3,7 @@ use super::*;
 fn conn() -> ConnInfo {
     ConnInfo::new(
         "[::ffff:10.0.0.7]:5555".parse().unwrap(),
-        "0.0.0.0:8080".parse().unwrap(),
+        HeaderValue::from(8080u16),
         Scheme::Http,
     )
 }
@@ -30,7 +30,11 @@ fn forwarded_headers_untrusted_overwrite() {
     h.insert(FORWARDED, "for=6.6.6.6;proto=https".parse().unwrap());
     h.insert(HOST, "b.foo.bar".parse().unwrap());
     let host = HeaderValue::from_static("a.foo.bar");
-    prepare_request(
+    h.insert(&X_REAL_IP, "6.6.6.6".parse().unwrap());
+    h.append(&X_FORWARDED_HOST, "evil.example".parse().unwrap());
+    h.append(&X_FORWARDED_HOST, "evil2.example".parse().unwrap());
+    h.insert(&X_ORIGINAL_URI, "/admin".parse().unwrap());
+    let f = prepare_request(
         &mut h,
         &conn(),
         &host,
@@ -41,14 +45,23 @@ fn forwarded_headers_untrusted_overwrite() {
         },
         true,
         None,
+    )
+    .forwarding;
+    assert_eq!(
+        f.fields().map(|(n, v)| (n.as_str(), v.to_str().unwrap())),
+        [
+            ("x-real-ip", "10.0.0.7"),
+            ("x-forwarded-for", "10.0.0.7"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "a.foo.bar"),
+            ("x-forwarded-port", "8080"),
+            ("x-forwarded-ssl", "off"),
+            ("x-original-uri", "/x?y"),
+        ]
     );
-    assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.7");
-    assert_eq!(h[&X_REAL_IP], "10.0.0.7");
-    assert_eq!(h[&X_FORWARDED_PROTO], "http");
-    assert_eq!(h[&X_FORWARDED_SSL], "off");
-    assert_eq!(h[&X_FORWARDED_PORT], "8080");
-    assert_eq!(h[&X_FORWARDED_HOST], "a.foo.bar");
-    assert_eq!(h[&X_ORIGINAL_URI], "/x?y");
+    for name in FORWARDING {
+        assert!(!h.contains_key(name), "the client's {name} is gone");
+    }
     assert_eq!(h[HOST], "a.foo.bar");
     assert!(!h.contains_key("proxy"));
     assert!(!h.contains_key(FORWARDED));
@@ -66,34 +79,40 @@ fn upgrades_keep_their_headers_only_on_http11() {
         h
     };
     let mut h = fresh();
-    assert!(prepare_request(
-        &mut h,
-        &conn(),
-        &host,
-        HeaderValue::from_static("/"),
-        HeaderRules {
-            trust: false,
-            underscores: false
-        },
-        true,
-        None
-    ),);
+    assert!(
+        prepare_request(
+            &mut h,
+            &conn(),
+            &host,
+            HeaderValue::from_static("/"),
+            HeaderRules {
+                trust: false,
+                underscores: false
+            },
+            true,
+            None
+        )
+        .upgrade
+    );
     assert_eq!(h[UPGRADE], "websocket");
     assert_eq!(h[CONNECTION], "upgrade");
     assert!(!h.contains_key("keep-alive"));
     let mut h = fresh();
-    assert!(!prepare_request(
-        &mut h,
-        &conn(),
-        &host,
-        HeaderValue::from_static("/"),
-        HeaderRules {
-            trust: false,
-            underscores: false
-        },
-        false,
-        None
-    ),);
+    assert!(
+        !prepare_request(
+            &mut h,
+            &conn(),
+            &host,
+            HeaderValue::from_static("/"),
+            HeaderRules {
+                trust: false,
+                underscores: false
+            },
+            false,
+            None
+        )
+        .upgrade
+    );
     assert!(!h.contains_key(UPGRADE) && !h.contains_key(CONNECTION));
 }
 
@@ -138,10 +157,21 @@ fn known_names_map_to_their_bits() {
         assert_eq!(known_bit(name.as_str()), 1 << i, "{name}");
     }
     assert_eq!(known_bit("content-length"), CONTENT_LENGTH_BIT);
+    for (i, name) in FORWARDING.iter().enumerate() {
+        assert_eq!(
+            known_bit(name.as_str()),
+            1 << (FORWARDING_SHIFT as usize + i),
+            "{name}"
+        );
+    }
+    assert_eq!(known_bit("x-forwarded-for"), XFF_BIT);
+    assert_eq!(known_bit("x-forwarded-proto"), XF_PROTO_BIT);
+    assert_eq!(known_bit("x-forwarded-host"), XF_HOST_BIT);
+    assert_eq!(known_bit("x-forwarded-port"), XF_PORT_BIT);
     for other in [
         "host",
-        "x-forwarded-for",
-        "x-real-ip",
+        "x-forwarded-fox",
+        "x-real-ipv",
         "cookie",
         "proxy-authorization",
         "",
@@ -186,8 +216,11 @@ fn forwarded_headers_trusted_append() {
     h.append(&X_FORWARDED_FOR, "1.2.3.4".parse().unwrap());
     h.insert(FORWARDED, "for=9.9.9.9".parse().unwrap());
     h.insert(&X_FORWARDED_PROTO, "https".parse().unwrap());
+    h.insert(&X_FORWARDED_PORT, "443".parse().unwrap());
+    h.insert(&X_REAL_IP, "9.9.9.9".parse().unwrap());
+    h.insert(&X_FORWARDED_SSL, "off".parse().unwrap());
     let host = HeaderValue::from_static("a.foo.bar");
-    prepare_request(
+    let f = prepare_request(
         &mut h,
         &conn(),
         &host,
@@ -198,9 +231,32 @@ fn forwarded_headers_trusted_append() {
         },
         true,
         None,
+    )
+    .forwarding;
+    assert_eq!(
+        f.get(&X_FORWARDED_FOR).unwrap(),
+        "9.9.9.9, 1.2.3.4, 10.0.0.7"
     );
-    assert_eq!(h[&X_FORWARDED_FOR], "9.9.9.9, 1.2.3.4, 10.0.0.7");
     assert!(h.contains_key(FORWARDED), "kept when trusted");
-    assert_eq!(h[&X_FORWARDED_PROTO], "https");
-    assert_eq!(h[&X_FORWARDED_SSL], "on");
+    assert_eq!(f.get(&X_FORWARDED_PROTO).unwrap(), "https");
+    assert_eq!(
+        f.get(&X_FORWARDED_SSL).unwrap(),
+        "on",
+        "follows the proto kept"
+    );
+    assert_eq!(f.get(&X_FORWARDED_PORT).unwrap(), "443");
+    assert_eq!(
+        f.get(&X_FORWARDED_HOST).unwrap(),
+        "a.foo.bar",
+        "none was sent"
+    );
+    assert_eq!(
+        f.get(&X_REAL_IP).unwrap(),
+        "10.0.0.7",
+        "always the client's"
+    );
+    for name in FORWARDING {
+        assert!(!h.contains_key(name), "{name} goes once, after the map");
+    }
+    assert!(f.get(&HOST).is_none());
 }

@@ -247,10 +247,24 @@ fn request_framing_follows_the_body() {
     assert_eq!(h[TRANSFER_ENCODING], "chunked");
 
     let mut out = Vec::new();
-    write_head(&mut out, &Method::POST, "/a?b", &h);
+    write_head(&mut out, &Method::POST, "/a?b", &h, &[]);
     assert_eq!(
         out,
         b"POST /a?b HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
     );
     assert_eq!(&chunk_size_line(255)[..], b"FF\r\n");
+
+    // The extra fields (forwarding headers) follow the map's.
+    let mut h = HeaderMap::new();
+    h.insert(http::header::HOST, HeaderValue::from_static("a.foo.bar"));
+    let (name, value) = (
+        HeaderName::from_static("x-real-ip"),
+        HeaderValue::from_static("10.0.0.7"),
+    );
+    let mut out = Vec::new();
+    write_head(&mut out, &Method::GET, "/", &h, &[(&name, &value)]);
+    assert_eq!(
+        out,
+        b"GET / HTTP/1.1\r\nhost: a.foo.bar\r\nx-real-ip: 10.0.0.7\r\n\r\n"
+    );
 }
