@@ -522,6 +522,9 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::T
             socket.set_only_v6(false)?;
         }
         socket.set_nonblocking(true)?;
+        // Linux hands TCP_NODELAY on to every accepted socket: one
+        // setsockopt per listener instead of one per connection.
+        socket.set_tcp_nodelay(true)?;
         socket.bind(&addr.into())?;
         socket.listen(4096)?;
         let listener: std::net::TcpListener = socket.into();
@@ -669,4 +672,20 @@ impl Bound {
 /// Binds and serves until `shutdown`.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     bind(config).await?.run(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    /// Connections accepted on a listener inherit its TCP_NODELAY, so the
+    /// accept loop sets nothing per connection (on Linux; elsewhere it does).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn accepted_connections_have_nodelay_from_their_listener() {
+        let mut listeners = super::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let listener = listeners.pop().unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 }

@@ -139,6 +139,8 @@ impl Server {
             let Some(mut slot) = self.shared.conns.admit() else {
                 continue;
             };
+            // On Linux the socket has TCP_NODELAY from its listener already.
+            #[cfg(not(target_os = "linux"))]
             let _ = stream.set_nodelay(true);
             let info = ConnInfo::new(peer, local_port.clone(), scheme);
             let server = self.clone();
