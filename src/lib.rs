@@ -16,9 +16,10 @@
 //! → one immutable snapshot, published by one writer), [`upstream`] (live
 //! pools, health and connections that outlive snapshots), [`proxy`]
 //! (listeners and the request phases), plus [`logging`], [`net`] (socket
-//! helpers), [`hash`] (a fast hasher for keys the process chose) and [`demo`]. [`bind`] + [`Bound::run`] are the application:
-//! workers with their listener sets, the publisher, and every background task,
-//! tracked and stopped on shutdown. The library never exits the process.
+//! helpers), [`hash`] (a fast hasher for keys the process chose) and
+//! [`demo`]. [`bind`] + [`Bound::run`] are the application: workers with
+//! their listener sets, the publisher, and every background task, tracked
+//! and stopped on shutdown. The library never exits the process.
 
 // In flow order; each group stands alone so rustfmt keeps the order.
 pub mod config;

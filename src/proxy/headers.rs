@@ -106,8 +106,8 @@ const XF_PORT_BIT: u32 = 1 << (FORWARDING_SHIFT + 4);
 
 /// The bit of a [`DROPPED`] or [`UNTRUSTED`] name (in the order of their
 /// chained index), of a [`FORWARDING`] name (from bit 18), or of
-/// `Content-Length`; 0 for any other. The length picks
-/// the candidates, so most names cost one comparison of two integers.
+/// `Content-Length`; 0 for any other. The length picks the candidates, so
+/// most names cost one comparison of two integers.
 fn known_bit(name: &str) -> u32 {
     let bit = |i: u32| 1 << i;
     match name.len() {
@@ -140,8 +140,8 @@ fn known_bit(name: &str) -> u32 {
 }
 
 /// One pass over the header names, without hashing: a bit per [`DROPPED`],
-/// [`UNTRUSTED`] and [`FORWARDING`] name present, [`CONTENT_LENGTH_BIT`], and with
-/// `underscores` also [`UNDERSCORE_BIT`]. Most messages carry none of them,
+/// [`UNTRUSTED`] and [`FORWARDING`] name present, [`CONTENT_LENGTH_BIT`],
+/// and with `underscores` also [`UNDERSCORE_BIT`]. Most messages carry none of them,
 /// and then nothing else is done.
 fn scan(headers: &HeaderMap, underscores: bool) -> u32 {
     let mut found = 0;
@@ -177,7 +177,7 @@ fn remove_found(headers: &mut HeaderMap, found: u32) {
             headers.remove(name);
         }
     }
-    // Only the names found: usually one (`Connection`), never all sixteen.
+    // Only the names found: usually one (`Connection`), never all of them.
     let mut bits = found & (HOP_BY_HOP | PROXY_BIT | UNTRUSTED_BITS | FORWARDING_BITS);
     while bits != 0 {
         let i = bits.trailing_zeros() as usize;
