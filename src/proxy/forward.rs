@@ -92,7 +92,6 @@ pub fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Ur
 /// `pool`. `body_sent` is there when the request has a body: the response
 /// timeout (the route's, else `--response-timeout`) starts once it is sent
 /// in full.
-#[allow(clippy::too_many_arguments)]
 pub async fn forward(
     connection: &Arc<Connection>,
     pool: &Pool,

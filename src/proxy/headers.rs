@@ -214,7 +214,7 @@ pub struct HeaderRules {
 /// They stay out of the request's map: the upstream leg writes them after
 /// the map's fields ([`Forwarding::fields`]). Setting them in the map cost a
 /// hashed insert each, about 2 000 instructions per request for the seven.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Forwarding([HeaderValue; 7]);
 
 impl Forwarding {
@@ -224,6 +224,7 @@ impl Forwarding {
     }
 
     /// The value set for `name`, if it is one of the [`FORWARDING`] headers.
+    #[cfg(test)]
     pub fn get(&self, name: &HeaderName) -> Option<&HeaderValue> {
         FORWARDING
             .iter()

@@ -13,14 +13,13 @@
 //! host, so their cost does not depend on how many routes exist.
 
 use std::collections::BTreeSet;
-
-use crate::hash::FastMap;
 use std::sync::Arc;
 
 use super::branch::{BranchIndex, BranchLookup};
 use super::host::HostRegex;
 use super::policy::Policy;
 use super::spec::Role;
+use crate::hash::FastMap;
 use crate::upstream::PoolKey;
 
 /// Which rule matched a host; reported in logs and tests.

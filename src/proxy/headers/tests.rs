@@ -71,48 +71,34 @@ fn forwarded_headers_untrusted_overwrite() {
 #[test]
 fn upgrades_keep_their_headers_only_on_http11() {
     let host = HeaderValue::from_static("a.foo.bar");
-    let fresh = || {
+    // The headers after `prepare_request`, and whether it forwards the upgrade.
+    let prepared = |upgradable: bool| {
         let mut h = HeaderMap::new();
         h.insert(CONNECTION, "keep-alive, Upgrade".parse().unwrap());
         h.insert(UPGRADE, "websocket".parse().unwrap());
         h.insert("keep-alive", "5".parse().unwrap());
-        h
-    };
-    let mut h = fresh();
-    assert!(
-        prepare_request(
+        let rules = HeaderRules {
+            trust: false,
+            underscores: false,
+        };
+        let p = prepare_request(
             &mut h,
             &conn(),
             &host,
             HeaderValue::from_static("/"),
-            HeaderRules {
-                trust: false,
-                underscores: false
-            },
-            true,
-            None
-        )
-        .upgrade
-    );
+            rules,
+            upgradable,
+            None,
+        );
+        (h, p.upgrade)
+    };
+    let (h, upgrade) = prepared(true);
+    assert!(upgrade);
     assert_eq!(h[UPGRADE], "websocket");
     assert_eq!(h[CONNECTION], "upgrade");
     assert!(!h.contains_key("keep-alive"));
-    let mut h = fresh();
-    assert!(
-        !prepare_request(
-            &mut h,
-            &conn(),
-            &host,
-            HeaderValue::from_static("/"),
-            HeaderRules {
-                trust: false,
-                underscores: false
-            },
-            false,
-            None
-        )
-        .upgrade
-    );
+    let (h, upgrade) = prepared(false);
+    assert!(!upgrade);
     assert!(!h.contains_key(UPGRADE) && !h.contains_key(CONNECTION));
 }
 
