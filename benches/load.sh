@@ -238,6 +238,14 @@ peak_rss_mib() {
         "/proc/$1/status" 2>/dev/null || echo n/a
 }
 
+# Resident memory now, split: "anonymous+file" MiB (file: the binary, shared
+# libraries; the peak column is their sum at its highest).
+rss_split_mib() {
+    awk '/^RssAnon:/ { a = $2 } /^RssFile:/ { f = $2 }
+         END { if (a == "" || f == "") printf "n/a"; else printf "%.1f+%.1f", a / 1024, f / 1024 }' \
+        "/proc/$1/status" 2>/dev/null || echo n/a
+}
+
 # Resets VmHWM so each scenario reports its own peak (Linux >= 4.0).
 reset_peak_rss() { { echo 5 >"/proc/$1/clear_refs"; } 2>/dev/null; }
 
@@ -521,9 +529,11 @@ measure() {
     else
         R_CPU[$sc/$target]=- R_RSS[$sc/$target]=-
     fi
-    printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  cpu %7s us/req  peak RSS %6s MiB  errors %s  other CPU %s%%\n' \
+    local split=-
+    [ -z "$pid" ] || split=$(rss_split_mib "$pid")
+    printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  cpu %7s us/req  peak RSS %6s MiB (now anon+file %s)  errors %s  other CPU %s%%\n' \
         "$target" "${S_DESC[$sc]}" "${R_RPS[$sc/$target]}" "$p50" "$p99" \
-        "${R_CPU[$sc/$target]}" "${R_RSS[$sc/$target]}" "${R_ERR[$sc/$target]}" "${R_NOISE[$sc/$target]}"
+        "${R_CPU[$sc/$target]}" "${R_RSS[$sc/$target]}" "$split" "${R_ERR[$sc/$target]}" "${R_NOISE[$sc/$target]}"
 }
 
 # Targets are interleaved: each scenario runs against every target in turn, so

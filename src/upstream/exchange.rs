@@ -92,6 +92,8 @@ pub(super) struct Conn {
     /// while reads fill it (to [`HTTP1_BUFFER`]), back to [`HEAD_READ`] when
     /// one does not, so small chunked answers never get a large buffer.
     read_hint: usize,
+    /// The buffer was grown past [`HEAD_READ`] for this response.
+    grown: bool,
 }
 
 /// Room for a response head and a small body in one read.
@@ -105,6 +107,7 @@ impl Conn {
             written,
             reused: false,
             read_hint: HEAD_READ,
+            grown: false,
         }
     }
 
@@ -124,6 +127,21 @@ impl Conn {
             .is_pending()
     }
 
+    /// Readies the connection for the idle queue once its response ended
+    /// cleanly. An idle connection keeps a head-sized buffer at most: one
+    /// grown for a large body is freed (the client holds what it carried),
+    /// so pooled connections do not each hold 64 KiB after large responses
+    /// (−3 MiB at 256 connections after the 64 KiB load, BENCHMARKS.md).
+    fn idle(&mut self) {
+        self.reused = true;
+        if self.grown {
+            self.buf = BytesMut::new();
+            self.grown = false;
+            // The next response starts with its head.
+            self.read_hint = HEAD_READ;
+        }
+    }
+
     /// Reads more into the buffer, with room for `want` bytes (the rest of
     /// the body when its length is known, else the read hint), within 1 KiB
     /// and [`HTTP1_BUFFER`].
@@ -132,6 +150,7 @@ impl Conn {
         let want = want.clamp(1024, HTTP1_BUFFER);
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
+            self.grown |= want > HEAD_READ;
         }
         let room = self.buf.capacity() - self.buf.len();
         let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
@@ -463,7 +482,7 @@ impl ResponseBody {
         {
             // Bytes past the end of a response are never the start of the next one.
             if conn.buf.is_empty() {
-                conn.reused = true;
+                conn.idle();
                 lease.recycle();
             }
         }
@@ -529,5 +548,59 @@ impl Drop for ResponseBody {
         if self.decoder.is_done() {
             self.finish();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn an_idle_connection_keeps_a_head_buffer_but_no_grown_one() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut upstream, _) = listener.accept().await.unwrap();
+        let written = Arc::new(AtomicU64::new(0));
+        let mut conn = Conn::new(
+            Stream::Plain(Observed::new(stream, written.clone())),
+            written,
+        );
+
+        // A small response: its buffer stays for the next one.
+        upstream.write_all(&[b'x'; 100]).await.unwrap();
+        poll_fn(|cx| conn.poll_fill(cx, None)).await.unwrap();
+        conn.buf.clear();
+        conn.idle();
+        assert!(conn.reused);
+        assert!(
+            (1024..=HEAD_READ).contains(&conn.buf.capacity()),
+            "{}",
+            conn.buf.capacity()
+        );
+
+        // A large body with a known length grows it; going idle frees it.
+        upstream.write_all(&[b'y'; 64 * 1024]).await.unwrap();
+        poll_fn(|cx| conn.poll_fill(cx, Some(64 * 1024)))
+            .await
+            .unwrap();
+        assert!(conn.buf.capacity() > HEAD_READ);
+        conn.buf.clear();
+        conn.idle();
+        assert_eq!(conn.buf.capacity(), 0);
+
+        // And the next small response gets a head-sized buffer again.
+        upstream.write_all(&[b'z'; 100]).await.unwrap();
+        poll_fn(|cx| conn.poll_fill(cx, None)).await.unwrap();
+        conn.buf.clear();
+        conn.idle();
+        assert!(
+            (1024..=HEAD_READ).contains(&conn.buf.capacity()),
+            "{}",
+            conn.buf.capacity()
+        );
     }
 }
