@@ -5,6 +5,8 @@
 #   scripts/symbol-order.sh            # profile the release binary, rewrite link/symbol-order.txt
 #   scripts/symbol-order.sh --check    # how much of the list the release binary still defines
 #   BG_BIN=path scripts/symbol-order.sh [--check]   # another binary instead of building one
+#   TARGET=x86_64-unknown-linux-musl scripts/symbol-order.sh [--check]
+#                                      # the image's static build: link/symbol-order-musl.txt
 #
 # The list comes from callgrind (names as the symbol table has them): the
 # functions run while branchgate proxies plain HTTP/1.1 (small and 64 KiB
@@ -18,7 +20,15 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-ORDER="$ROOT/link/symbol-order.txt"
+TARGET=${TARGET:-x86_64-unknown-linux-gnu}
+case "$TARGET" in
+    x86_64-unknown-linux-gnu) ORDER="$ROOT/link/symbol-order.txt" ;;
+    x86_64-unknown-linux-musl) ORDER="$ROOT/link/symbol-order-musl.txt" ;;
+    *)
+        echo "symbol-order.sh: TARGET=$TARGET has no code layout (x86_64-unknown-linux-gnu or -musl)" >&2
+        exit 2
+        ;;
+esac
 MIN_PERCENT=${MIN_PERCENT:-60}
 MODE=write
 case "${1:-}" in
@@ -37,8 +47,15 @@ die() {
 }
 
 if [ -z "${BG_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --release --bin branchgate >&2)
-    BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
+    if [ "$TARGET" = x86_64-unknown-linux-gnu ]; then
+        (cd "$ROOT" && cargo build --release --bin branchgate >&2)
+        BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
+    else
+        # As scripts/docker-image.sh builds it (musl-gcc for ring's C code).
+        command -v musl-gcc >/dev/null 2>&1 && export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
+        (cd "$ROOT" && cargo build --release --target "$TARGET" --bin branchgate >&2)
+        BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$TARGET/release/branchgate"
+    fi
 fi
 [ -x "$BG_BIN" ] || die "no binary at $BG_BIN"
 
@@ -57,7 +74,7 @@ nm -S -t d --defined-only "$BG_BIN" | awk 'NF == 4 && $3 ~ /^[tT]$/ { print $2 +
 
 if [ "$MODE" = check ]; then
     [ -s "$ORDER" ] || die "$ORDER is missing"
-    awk -v min="$MIN_PERCENT" '
+    awk -v min="$MIN_PERCENT" -v list="${ORDER#"$ROOT"/}" '
         FNR == NR { size[$2] = $1; next }
         /^#/ || NF == 0 { next }
         { listed++; if ($1 in size) { found++; bytes += size[$1] } }
@@ -65,9 +82,9 @@ if [ "$MODE" = check ]; then
             # The bytes a listed name stood for when the list was written are
             # unknown; the share of names found is the measure.
             pct = listed ? 100 * found / listed : 0
-            printf "symbol order: %d of %d listed functions found (%.0f%%), %.0f KiB of code laid out first\n", found, listed, pct, bytes / 1024
+            printf "symbol order (%s): %d of %d listed functions found (%.0f%%), %.0f KiB of code laid out first\n", list, found, listed, pct, bytes / 1024
             if (pct < min) {
-                printf "symbol order: below %d%%: rerun scripts/symbol-order.sh to rewrite link/symbol-order.txt\n", min
+                printf "symbol order: below %d%%: rerun scripts/symbol-order.sh (with TARGET= for the musl list) to rewrite it\n", min
                 exit 1
             }
         }' "$TMP/defined" "$ORDER"

@@ -12,8 +12,8 @@
 # 4. criterion benches, short        (BENCH=0 skips)
 # 5. the end-to-end load harness vs nginx and HAProxy, short (LOAD_SECONDS,
 #    default 5; 0 skips), then callgrind instructions and strace system calls
-#    per request, short, and whether link/symbol-order.txt still matches the
-#    release binary (with BENCH)
+#    per request, short, and whether link/symbol-order*.txt still match the
+#    release binaries (with BENCH)
 # 6. testssl.sh against the HTTPS listener: protocols, ciphers, vulnerabilities,
 #    resumption (scripts/testssl.sh; TESTSSL=0 skips)
 # 7. start-to-routable latency over 50 real containers (with BENCH and Docker)
@@ -153,6 +153,12 @@ if [ "$BENCH" != 0 ]; then
     step "system calls per request (strace, short)" env N=2000 OUT=target/syscalls.md bash benches/syscalls.sh
     step "code layout: link/symbol-order.txt still names the release binary's functions" \
         bash scripts/symbol-order.sh --check
+    # The image's musl binary, when the Docker step built it.
+    musl_bin=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-musl/release/branchgate
+    if [ -x "$musl_bin" ]; then
+        step "code layout: link/symbol-order-musl.txt still names the image binary's functions" \
+            env TARGET=x86_64-unknown-linux-musl BG_BIN="$musl_bin" bash scripts/symbol-order.sh --check
+    fi
 fi
 [ "${TESTSSL:-1}" = 0 ] || step "testssl against the HTTPS listener" env CI="$ci" bash scripts/testssl.sh
 if [ "$BENCH" != 0 ] && [ "${BRANCHGATE_TEST_DOCKER:-0}" = 1 ]; then
