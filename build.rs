@@ -26,26 +26,18 @@ fn main() {
     for file in ["link/symbol-order.txt", "link/symbol-order-musl.txt"] {
         println!("cargo:rerun-if-changed={file}");
     }
-    for var in [
-        "BRANCHGATE_SYMBOL_ORDER",
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER",
-        "CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER",
-    ] {
-        println!("cargo:rerun-if-env-changed={var}");
-    }
-
-    let release = env::var("PROFILE").is_ok_and(|p| p == "release");
-    let disabled = env::var("BRANCHGATE_SYMBOL_ORDER").is_ok_and(|v| v == "off");
-    if !release || disabled {
-        return;
-    }
     let target = env::var("TARGET").unwrap_or_default();
     // Another linker named for the target may be GNU ld, which refuses the flag.
     let linker_var = format!(
         "CARGO_TARGET_{}_LINKER",
         target.to_uppercase().replace('-', "_")
     );
-    if env::var_os(linker_var).is_some() {
+    println!("cargo:rerun-if-env-changed=BRANCHGATE_SYMBOL_ORDER");
+    println!("cargo:rerun-if-env-changed={linker_var}");
+
+    let release = env::var("PROFILE").is_ok_and(|p| p == "release");
+    let disabled = env::var("BRANCHGATE_SYMBOL_ORDER").is_ok_and(|v| v == "off");
+    if !release || disabled || env::var_os(&linker_var).is_some() {
         return;
     }
     let (list, lld_dir) = match target.as_str() {

@@ -15,7 +15,7 @@
 # runs; then those only shutdown runs. Rerun it after a dependency or
 # toolchain update (symbol hashes change with them; LLD skips names it does
 # not find, so a stale list costs memory, not correctness) — `--check` says
-# when: it fails below MIN_PERCENT (default 60) of the listed code bytes found.
+# when: it fails when under MIN_PERCENT (default 60) of the listed names are found.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -102,13 +102,6 @@ for tool in nginx h2load valgrind callgrind_control wrk openssl; do
 done
 # shellcheck source=scripts/lib/ports.sh
 . "$ROOT/scripts/lib/ports.sh"
-wait_port() { # wait_port PORT
-    for _ in $(seq 1 300); do
-        port_in_use "$1" && return 0
-        sleep 0.1
-    done
-    die "nothing listens on $1"
-}
 
 BACKEND=$(free_port)
 HTTP=$(free_port)
@@ -125,7 +118,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$BACKEND|g" "$ROOT/benches/load/backend.conf.tmpl" >"$TMP/backend.conf"
 nginx -p "$TMP" -e "$TMP/backend-error.log" -c "$TMP/backend.conf" >/dev/null 2>&1 &
 PIDS+=($!)
-wait_port "$BACKEND"
+wait_listen "$!" "$BACKEND" "the nginx backend" "$TMP/backend-error.log"
 sed -e "s|@BACKEND@|127.0.0.1:$BACKEND|" "$ROOT/benches/load/routes.toml.tmpl" >"$TMP/routes.toml"
 
 # --dump-instr=no: costs per function are enough. Dump 1 is start-up, dump 2
@@ -136,8 +129,8 @@ valgrind --tool=callgrind --demangle=no --callgrind-out-file="$TMP/cg.out" \
     >"$TMP/bg.log" 2>&1 &
 BG_PID=$!
 PIDS+=("$BG_PID")
-wait_port "$HTTP"
-wait_port "$HTTPS"
+wait_listen "$BG_PID" "$HTTP" branchgate "$TMP/bg.log"
+wait_listen "$BG_PID" "$HTTPS" branchgate "$TMP/bg.log"
 sleep 1
 callgrind_control -d startup "$BG_PID" >/dev/null
 plain="http://127.0.0.1:$HTTP"
