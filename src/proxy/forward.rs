@@ -4,7 +4,9 @@
 //! upload bound; a `101` becomes a tunnel. [`prepare`] edits the request for
 //! the upstream first (path rewrite, headers), under the table guard.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
@@ -88,75 +90,104 @@ pub fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Ur
     Uri::try_from(out).ok()
 }
 
+/// The client's request to switch protocols, and its connection, which a
+/// tunnel keeps under the cap.
+pub struct Upgrade {
+    /// Resolves with the client's connection once the `101` went out.
+    pub on: OnUpgrade,
+    /// The connection it came on.
+    pub connection: Arc<Connection>,
+}
+
 /// Sends `req`, with `forwarding` after its own headers, to an upstream of
-/// `pool`. `body_sent` is there when the request has a body: the response
-/// timeout (the route's, else `--response-timeout`) starts once it is sent
-/// in full.
-pub async fn forward(
-    connection: &Arc<Connection>,
-    pool: &Pool,
-    req: Request<RequestBody>,
-    forwarding: &Forwarding,
-    client_upgrade: Option<OnUpgrade>,
+/// `pool`; resolves with the outcome and the pool (for the record).
+/// `body_sent` is there when the request has a body: the response
+/// `timeout` starts once it is sent in full.
+///
+/// Not an `async fn`: that would hold every argument twice (as passed, and
+/// moved into its body), and this future's size is every request's (see
+/// [`handle`](super::handler::handle)). The block uses what it captured in place,
+/// and lends the request to each attempt instead of moving it there.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would hold its arguments twice (see above)"
+)]
+pub fn forward(
+    pool: Arc<Pool>,
+    mut req: Request<RequestBody>,
+    forwarding: Forwarding,
+    upgrade: Option<Upgrade>,
     body_sent: Option<Arc<Sent>>,
-    response_timeout: Option<std::time::Duration>,
-) -> Result<Response<Option<ResponseBody>>, ProxyError> {
-    let timeout = response_timeout.unwrap_or(connection.shared.settings.response_timeout);
-    let forwarding = forwarding.fields();
-    let mut req = Some(req);
-    let mut last_err = ProxyError::NoUpstream;
-    for upstream in pool.candidates() {
-        if let ProxyError::Connect(e) = &last_err {
-            // Logged here because another upstream gets the request; the
-            // last failure is logged once, with the answer.
-            warn!(error = %crate::logging::Chain(e), "upstream connect failed; trying the next one");
-        }
-        // A pooled connection the upstream closed just as the request went
-        // hands the request back (see `Lease::send`); one fresh try is safe.
-        for attempt in 0..2 {
-            let leased = if attempt == 0 {
-                upstream.lease().await
-            } else {
-                upstream.lease_fresh().await
-            };
-            let lease = match leased {
-                Ok(lease) => lease,
-                Err(e) => {
-                    last_err = ProxyError::Connect(e);
-                    break;
+    timeout: Duration,
+) -> impl Future<
+    Output = (
+        Result<Response<Option<ResponseBody>>, ProxyError>,
+        Arc<Pool>,
+    ),
+> + Send
++ 'static {
+    async move {
+        let forwarding = forwarding.fields();
+        let mut last_err = ProxyError::NoUpstream;
+        let outcome = 'sent: {
+            for upstream in pool.candidates() {
+                if let ProxyError::Connect(e) = &last_err {
+                    // Logged here because another upstream gets the request; the
+                    // last failure is logged once, with the answer.
+                    warn!(error = %crate::logging::Chain(e), "upstream connect failed; trying the next one");
                 }
-            };
-            let Some(request) = req.take() else { break };
-            let written = body_sent.as_ref().map(|_| lease.written());
-            let sent = lease.send(request, &forwarding);
-            // The response timeout starts once the body is sent; while it is
-            // sent, the same limit bounds an upstream that stops taking it.
-            let deadline = async {
-                if let (Some(body_sent), Some(written)) = (&body_sent, &written)
-                    && !body_sent.wait(timeout, written).await
-                {
-                    return ProxyError::UpstreamNotReading(timeout);
+                // A pooled connection the upstream closed just as the request went
+                // leaves the request untouched (see `Lease::send`); one fresh try is safe.
+                for attempt in 0..2 {
+                    // In a block of their own, so that neither the lease
+                    // nor the result it came in takes room in this future
+                    // beside the send that now owns the lease.
+                    let (written, sent) = {
+                        let leased = if attempt == 0 {
+                            upstream.lease().await
+                        } else {
+                            upstream.lease_fresh().await
+                        };
+                        let lease = match leased {
+                            Ok(lease) => lease,
+                            Err(e) => {
+                                last_err = ProxyError::Connect(e);
+                                break;
+                            }
+                        };
+                        let written = body_sent.as_ref().map(|_| lease.written());
+                        (written, lease.send(&mut req, &forwarding))
+                    };
+                    // The response timeout starts once the body is sent; while it is
+                    // sent, the same limit bounds an upstream that stops taking it.
+                    let deadline = async {
+                        if let (Some(body_sent), Some(written)) = (&body_sent, &written)
+                            && !body_sent.wait(timeout, written).await
+                        {
+                            return ProxyError::UpstreamNotReading(timeout);
+                        }
+                        tokio::time::sleep(timeout).await;
+                        ProxyError::ResponseTimeout(timeout)
+                    };
+                    let answer = tokio::select! {
+                        answer = sent => answer,
+                        err = deadline => break 'sent Err(err),
+                    };
+                    match answer {
+                        Ok(resp) => break 'sent accept(resp, upgrade),
+                        Err(Err(Retry(e))) => {
+                            debug!(upstream = %upstream.addr, error = %crate::logging::Chain(&e),
+                                   "pooled upstream connection failed; trying a fresh one");
+                            last_err = ProxyError::Upstream(e);
+                        }
+                        Err(Ok(e)) => break 'sent Err(send_error(e)),
+                    }
                 }
-                tokio::time::sleep(timeout).await;
-                ProxyError::ResponseTimeout(timeout)
-            };
-            let answer = tokio::select! {
-                answer = sent => answer,
-                err = deadline => return Err(err),
-            };
-            match answer {
-                Ok(resp) => return accept(resp, client_upgrade, connection),
-                Err(Err(Retry(request, e))) => {
-                    debug!(upstream = %upstream.addr, error = %crate::logging::Chain(&e),
-                           "pooled upstream connection failed; trying a fresh one");
-                    req = Some(request);
-                    last_err = ProxyError::Upstream(e);
-                }
-                Err(Ok(e)) => return Err(send_error(e)),
             }
-        }
+            Err(last_err)
+        };
+        (outcome, pool)
     }
-    Err(last_err)
 }
 
 /// Tells a failed send apart: the client's request body (stalled, malformed)
@@ -175,11 +206,14 @@ fn send_error(e: SendError) -> ProxyError {
 /// response then has no body of its own).
 fn accept(
     mut resp: Response<ResponseBody>,
-    client_upgrade: Option<OnUpgrade>,
-    connection: &Arc<Connection>,
+    upgrade: Option<Upgrade>,
 ) -> Result<Response<Option<ResponseBody>>, ProxyError> {
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-    let Some(client_upgrade) = client_upgrade.filter(|_| switching) else {
+    let Some(Upgrade {
+        on: client_upgrade,
+        connection,
+    }) = upgrade.filter(|_| switching)
+    else {
         if switching {
             // Nobody asked to switch: the upstream connection is in an unknown
             // protocol now. Dropping the body closes it.
@@ -196,7 +230,6 @@ fn accept(
         return Err(ProxyError::UnexpectedUpgrade);
     };
     // The tunnel keeps the client connection's slot under the cap, and is never idle.
-    let connection = connection.clone();
     connection.slot.begin();
     tokio::spawn(async move {
         let _connection = connection;

@@ -174,7 +174,11 @@ impl Upstream {
 
     /// Leases a new connection, bypassing the pool.
     pub async fn lease_fresh(self: &Arc<Self>) -> Result<Lease, ConnectError> {
-        match self.connect().await {
+        // Boxed: connecting (TCP, TLS, their timeouts) is a kilobyte of
+        // future that most requests, served on a pooled connection, never
+        // enter; inline, every request's future (and the connection's slot
+        // for it in hyper, kept for the connection's life) would carry it.
+        match Box::pin(self.connect()).await {
             Ok(conn) => {
                 self.record_success();
                 Ok(Lease::new(self.clone(), conn))

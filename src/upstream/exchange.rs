@@ -196,9 +196,9 @@ pub enum SendError {
     Body(RequestBodyError),
 }
 
-/// The request, handed back when a pooled connection failed before the
-/// upstream can have acted on it: it may go again on a fresh connection.
-pub struct Retry(pub Request<RequestBody>, pub UpstreamError);
+/// A pooled connection failed before the upstream can have acted on the
+/// request: it may go again, unchanged, on a fresh connection.
+pub struct Retry(pub UpstreamError);
 
 /// The write side of an exchange: bytes queued for the socket, and where
 /// the request body is.
@@ -328,13 +328,18 @@ impl Lease {
     /// written after its own, and waits for the response
     /// head; the body follows through the returned [`ResponseBody`], which
     /// owns the lease from then on. On a pooled connection that failed
-    /// before the upstream can have acted on the request, the request comes
-    /// back ([`Retry`]) for a fresh connection.
-    pub async fn send(
+    /// before the upstream can have acted on the request, the request (left
+    /// as it was handed over) may go again on a fresh connection ([`Retry`]).
+    ///
+    /// Not an `async fn`, and the request is lent, not moved: every
+    /// request's future contains this one (see `proxy::handler::handle`),
+    /// and an `async fn` holds each argument twice.
+    pub fn send<'a>(
         mut self,
-        mut req: Request<RequestBody>,
-        extra: &[(&HeaderName, &HeaderValue)],
-    ) -> Result<Response<ResponseBody>, Result<SendError, Retry>> {
+        req: &'a mut Request<RequestBody>,
+        extra: &'a [(&'a HeaderName, &'a HeaderValue)],
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Result<SendError, Retry>>> + Send + 'a
+    {
         let ended = req.body().is_end_stream();
         let exact = req.body().size_hint().exact();
         let framing = h1::request_framing(req.headers_mut(), ended, exact);
@@ -356,85 +361,92 @@ impl Lease {
         };
         upload.push(Bytes::from(head));
         let method = req.method().clone();
-        let conn = self.conn_mut();
-        let got = poll_fn(|cx| {
-            loop {
-                let mut progressed = false;
-                if !upload.ended {
-                    match upload.fill(req.body_mut(), cx) {
-                        Ok(p) => progressed |= p,
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
-                progressed |= upload.write(&mut conn.io, cx);
-                match conn.poll_fill(cx, None) {
-                    Poll::Pending => {}
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(SendError::Upstream(UpstreamError::Closed)));
-                    }
-                    Poll::Ready(Ok(_)) => {
-                        progressed = true;
-                        // Parsed only when bytes came; interim answers
-                        // (100 Continue, 103) are skipped.
-                        loop {
-                            match h1::parse_head(&mut conn.buf, &method, HTTP1_BUFFER) {
-                                Err(e) => return Poll::Ready(Err(SendError::Upstream(e.into()))),
-                                Ok(Some(head))
-                                    if head.status.is_informational() && head.status != 101 => {}
-                                Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                                Ok(None) => break,
-                            }
+        async move {
+            let conn = self.conn_mut();
+            let got = poll_fn(|cx| {
+                loop {
+                    let mut progressed = false;
+                    if !upload.ended {
+                        match upload.fill(req.body_mut(), cx) {
+                            Ok(p) => progressed |= p,
+                            Err(e) => return Poll::Ready(Err(e)),
                         }
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(SendError::Upstream(e.into()))),
+                    progressed |= upload.write(&mut conn.io, cx);
+                    match conn.poll_fill(cx, None) {
+                        Poll::Pending => {}
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(SendError::Upstream(UpstreamError::Closed)));
+                        }
+                        Poll::Ready(Ok(_)) => {
+                            progressed = true;
+                            // Parsed only when bytes came; interim answers
+                            // (100 Continue, 103) are skipped.
+                            loop {
+                                match h1::parse_head(&mut conn.buf, &method, HTTP1_BUFFER) {
+                                    Err(e) => {
+                                        return Poll::Ready(Err(SendError::Upstream(e.into())));
+                                    }
+                                    Ok(Some(head))
+                                        if head.status.is_informational() && head.status != 101 => {
+                                    }
+                                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                                    Ok(None) => break,
+                                }
+                            }
+                        }
+                        Poll::Ready(Err(e)) => {
+                            return Poll::Ready(Err(SendError::Upstream(e.into())));
+                        }
+                    }
+                    if !progressed {
+                        return Poll::Pending;
+                    }
                 }
-                if !progressed {
-                    return Poll::Pending;
+            })
+            .await;
+            let head = match got {
+                Ok(head) => head,
+                Err(SendError::Upstream(e)) => {
+                    // Nothing of the response came and nothing of the body was
+                    // taken: either nothing reached the upstream, or the method
+                    // is one that may be repeated (RFC 9110 9.2.2).
+                    let conn = self.conn_mut();
+                    let again = conn.reused
+                        && conn.buf.is_empty()
+                        && !upload.taken
+                        && matches!(e, UpstreamError::Closed | UpstreamError::Io(_))
+                        && (!upload.wrote || idempotent(&method));
+                    return Err(if again {
+                        Err(Retry(e))
+                    } else {
+                        Ok(SendError::Upstream(e))
+                    });
                 }
+                Err(e) => return Err(Ok(e)),
+            };
+            if head.status == http::StatusCode::SWITCHING_PROTOCOLS && !upload.done() {
+                return Err(Ok(SendError::Upstream(UpstreamError::EarlySwitch)));
             }
-        })
-        .await;
-        let head = match got {
-            Ok(head) => head,
-            Err(SendError::Upstream(e)) => {
-                // Nothing of the response came and nothing of the body was
-                // taken: either nothing reached the upstream, or the method
-                // is one that may be repeated (RFC 9110 9.2.2).
-                let conn = self.conn_mut();
-                let again = conn.reused
-                    && conn.buf.is_empty()
-                    && !upload.taken
-                    && matches!(e, UpstreamError::Closed | UpstreamError::Io(_))
-                    && (!upload.wrote || idempotent(&method));
-                return Err(if again {
-                    Err(Retry(req, e))
-                } else {
-                    Ok(SendError::Upstream(e))
-                });
-            }
-            Err(e) => return Err(Ok(e)),
-        };
-        if head.status == http::StatusCode::SWITCHING_PROTOCOLS && !upload.done() {
-            return Err(Ok(SendError::Upstream(UpstreamError::EarlySwitch)));
+            // An answer before the whole body went: the rest is not sent, and
+            // the connection is closed after the response.
+            let reusable = head.keep_alive
+                && head.status != http::StatusCode::SWITCHING_PROTOCOLS
+                && upload.done()
+                && !upload.broken;
+            let mut response = Response::new(());
+            *response.status_mut() = head.status;
+            // The version is hop-by-hop: the client gets its own connection's
+            // (nginx answers an HTTP/1.1 client with HTTP/1.1 whatever the upstream spoke).
+            *response.version_mut() = http::Version::HTTP_11;
+            *response.headers_mut() = head.headers;
+            let body = ResponseBody {
+                decoder: Decoder::new(head.framing),
+                lease: Some(self),
+                reusable,
+            };
+            Ok(response.map(|()| body))
         }
-        // An answer before the whole body went: the rest is not sent, and
-        // the connection is closed after the response.
-        let reusable = head.keep_alive
-            && head.status != http::StatusCode::SWITCHING_PROTOCOLS
-            && upload.done()
-            && !upload.broken;
-        let mut response = Response::new(());
-        *response.status_mut() = head.status;
-        // The version is hop-by-hop: the client gets its own connection's
-        // (nginx answers an HTTP/1.1 client with HTTP/1.1 whatever the upstream spoke).
-        *response.version_mut() = http::Version::HTTP_11;
-        *response.headers_mut() = head.headers;
-        let body = ResponseBody {
-            decoder: Decoder::new(head.framing),
-            lease: Some(self),
-            reusable,
-        };
-        Ok(response.map(|()| body))
     }
 
     fn conn_mut(&mut self) -> &mut Conn {
