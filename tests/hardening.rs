@@ -808,6 +808,30 @@ async fn heads_are_bounded_at_64_kib_each_way_and_bodies_stream_through() {
     assert_eq!(ex.statuses(), [502], "{}", start(&ex.text));
     assert!(!ex.text.contains("X-Big"), "the oversized head was relayed");
 
+    // A head larger than the first read of an upstream response (2 KiB)
+    // is read whole, twice on one client connection, and leaves the
+    // upstream connection reusable.
+    let before = b.conns().len();
+    let two = [
+        get("/head-6k", ""),
+        get("/head-6k", "Connection: close\r\n"),
+    ]
+    .concat();
+    let ex = exchange(p.addr, &two, WAIT).await;
+    assert_eq!(ex.statuses(), [200, 200], "{}", start(&ex.text));
+    assert_eq!(
+        ex.text.to_ascii_lowercase().matches("x-field-59: ").count(),
+        2,
+        "{}",
+        start(&ex.text)
+    );
+    assert_eq!(ex.text.matches(&"v".repeat(88)).count(), 120);
+    assert!(ex.text.ends_with("whol"), "{}", ex.text);
+    assert!(
+        b.conns().len() <= before + 1,
+        "the upstream connection was not reused"
+    );
+
     // Bodies of the buffer's size stream through whole, twice on one
     // client connection (the upstream connection is reused between them).
     let two = [get("/64k", ""), get("/64k", "Connection: close\r\n")].concat();

@@ -96,8 +96,13 @@ pub(super) struct Conn {
     grown: bool,
 }
 
-/// Room for a response head and a small body in one read.
-const HEAD_READ: usize = 8 * 1024;
+/// Room for a response head and a small body in one read. Every pooled
+/// connection keeps a buffer this size, of which the allocator touches at
+/// least the first page: at 2 KiB two share a page (at 4 or 8 KiB each
+/// holds one: +0.5 MiB at 256 connections). A larger head takes more reads
+/// (the buffer grows to [`HTTP1_BUFFER`]); nginx reads a head into one page
+/// (`proxy_buffer_size`) and refuses a larger one.
+const HEAD_READ: usize = 2 * 1024;
 
 impl Conn {
     pub(super) fn new(io: Stream, written: Arc<AtomicU64>) -> Self {

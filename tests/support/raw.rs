@@ -11,6 +11,7 @@
 //! - `/early`: answers as soon as the head is in, and parses nothing after it
 //!   (the body and whatever follows stay as leftover)
 //! - `/no-read`: once the head is in, reads nothing more and never answers
+//! - `/head-6k`: `200` with 60 header fields (a 6 KiB head), body `whol`
 //! - anything else: `200`, body `ok <target>`
 
 use std::net::SocketAddr;
@@ -172,6 +173,15 @@ fn answer(req: &RawRequest) -> Vec<u8> {
             "b".repeat(80 * 1024)
         )
         .into_bytes(),
+        // A head of 6 KiB (60 fields): more than one of the proxy's head reads.
+        "/head-6k" => {
+            let mut a = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..60 {
+                a.extend_from_slice(format!("X-Field-{i:02}: {}\r\n", "v".repeat(88)).as_bytes());
+            }
+            a.extend_from_slice(b"Content-Length: 4\r\n\r\nwhol");
+            a
+        }
         "/64k" => {
             let mut a = b"HTTP/1.1 200 OK\r\nContent-Length: 65536\r\n\r\n".to_vec();
             a.extend_from_slice(&[b'z'; 65536]);
