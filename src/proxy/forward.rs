@@ -20,7 +20,7 @@ use super::error::ProxyError;
 use super::handler::Connection;
 use super::headers::{Forwarding, HeaderRules, join_cookies, prepare_request, prepare_response};
 use super::route::Routed;
-use crate::upstream::{Pool, RequestBody, RequestBodyError, ResponseBody, Retry, SendError, Sent};
+use crate::upstream::{Outgoing, Pool, RequestBodyError, ResponseBody, Retry, SendError, Sent};
 
 /// Edits `req` for the upstream in place: the matched prefix replaced by
 /// `VIRTUAL_DEST`, origin-form target, hop-by-hop headers out. Returns the
@@ -99,8 +99,8 @@ pub struct Upgrade {
     pub connection: Arc<Connection>,
 }
 
-/// Sends `req`, with `forwarding` after its own headers, to an upstream of
-/// `pool`; resolves with the outcome and the pool (for the record).
+/// Sends `out` to an upstream of `pool`; resolves with the outcome and the
+/// pool (for the record).
 /// `body_sent` is there when the request has a body: the response
 /// `timeout` starts once it is sent in full.
 ///
@@ -114,8 +114,7 @@ pub struct Upgrade {
 )]
 pub fn forward(
     pool: Arc<Pool>,
-    mut req: Request<RequestBody>,
-    forwarding: Forwarding,
+    mut out: Outgoing,
     upgrade: Option<Upgrade>,
     body_sent: Option<Arc<Sent>>,
     timeout: Duration,
@@ -127,7 +126,6 @@ pub fn forward(
 > + Send
 + 'static {
     async move {
-        let forwarding = forwarding.fields();
         let mut last_err = ProxyError::NoUpstream;
         let outcome = 'sent: {
             for upstream in pool.candidates() {
@@ -156,7 +154,7 @@ pub fn forward(
                             }
                         };
                         let written = body_sent.as_ref().map(|_| lease.written());
-                        (written, lease.send(&mut req, &forwarding))
+                        (written, lease.send(&mut out))
                     };
                     // The response timeout starts once the body is sent; while it is
                     // sent, the same limit bounds an upstream that stops taking it.

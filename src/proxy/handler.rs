@@ -38,7 +38,7 @@ use super::route::{Routed, route};
 use crate::acme::challenge::{HTTP01_PREFIX, Http01};
 use crate::guard::Target;
 use crate::routes::{HostMatch, MAX_HOST_LEN, Policy};
-use crate::upstream::{Pool, RequestBody, ResponseBody, Sent};
+use crate::upstream::{Outgoing, Pool, RequestBody, ResponseBody, Sent};
 
 /// What every request on one client connection shares: one `Arc` clone per request.
 #[derive(Debug)]
@@ -167,7 +167,10 @@ pub fn handle(
     let (parts, body) = req.into_parts();
     let body = RequestBody::new(body, settings.client_body_timeout, http1, body_sent.clone())
         .limit(decoration.max_body);
-    let req = Request::from_parts(parts, body);
+    // Written out now: the request's head (which shares hyper's read
+    // buffer) and the forwarding headers end with this function instead of
+    // living through the exchange (see `Outgoing`).
+    let out = Outgoing::new(Request::from_parts(parts, body), &forwarding.fields());
     let timeout = decoration
         .response_timeout
         .unwrap_or(settings.response_timeout);
@@ -176,7 +179,7 @@ pub fn handle(
         connection: busy.0.clone(),
     });
     let upstream_read_timeout = settings.upstream_read_timeout;
-    let forwarded = forward(pool, req, forwarding, upgrade, body_sent.clone(), timeout);
+    let forwarded = forward(pool, out, upgrade, body_sent.clone(), timeout);
     let after = After {
         record,
         busy,

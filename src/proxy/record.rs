@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Method, Request, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, StatusCode, Version};
 
 use crate::logging::ACCESS_TARGET;
 use crate::upstream::Pool;
@@ -28,10 +28,13 @@ pub struct RequestRecord {
     pub method: Method,
     /// HTTP version the client spoke.
     pub version: Version,
-    /// The `Host` header, as sent (see [`RequestRecord::host`]).
-    pub host_header: Option<HeaderValue>,
-    /// The request target as the client sent it.
-    pub uri: Uri,
+    /// The host it asked for (see [`RequestRecord::host`]) and then its
+    /// path and query, copied: nothing here shares hyper's read buffer,
+    /// which hyper can then reuse for the connection's next read instead of
+    /// allocating another (hyper#4060).
+    target: Box<str>,
+    /// Where the host ends in `target`; `None` without one.
+    host_len: Option<usize>,
     /// The pool of the route that took it, if one did; its key names the route.
     pub pool: Option<Arc<Pool>>,
     /// The upstream that answered, if any.
@@ -76,13 +79,22 @@ pub fn shown_headers(headers: &http::HeaderMap) -> Box<[(http::HeaderName, Heade
 impl RequestRecord {
     /// Starts the record of `req` from `client`.
     pub fn start<B>(req: &Request<B>, client: IpAddr) -> Self {
+        let host = match req.uri().authority() {
+            Some(a) => Some(a.as_str()),
+            None => (req.headers().get(http::header::HOST)).and_then(|h| h.to_str().ok()),
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut target = String::with_capacity(host.map_or(0, str::len) + path.len());
+        target.push_str(host.unwrap_or_default());
+        target.push_str(path);
+        let target = target.into_boxed_str();
         Self {
             start: Instant::now(),
             client,
             method: req.method().clone(),
             version: req.version(),
-            host_header: req.headers().get(http::header::HOST).cloned(),
-            uri: req.uri().clone(),
+            target,
+            host_len: host.map(str::len),
             pool: None,
             upstream: None,
             status: StatusCode::OK,
@@ -96,10 +108,7 @@ impl RequestRecord {
     /// The host it asked for: the target's authority (HTTP/2, absolute
     /// form), else the `Host` header.
     pub fn host(&self) -> Option<&str> {
-        match self.uri.authority() {
-            Some(a) => Some(a.as_str()),
-            None => self.host_header.as_ref().and_then(|h| h.to_str().ok()),
-        }
+        self.host_len.map(|n| &self.target[..n])
     }
 
     /// The name of the route that took it.
@@ -109,7 +118,7 @@ impl RequestRecord {
 
     /// The path and query, `/` when the target has none.
     pub fn path(&self) -> &str {
-        self.uri.path_and_query().map_or("/", |p| p.as_str())
+        &self.target[self.host_len.unwrap_or(0)..]
     }
 
     /// Completes the record: the body ended after `bytes`, in full or not.
@@ -195,6 +204,25 @@ mod tests {
         let req = Request::get("/").header("host", "h").body(()).unwrap();
         let r = RequestRecord::start(&req, [10, 0, 0, 1].into());
         assert_eq!((r.host(), r.path(), r.route()), (Some("h"), "/", None));
+    }
+
+    #[test]
+    fn a_record_keeps_nothing_of_the_buffer_the_head_was_parsed_from() {
+        // As hyper does: the head is split off its read buffer, and the
+        // target and header values are slices of it.
+        let mut read = bytes::BytesMut::with_capacity(8192);
+        read.extend_from_slice(b"/x?y=1app.foo.bar");
+        let head = read.split().freeze();
+        let uri = http::Uri::from_maybe_shared(head.slice(..6)).unwrap();
+        let host = HeaderValue::from_maybe_shared(head.slice(6..)).unwrap();
+        drop(head);
+        let req = Request::get(uri).header("host", host).body(()).unwrap();
+        let r = RequestRecord::start(&req, [10, 0, 0, 1].into());
+        assert!(!read.try_reclaim(8192), "the request shares the buffer");
+        drop(req);
+        // Only the record is left: the buffer can be reused in place.
+        assert!(read.try_reclaim(8192), "the record shares the buffer");
+        assert_eq!((r.host(), r.path()), (Some("app.foo.bar"), "/x?y=1"));
     }
 
     #[test]

@@ -328,29 +328,54 @@ impl Upload {
     }
 }
 
+/// A request ready for any upstream connection: its head written out (with
+/// the framing the body gets), its body still to stream. Made as soon as the
+/// request is ready to forward, so that nothing of the request's head (its
+/// header map, its target) outlives that moment: those share hyper's read
+/// buffer, which hyper can then reuse for the connection's next read
+/// instead of allocating another (hyper#4060).
+pub struct Outgoing {
+    head: Bytes,
+    method: Method,
+    framing: RequestFraming,
+    body: RequestBody,
+}
+
+impl Outgoing {
+    /// Writes out `req`'s head, with the `extra` fields after its own.
+    pub fn new(req: Request<RequestBody>, extra: &[(&HeaderName, &HeaderValue)]) -> Self {
+        let (mut parts, body) = req.into_parts();
+        let ended = body.is_end_stream();
+        let exact = body.size_hint().exact();
+        let framing = h1::request_framing(&mut parts.headers, ended, exact);
+        let mut head = Vec::new();
+        let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        h1::write_head(&mut head, &parts.method, target, &parts.headers, extra);
+        Self {
+            head: Bytes::from(head),
+            method: parts.method,
+            framing,
+            body,
+        }
+    }
+}
+
 impl Lease {
-    /// Sends `req` on this lease's connection, with the `extra` fields
-    /// written after its own, and waits for the response
+    /// Sends `out` on this lease's connection and waits for the response
     /// head; the body follows through the returned [`ResponseBody`], which
     /// owns the lease from then on. On a pooled connection that failed
-    /// before the upstream can have acted on the request, the request (left
-    /// as it was handed over) may go again on a fresh connection ([`Retry`]).
+    /// before the upstream can have acted on the request, the request (its
+    /// body untouched) may go again on a fresh connection ([`Retry`]).
     ///
     /// Not an `async fn`, and the request is lent, not moved: every
     /// request's future contains this one (see `proxy::handler::handle`),
     /// and an `async fn` holds each argument twice.
-    pub fn send<'a>(
+    pub fn send(
         mut self,
-        req: &'a mut Request<RequestBody>,
-        extra: &'a [(&'a HeaderName, &'a HeaderValue)],
-    ) -> impl Future<Output = Result<Response<ResponseBody>, Result<SendError, Retry>>> + Send + 'a
+        out: &mut Outgoing,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Result<SendError, Retry>>> + Send + '_
     {
-        let ended = req.body().is_end_stream();
-        let exact = req.body().size_hint().exact();
-        let framing = h1::request_framing(req.headers_mut(), ended, exact);
-        let mut head = Vec::new();
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        h1::write_head(&mut head, req.method(), target, req.headers(), extra);
+        let framing = out.framing;
         let mut upload = Upload {
             queue: VecDeque::with_capacity(4),
             queued: 0,
@@ -364,15 +389,16 @@ impl Lease {
             wrote: false,
             broken: false,
         };
-        upload.push(Bytes::from(head));
-        let method = req.method().clone();
+        upload.push(out.head.clone());
+        let method = &out.method;
+        let body = &mut out.body;
         async move {
             let conn = self.conn_mut();
             let got = poll_fn(|cx| {
                 loop {
                     let mut progressed = false;
                     if !upload.ended {
-                        match upload.fill(req.body_mut(), cx) {
+                        match upload.fill(body, cx) {
                             Ok(p) => progressed |= p,
                             Err(e) => return Poll::Ready(Err(e)),
                         }
@@ -388,7 +414,7 @@ impl Lease {
                             // Parsed only when bytes came; interim answers
                             // (100 Continue, 103) are skipped.
                             loop {
-                                match h1::parse_head(&mut conn.buf, &method, HTTP1_BUFFER) {
+                                match h1::parse_head(&mut conn.buf, method, HTTP1_BUFFER) {
                                     Err(e) => {
                                         return Poll::Ready(Err(SendError::Upstream(e.into())));
                                     }
@@ -421,7 +447,7 @@ impl Lease {
                         && conn.buf.is_empty()
                         && !upload.taken
                         && matches!(e, UpstreamError::Closed | UpstreamError::Io(_))
-                        && (!upload.wrote || idempotent(&method));
+                        && (!upload.wrote || idempotent(method));
                     return Err(if again {
                         Err(Retry(e))
                     } else {

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 pub use body::{RequestBody, RequestBodyError, Sent};
 pub use conn::{ClientSettings, ConnectError, Lease, Upstream, set_worker_id};
-pub use exchange::{ResponseBody, Retry, SendError, UpstreamError};
+pub use exchange::{Outgoing, ResponseBody, Retry, SendError, UpstreamError};
 pub use pool::{Candidates, Pool, PoolKey};
 
 use conn::Client;
