@@ -241,21 +241,12 @@ impl After {
         forwarded: Result<Response<Option<ResponseBody>>, ProxyError>,
         pool: Arc<Pool>,
     ) -> Response<ProxyBody> {
-        let Self {
-            mut record,
-            busy,
-            decoration,
-            extra,
-            json,
-            http1,
-            body_sent,
-            upstream_read_timeout,
-        } = self;
+        let mut record = self.record;
         record.pool = Some(pool);
         let resp = match forwarded {
             Ok(mut resp) => {
-                decoration.apply(resp.headers_mut());
-                extra.add(resp.headers_mut());
+                self.decoration.apply(resp.headers_mut());
+                self.extra.add(resp.headers_mut());
                 record.status = resp.status();
                 record.upstream = resp
                     .body()
@@ -263,17 +254,17 @@ impl After {
                     .and_then(|b| b.upstream())
                     .map(|u| u.addr);
                 let (parts, body) = resp.into_parts();
-                let body = ProxyBody::upstream(body, upstream_read_timeout, record, busy);
+                let body = ProxyBody::upstream(body, self.upstream_read_timeout, record, self.busy);
                 Response::from_parts(parts, body)
             }
             Err(err) => {
-                err.log(busy.connection().info.peer);
-                let mut reply = respond(Answer::Error(err), json);
-                extra.add(&mut reply.headers);
-                synthetic(reply, record, busy)
+                err.log(self.busy.connection().info.peer);
+                let mut reply = respond(Answer::Error(err), self.json);
+                self.extra.add(&mut reply.headers);
+                synthetic(reply, record, self.busy)
             }
         };
-        close_if_unread(resp, http1, body_sent.as_deref())
+        close_if_unread(resp, self.http1, self.body_sent.as_deref())
     }
 }
 

@@ -205,9 +205,13 @@ pub enum SendError {
 /// request: it may go again, unchanged, on a fresh connection.
 pub struct Retry(pub UpstreamError);
 
-/// The write side of an exchange: bytes queued for the socket, and where
-/// the request body is.
-struct Upload {
+/// The write side of an exchange: what is left of the request head, body
+/// bytes queued for the socket, and where the request body is.
+struct Upload<'a> {
+    /// The head's bytes not yet written, lent by the [`Outgoing`] (which
+    /// keeps them whole for a retry).
+    head: &'a [u8],
+    /// Body bytes read ahead of the socket (never allocated without a body).
     queue: VecDeque<Bytes>,
     queued: usize,
     framing: RequestFraming,
@@ -226,7 +230,7 @@ struct Upload {
 /// How much body is read ahead of the socket.
 const QUEUE_LIMIT: usize = 64 * 1024;
 
-impl Upload {
+impl Upload<'_> {
     fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
             self.queued += bytes.len();
@@ -234,8 +238,13 @@ impl Upload {
         }
     }
 
+    /// Nothing is waiting to be written.
+    fn flushed(&self) -> bool {
+        self.head.is_empty() && self.queue.is_empty()
+    }
+
     fn done(&self) -> bool {
-        self.ended && self.queue.is_empty()
+        self.ended && self.flushed()
     }
 
     /// Queues what the body has ready, up to the limit.
@@ -292,17 +301,24 @@ impl Upload {
     /// exchange: the upstream may have answered and closed.
     fn write(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> bool {
         let mut progressed = false;
-        while !self.broken && !self.queue.is_empty() {
+        while !self.broken && !self.flushed() {
             let mut slices = [IoSlice::new(&[]); 16];
-            let n = self.queue.len().min(slices.len());
-            for (slice, bytes) in slices.iter_mut().zip(self.queue.iter()) {
+            let pending = std::iter::once(self.head)
+                .filter(|head| !head.is_empty())
+                .chain(self.queue.iter().map(|bytes| &bytes[..]));
+            let mut count = 0;
+            for (slice, bytes) in slices.iter_mut().zip(pending) {
                 *slice = IoSlice::new(bytes);
+                count += 1;
             }
-            match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+            match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Pending => break,
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => self.broken = true,
                 Poll::Ready(Ok(mut n)) => {
                     self.wrote = true;
+                    let from_head = n.min(self.head.len());
+                    self.head = &self.head[from_head..];
+                    n -= from_head;
                     self.queued -= n;
                     while n > 0 {
                         let front = self.queue.front_mut().expect("wrote what was queued");
@@ -318,7 +334,7 @@ impl Upload {
             }
             progressed = true;
         }
-        if !self.broken && self.queue.is_empty() {
+        if !self.broken && self.flushed() {
             // TLS holds written records until flushed; a TCP flush is free.
             if let Poll::Ready(Err(_)) = Pin::new(&mut *io).poll_flush(cx) {
                 self.broken = true;
@@ -335,7 +351,7 @@ impl Upload {
 /// buffer, which hyper can then reuse for the connection's next read
 /// instead of allocating another (hyper#4060).
 pub struct Outgoing {
-    head: Bytes,
+    head: Vec<u8>,
     method: Method,
     framing: RequestFraming,
     body: RequestBody,
@@ -352,7 +368,7 @@ impl Outgoing {
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         h1::write_head(&mut head, &parts.method, target, &parts.headers, extra);
         Self {
-            head: Bytes::from(head),
+            head,
             method: parts.method,
             framing,
             body,
@@ -377,7 +393,8 @@ impl Lease {
     {
         let framing = out.framing;
         let mut upload = Upload {
-            queue: VecDeque::with_capacity(4),
+            head: &out.head,
+            queue: VecDeque::new(),
             queued: 0,
             framing,
             left: match framing {
@@ -389,7 +406,6 @@ impl Lease {
             wrote: false,
             broken: false,
         };
-        upload.push(out.head.clone());
         let method = &out.method;
         let body = &mut out.body;
         async move {
