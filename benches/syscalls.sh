@@ -8,6 +8,7 @@
 #   N=50000 benches/syscalls.sh
 #   BG_ARGS="--access-log common" benches/syscalls.sh   # branchgate flags (default: --access-log off)
 #   OUT=/tmp/sys.md benches/syscalls.sh                 # the markdown table (default target/syscalls.md)
+#   CLOSE_SECONDS=0 benches/syscalls.sh                 # skip the Connection: close row (default 5 s of wrk)
 #
 # All three proxies run in front of the same nginx backend (not traced):
 # branchgate with one worker, plain HTTP only, no admin listener, no Docker
@@ -22,7 +23,9 @@
 # connections, and strace is detached (SIGINT). Calls / N is the number of
 # system calls per request, failed ones (EAGAIN) included; the connection
 # set-up of the 16 connections and whatever the proxy does while idle are
-# spread over the N requests.
+# spread over the N requests. The `close` row is wrk with `Connection: close`
+# over 16 connections for CLOSE_SECONDS (a new client connection per request:
+# accept, set-up and close counted), divided by the requests wrk completed.
 #
 # strace stops the traced process at every system call, so the proxy runs
 # several times slower: calls that depend on timing (how many events one
@@ -50,6 +53,7 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
 LOAD_DIR="$SCRIPT_DIR/load"
 N=${N:-20000}
+CLOSE_SECONDS=${CLOSE_SECONDS:-5}
 OUT=${OUT:-target/syscalls.md}
 BG_ARGS=${BG_ARGS:---access-log off}
 PROXY_CPU=0
@@ -62,21 +66,22 @@ die() {
 }
 
 case "$N" in '' | *[!0-9]* | 0) die "N must be a positive whole number, got '$N'" ;; esac
+case "$CLOSE_SECONDS" in '' | *[!0-9]*) die "CLOSE_SECONDS must be a whole number, got '$CLOSE_SECONDS'" ;; esac
 case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
 
 # ---------------------------------------------------------------- tools ---
 
 # Debian puts haproxy and nginx in /usr/sbin, which a user's PATH may lack.
 tool_path() { command -v "$1" 2>/dev/null || echo "/usr/sbin/$1"; }
-declare -A PACKAGE=([nginx]=nginx-light [h2load]=nghttp2-client [strace]=strace [haproxy]=haproxy)
+declare -A PACKAGE=([nginx]=nginx-light [h2load]=nghttp2-client [strace]=strace [haproxy]=haproxy [wrk]=wrk)
 # shellcheck source=scripts/lib/procs.sh
 . "$ROOT/scripts/lib/procs.sh"
 pkgs=()
-for t in nginx h2load strace haproxy; do
+for t in nginx h2load strace haproxy wrk; do
     [ -x "$(tool_path "$t")" ] || pkgs+=("${PACKAGE[$t]}")
 done
 install_packages "${pkgs[@]}"
-for t in nginx h2load strace haproxy taskset ss getconf awk; do
+for t in nginx h2load strace haproxy wrk taskset ss getconf awk; do
     [ -x "$(tool_path "$t")" ] || die "missing tool: $t"
 done
 NGINX=$(tool_path nginx)
@@ -183,6 +188,20 @@ h2load_run() {
     fi
 }
 
+# wrk_close PORT SECONDS OUTFILE: `Connection: close` requests over 16
+# connections for SECONDS; prints how many were answered, dies on any error.
+wrk_close() {
+    local port=$1 seconds=$2 out=$3
+    taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d"${seconds}s" -H 'Host: bench.local' \
+        -H 'Connection: close' "http://127.0.0.1:$port/" >"$out" 2>&1 || true
+    if grep -qE "Socket errors|Non-2xx" "$out" || ! grep -q "requests in" "$out"; then
+        log "wrk (Connection: close) to 127.0.0.1:$port failed:"
+        cat "$out" >&2
+        die "wrk failed"
+    fi
+    awk '/requests in/ { print $1 }' "$out"
+}
+
 # all_traced PID TRACER: every thread of PID is traced by TRACER.
 all_traced() {
     local task
@@ -196,7 +215,11 @@ all_traced() {
 measure() {
     local name=$1 path=$2 key=$3 pid=${PID[$1]} port=${PORT[$1]} strace_pid i
     kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) is gone"
-    h2load_run "$port" "$path" 2000 "$TMP/h2load-$key-warmup.txt"
+    if [ "$path" = close ]; then
+        wrk_close "$port" 1 "$TMP/wrk-$key-warmup.txt" >/dev/null
+    else
+        h2load_run "$port" "$path" 2000 "$TMP/h2load-$key-warmup.txt"
+    fi
     strace -c -f -p "$pid" -o "$TMP/strace-$key.txt" 2>"$TMP/strace-$key.err" &
     strace_pid=$!
     PIDS+=("$strace_pid")
@@ -207,7 +230,12 @@ measure() {
         sleep 0.1
     done
     THREADS[$key]=$(find /proc/"$pid"/task -mindepth 1 -maxdepth 1 | wc -l)
-    h2load_run "$port" "$path" "$N" "$TMP/h2load-$key.txt"
+    if [ "$path" = close ]; then
+        REQS[$key]=$(wrk_close "$port" "$CLOSE_SECONDS" "$TMP/wrk-$key.txt")
+    else
+        h2load_run "$port" "$path" "$N" "$TMP/h2load-$key.txt"
+        REQS[$key]=$N
+    fi
     # strace prints its summary when it detaches.
     kill -INT "$strace_pid"
     wait "$strace_pid" 2>/dev/null || true
@@ -226,14 +254,16 @@ calls() {
 per_request() {
     local key=$1
     shift
-    calls "$key" | awk -v n="$N" -v names=" $* " '
+    calls "$key" | awk -v n="${REQS[$key]}" -v names=" $* " '
         index(names, " " $1 " ") { c += $2 }
         END { printf "%.2f", c / n }'
 }
 
 SCENARIOS=("small:/" "64k:/64k")
-declare -A THREADS
-echo "system calls per request (strace -c -f), $N keep-alive HTTP/1.1 requests over 16 connections after a warm-up of 2000"
+[ "$CLOSE_SECONDS" = 0 ] || SCENARIOS+=("close:close")
+declare -A THREADS REQS
+echo "system calls per request (strace -c -f), $N keep-alive HTTP/1.1 requests over 16 connections after a warm-up of 2000;"
+echo "  close: wrk, Connection: close, 16 connections, ${CLOSE_SECONDS} s after a 1 s warm-up, per request answered"
 echo "  branchgate: $BG_BIN $bg_flags $BG_ARGS"
 echo "  $("$NGINX" -v 2>&1 | sed 's/.*: //') (master_process off), HAProxy $("$HAPROXY" -v | awk 'NR == 1 { print $3 }') (-db, nbthread 1)"
 for sc in "${SCENARIOS[@]}"; do
@@ -261,10 +291,11 @@ TABLE="$TMP/table.md"
         name=${sc%%:*}
         for p in "${PROXIES[@]}"; do
             key="$p-$name"
-            read -r total failed <<<"$(calls "$key" | awk -v n="$N" '{ c += $2; e += $3 } END { printf "%.2f %.2f", c / n, e / n }')"
-            other=$(calls "$key" | awk -v n="$N" -v names=" $KNOWN " '
+            n=${REQS[$key]}
+            read -r total failed <<<"$(calls "$key" | awk -v n="$n" '{ c += $2; e += $3 } END { printf "%.2f %.2f", c / n, e / n }')"
+            other=$(calls "$key" | awk -v n="$n" -v names=" $KNOWN " '
                 !index(names, " " $1 " ") { c += $2 } END { printf "%.2f", c / n }')
-            top=$(calls "$key" | awk -v n="$N" 'NR <= 6 { printf "%s%s %.2f", (NR > 1 ? ", " : ""), $1, $2 / n }')
+            top=$(calls "$key" | awk -v n="$n" 'NR <= 8 { printf "%s%s %.2f", (NR > 1 ? ", " : ""), $1, $2 / n }')
             echo "| ${sc#*:} | $p | ${THREADS[$key]} | $total | $failed |" \
                 "$(per_request "$key" "${READS[@]}") | $(per_request "$key" "${WRITES[@]}") |" \
                 "$(per_request "$key" "${WAITS[@]}") | $(per_request "$key" epoll_ctl) |" \

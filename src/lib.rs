@@ -21,6 +21,10 @@
 //! their listener sets, the publisher, and every background task, tracked
 //! and stopped on shutdown. The library never exits the process.
 
+// No unsafe code in the library; the binary's allocator (src/allocator.rs) is
+// the one exception, and `unsafe_code = "deny"` in Cargo.toml covers the rest.
+#![forbid(unsafe_code)]
+
 // In flow order; each group stands alone so rustfmt keeps the order.
 pub mod config;
 
@@ -47,6 +51,8 @@ pub mod events;
 pub mod net;
 
 pub mod hash;
+
+pub mod tokens;
 
 pub mod demo;
 

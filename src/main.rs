@@ -3,8 +3,11 @@
 
 use tokio_util::sync::CancellationToken;
 
+#[allow(unsafe_code)]
+mod allocator;
+
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
 
 fn main() -> std::process::ExitCode {
     let config = match branchgate::Config::from_args() {

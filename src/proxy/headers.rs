@@ -8,6 +8,7 @@ use http::header::{
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::listener::{ConnInfo, Scheme};
+use crate::tokens;
 
 /// `X-Forwarded-For`.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -40,9 +41,7 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|v| tokens::lists(v.as_bytes(), token))
 }
 
 /// Headers that never cross the proxy, in bit order for [`scan`]. `Proxy`
@@ -159,20 +158,27 @@ fn scan(headers: &HeaderMap, underscores: bool) -> u32 {
 /// names.
 fn remove_found(headers: &mut HeaderMap, found: u32) {
     if found & CONNECTION_BIT != 0 {
-        // The usual tokens name nothing further to remove.
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| {
-                !["close", "keep-alive", "upgrade", ""]
-                    .iter()
-                    .any(|k| t.eq_ignore_ascii_case(k))
-            })
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
+        // The usual tokens name nothing further to remove; a value that is
+        // one of them whole (nearly every one) is not split at all.
+        let usual = |t: &[u8]| {
+            [&b"close"[..], b"keep-alive", b"upgrade"]
+                .iter()
+                .any(|k| t.eq_ignore_ascii_case(k))
+        };
+        let mut named: Vec<HeaderName> = Vec::new();
+        for value in &headers.get_all(CONNECTION) {
+            let value = value.as_bytes();
+            if usual(value) {
+                continue;
+            }
+            for token in tokens::elements(value) {
+                if !usual(token)
+                    && let Ok(name) = HeaderName::from_bytes(token)
+                {
+                    named.push(name);
+                }
+            }
+        }
         for name in named {
             headers.remove(name);
         }

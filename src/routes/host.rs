@@ -180,10 +180,19 @@ pub fn normalize_host<'b>(raw: &str, buf: &'b mut [u8; MAX_HOST_LEN]) -> Option<
             _ => return None,
         }
     } else {
-        match raw.rfind(':') {
-            Some(i) if valid_port(&raw[i + 1..]) && !raw[..i].contains(':') => &raw[..i],
-            Some(_) => return None,
-            None => raw,
+        // One pass for the last `:` and whether it is the only one (`rfind`
+        // and `contains` cost a few hundred instructions per request).
+        let (mut colons, mut last) = (0, 0);
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b':' {
+                colons += 1;
+                last = i;
+            }
+        }
+        match colons {
+            0 => raw,
+            1 if valid_port(&raw[last + 1..]) => &raw[..last],
+            _ => return None,
         }
     };
     // One trailing dot is the root of a fully qualified name; two are no

@@ -12,6 +12,7 @@
 //! connection read past the end of a response is ever taken as the start of
 //! the next one: such a connection is closed.
 
+use crate::tokens;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
@@ -173,15 +174,16 @@ struct Seen {
 impl Seen {
     fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
         if name == CONTENT_LENGTH {
-            let parsed = value.to_str().map_err(drop).and_then(|line| {
-                line.split(',').try_fold(None, |agreed: Option<u64>, part| {
-                    match (digits(part.trim()), agreed) {
-                        (Some(n), None) => Ok(Some(n)),
-                        (Some(n), Some(a)) if n == a => Ok(Some(n)),
-                        _ => Err(()),
-                    }
-                })
-            });
+            // Every comma-separated part (an empty one too) must be the same
+            // number; a byte that is not a digit or blank anywhere fails it.
+            let parsed = value.as_bytes().split(|&b| b == b',').try_fold(
+                None,
+                |agreed: Option<u64>, part| match (digits(tokens::trim_ows(part)), agreed) {
+                    (Some(n), None) => Ok(Some(n)),
+                    (Some(n), Some(a)) if n == a => Ok(Some(n)),
+                    _ => Err(()),
+                },
+            );
             self.length = Some(match (self.length.take(), parsed) {
                 (None | Some(Ok(_)), Ok(None)) | (_, Err(())) | (Some(Err(())), _) => Err(()),
                 (None, Ok(Some(n))) => Ok(n),
@@ -190,12 +192,16 @@ impl Seen {
             });
         } else if name == TRANSFER_ENCODING {
             self.transfer_encoding = Some(value.clone());
-        } else if name == CONNECTION
-            && let Ok(s) = value.to_str()
-        {
-            for token in s.split(',').map(str::trim) {
-                self.close |= token.eq_ignore_ascii_case("close");
-                self.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+        } else if name == CONNECTION {
+            let value = value.as_bytes();
+            // Nearly always one token, whole: no split.
+            if value.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+                return;
+            }
+            for token in tokens::elements(value) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
     }
@@ -245,11 +251,17 @@ fn framing(
 }
 
 /// A decimal number of digits only (no sign, no space), below 2^64 - 2.
-fn digits(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+fn digits(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
         return None;
     }
-    s.parse::<u64>().ok().filter(|&n| n < u64::MAX - 1)
+    s.iter()
+        .try_fold(0u64, |n, &b| {
+            let d = b.wrapping_sub(b'0');
+            (d < 10).then_some(())?;
+            n.checked_mul(10)?.checked_add(u64::from(d))
+        })
+        .filter(|&n| n < u64::MAX - 1)
 }
 
 /// What [`Decoder::decode`] found in the buffer.
@@ -499,7 +511,7 @@ pub enum RequestFraming {
 pub fn request_framing(headers: &mut HeaderMap, ended: bool, exact: Option<u64>) -> RequestFraming {
     if let Some(n) = headers
         .get(CONTENT_LENGTH)
-        .and_then(|v| digits(v.to_str().ok()?))
+        .and_then(|v| digits(v.as_bytes()))
     {
         return RequestFraming::Length(n);
     }
