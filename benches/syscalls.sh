@@ -192,7 +192,7 @@ h2load_run() {
 # connections for SECONDS; prints how many were answered, dies on any error.
 wrk_close() {
     local port=$1 seconds=$2 out=$3
-    taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d"${seconds}s" -H 'Host: bench.local' \
+    taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d"${seconds}s" --timeout 10s -H 'Host: bench.local' \
         -H 'Connection: close' "http://127.0.0.1:$port/" >"$out" 2>&1 || true
     if grep -qE "Socket errors|Non-2xx" "$out" || ! grep -q "requests in" "$out"; then
         log "wrk (Connection: close) to 127.0.0.1:$port failed:"

@@ -149,8 +149,8 @@ if [ "$LOAD_SECONDS" != 0 ]; then
         BG_VARIANTS="log:@BG_BIN@:--access-log common" bash benches/load.sh
 fi
 if [ "$BENCH" != 0 ]; then
-    step "instructions per request (callgrind, short)" env N=2000 bash benches/callgrind.sh
-    step "system calls per request (strace, short)" env N=2000 OUT=target/syscalls.md bash benches/syscalls.sh
+    step "instructions per request (callgrind, short)" env N=2000 CLOSE_SECONDS=2 bash benches/callgrind.sh
+    step "system calls per request (strace, short)" env N=2000 CLOSE_SECONDS=2 OUT=target/syscalls.md bash benches/syscalls.sh
     step "code layout: link/symbol-order.txt still names the release binary's functions" \
         bash scripts/symbol-order.sh --check
     # The image's musl binary, when the Docker step built it.
