@@ -12,10 +12,11 @@
 //! connection read past the end of a response is ever taken as the start of
 //! the next one: such a connection is closed.
 
-use crate::tokens;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+use crate::tokens;
 
 /// Most header fields in a response head (hyper's default too).
 pub const MAX_HEADERS: usize = 100;

@@ -134,6 +134,16 @@ fn a_head_parses_with_its_framing_and_keep_alive() {
 }
 
 #[test]
+fn content_length_lists_of_one_number_are_read_as_it() {
+    for value in ["3", "3, 3", "3 ,\t3", "003", "18446744073709551613"] {
+        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {value}\r\n\r\n");
+        let head = parse(head.as_bytes(), Method::GET).unwrap().unwrap();
+        let n = value.split(',').next().unwrap().trim().parse().unwrap();
+        assert_eq!(head.framing, Framing::Length(n), "{value}");
+    }
+}
+
+#[test]
 fn bad_heads_are_refused_and_partial_ones_wait() {
     assert!(
         parse(b"HTTP/1.1 200 OK\r\nContent-", Method::GET)
@@ -145,6 +155,11 @@ fn bad_heads_are_refused_and_partial_ones_wait() {
         b"HTTP/1.1 200 OK\r\nContent-Length: +3\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 3 3\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3,\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3, ,3\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\xff\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551614\r\n\r\n",
         b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
