@@ -141,9 +141,14 @@ mod tests {
             let peer = SocketAddr::new(ip.parse().unwrap(), 40000);
             ConnInfo::new(peer, port.clone(), Scheme::Http).client_ip
         };
-        assert_eq!(info("10.0.0.1"), "10.0.0.1");
-        assert_eq!(info("10.0.0.1"), "10.0.0.1");
-        assert_eq!(info("10.0.0.2"), "10.0.0.2");
+        let first = info("10.0.0.1");
+        let again = info("10.0.0.1");
+        assert_eq!(again, "10.0.0.1");
+        // The same bytes, not a new copy: the value was reused.
+        assert_eq!(first.as_bytes().as_ptr(), again.as_bytes().as_ptr());
+        let other = info("10.0.0.2");
+        assert_eq!(other, "10.0.0.2");
+        assert_ne!(first.as_bytes().as_ptr(), other.as_bytes().as_ptr());
         assert_eq!(info("::ffff:10.0.0.2"), "10.0.0.2");
         assert_eq!(info("2001:db8::7"), "2001:db8::7");
         assert_eq!(info("10.0.0.1"), "10.0.0.1");
