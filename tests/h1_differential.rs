@@ -1,14 +1,21 @@
-//! Differential test of branchgate's own HTTP/1 response reader
-//! (`upstream::h1`) against hyper's client, the strict parser branchgate
-//! used before, on the same bytes: thousands of responses made by mutating
-//! valid and tricky ones (framing edges, smuggling shapes) with the bytes
-//! that matter to HTTP/1 framing.
+//! Differential tests of branchgate's own HTTP/1 readers against hyper, the
+//! strict parser branchgate used before, on the same bytes: thousands of
+//! messages made by mutating valid and tricky ones (framing edges, smuggling
+//! shapes) with the bytes that matter to HTTP/1 framing.
 //!
-//! Rule: whenever branchgate accepts a response, hyper accepts it too, with
-//! the same status, the same header fields and the same body bytes; and a
-//! response hyper refuses, branchgate refuses. branchgate may refuse more
-//! (a bare LF in a trailer, a DEL in a field value): those are counted and
-//! printed, never failed.
+//! - Responses (`upstream::h1`) against hyper's client: whenever branchgate
+//!   accepts a response, hyper accepts it too, with the same status, the same
+//!   header fields and the same body bytes; and a response hyper refuses,
+//!   branchgate refuses.
+//! - Requests (`proxy::h1`, then the body by `upstream::h1::Decoder`) against
+//!   hyper's server, pipelined requests and all: every request branchgate
+//!   reads off a connection, hyper's server reads too, in the same order,
+//!   with the same method, target, version, header fields and body bytes;
+//!   and where hyper stops reading (a refusal, a closed connection),
+//!   branchgate reads no further.
+//!
+//! branchgate may refuse more (a bare LF in a trailer, a DEL in a field
+//! value): those are counted and printed, never failed.
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, StatusCode};
@@ -16,6 +23,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
+use std::sync::{Arc, Mutex};
+
+use http::{Uri, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+
+use branchgate::proxy::h1::parse_request;
 use branchgate::upstream::h1::{Decoded, Decoder, parse_head};
 
 #[derive(Debug, PartialEq)]
@@ -224,5 +238,178 @@ async fn branchgate_never_reads_a_response_more_leniently_than_hyper() {
     assert!(
         agreed > runs / 10,
         "the mutations left too few valid responses"
+    );
+}
+
+/// One request as read off a client connection.
+#[derive(Debug, PartialEq)]
+struct Read {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+/// branchgate's reading of a client connection that sent `bytes` and then
+/// closed: heads and bodies in turn while the connection is kept, up to the
+/// first refusal or incomplete message, and none after an upgrade.
+fn ours_requests(bytes: &[u8]) -> Vec<Read> {
+    let mut buf = BytesMut::from(bytes);
+    let mut read = Vec::new();
+    while let Ok(Some(head)) = parse_request(&mut buf, 64 * 1024) {
+        let mut decoder = Decoder::new(head.framing);
+        let mut body = Vec::new();
+        let complete = loop {
+            match decoder.decode(&mut buf) {
+                Ok(Decoded::Data(d)) => body.extend_from_slice(&d),
+                Ok(Decoded::End) => break true,
+                // The connection has nothing more: a body cut short.
+                Ok(Decoded::More) | Err(_) => break false,
+            }
+        };
+        if !complete {
+            break;
+        }
+        read.push(Read {
+            method: head.method,
+            uri: head.uri,
+            version: head.version,
+            headers: head.headers,
+            body,
+        });
+        if !head.keep_alive || head.upgrade {
+            break;
+        }
+    }
+    read
+}
+
+/// hyper's server (with branchgate's buffer limit and upgrades) reading the
+/// same bytes, then the client's end of stream: every request whose body
+/// it delivered whole, answered 200 each.
+async fn hyper_requests(bytes: &[u8]) -> Vec<Read> {
+    let (ours, mut theirs) = tokio::io::duplex(256 * 1024);
+    let read = Arc::new(Mutex::new(Vec::new()));
+    let service = {
+        let read = read.clone();
+        service_fn(move |req: Request<Incoming>| {
+            let read = read.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                // A body that fails (cut short) is not a request read.
+                if let Ok(body) = body.collect().await {
+                    read.lock().unwrap().push(Read {
+                        method: parts.method,
+                        uri: parts.uri,
+                        version: parts.version,
+                        headers: parts.headers,
+                        body: body.to_bytes().to_vec(),
+                    });
+                }
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Empty::<Bytes>::new()))
+            }
+        })
+    };
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // half_close: the client's end of stream must not cancel the requests
+    // in flight (branchgate's server does, as a client gone away), or a
+    // request would go unrecorded here.
+    builder.max_buf_size(64 * 1024).half_close(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(ours), service)
+        .with_upgrades();
+    let client = async {
+        theirs.write_all(bytes).await.ok();
+        theirs.shutdown().await.ok();
+        // Take every answer, or hyper may wait to write.
+        let mut answers = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut theirs, &mut answers)
+            .await
+            .ok();
+    };
+    let _ = tokio::join!(conn, client);
+    std::mem::take(&mut *read.lock().unwrap())
+}
+
+/// Valid and borderline requests (smuggling shapes among them) the
+/// mutations start from.
+const REQUEST_SEEDS: &[&str] = &[
+    "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+    "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    "POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+    "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabcGET /second HTTP/1.1\r\n\r\n",
+    "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    "POST / HTTP/1.1\r\nContent-Length: 3, 3\r\n\r\nabc",
+    "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+    "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n1\r\na\r\n0\r\n\r\n",
+    "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n\r\n1\r\na\r\n0\r\n\r\n",
+    "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+    "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /second HTTP/1.0\r\n\r\nGET /third HTTP/1.1\r\n\r\n",
+    "GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /second HTTP/1.1\r\n\r\n",
+    "GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: y\r\nConnection: keep-alive, close\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
+    "POST /up HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n2 \r\nde\r\n0\r\nX-T: 1\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+    "\r\nGET http://x.example/p?q HTTP/1.1\r\nX-A: 1\r\nx-a: 2\r\n\r\n",
+    "OPTIONS * HTTP/1.1\r\n\r\n",
+    "PUT / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nok",
+    "GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nraw bytes",
+    "CONNECT x.example:443 HTTP/1.1\r\nHost: x.example:443\r\n\r\ntunnel",
+    "GET / HTTP/1.1\r\nX-A: a\r\n b\r\n\r\n",
+    "GET /\u{e9} HTTP/1.1\r\nX-A: caf\u{e9}\r\n\r\n",
+    "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nA\r\n0123456789\r\nffff\r\n",
+];
+
+#[tokio::test]
+async fn branchgate_never_reads_a_request_more_leniently_than_hyper() {
+    let runs: usize = std::env::var("H1_DIFF_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let (mut alike, mut fewer, mut requests, mut served) = (0, 0, 0, 0);
+    let mut fewer_examples = Vec::new();
+    for run in 0..runs {
+        let mut input = REQUEST_SEEDS[run % REQUEST_SEEDS.len()].as_bytes().to_vec();
+        if run >= REQUEST_SEEDS.len() {
+            for _ in 0..=rng.below(4) {
+                mutate(&mut rng, &mut input);
+            }
+        }
+        let shown = String::from_utf8_lossy(&input).into_owned();
+        let theirs =
+            tokio::time::timeout(std::time::Duration::from_secs(2), hyper_requests(&input))
+                .await
+                .unwrap_or_else(|_| panic!("run {run}: hyper's server hung on {shown:?}"));
+        let mine = ours_requests(&input);
+        // Every request branchgate read, hyper read alike, in order.
+        assert!(
+            mine.len() <= theirs.len(),
+            "run {run}: branchgate read {} requests from {shown:?}, hyper {}: {mine:#?} vs {theirs:#?}",
+            mine.len(),
+            theirs.len()
+        );
+        for (i, (m, t)) in mine.iter().zip(&theirs).enumerate() {
+            assert_eq!(m, t, "run {run}: request {i} of {shown:?} read differently");
+        }
+        requests += mine.len();
+        served += usize::from(!mine.is_empty());
+        if mine.len() == theirs.len() {
+            alike += 1;
+        } else {
+            fewer += 1;
+            if fewer_examples.len() < 8 {
+                fewer_examples.push(shown);
+            }
+        }
+    }
+    eprintln!(
+        "h1 request differential: {runs} connections, {served} with a request read, {requests} \
+         requests: {alike} read alike, {fewer} where branchgate read fewer, e.g. {fewer_examples:#?}"
+    );
+    assert!(
+        served > runs / 10,
+        "the mutations left too few valid requests"
     );
 }

@@ -20,6 +20,7 @@ pub mod dashboard;
 pub mod error;
 pub mod forward;
 pub mod gate;
+pub mod h1;
 pub mod handler;
 pub mod headers;
 pub mod listener;

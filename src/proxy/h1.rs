@@ -1,0 +1,273 @@
+//! HTTP/1.x on the client leg, as bytes: a request head parsed (by
+//! httparse, with the settings hyper's server uses) and what it says about
+//! its body and its connection. No I/O here. The body that follows is
+//! decoded by [`crate::upstream::h1::Decoder`], the same framing code the
+//! upstream leg reads responses with. The fuzz target `h1_request` and the
+//! differential test against hyper's server
+//! (`tests/h1_request_differential.rs`) run these same functions on the
+//! same bytes.
+//!
+//! The rules are RFC 9112's, read the way hyper's server reads them, never
+//! more leniently (the request smuggling rows in `tests/smuggling.rs` pin
+//! what a client sees):
+//! - a body is framed by `Transfer-Encoding` when there is one (its last
+//!   coding must be `chunked`, else 400; never on HTTP/1.0), else by
+//!   `Content-Length` (every field the same number of digits only, else
+//!   400), else it is empty;
+//! - with both, `Transfer-Encoding` frames the body, `Content-Length` is
+//!   dropped, and the connection is closed after the response;
+//! - `Connection: close` anywhere closes (a later `keep-alive` does not undo
+//!   it); HTTP/1.0 keeps the connection only with `keep-alive`;
+//! - a head larger than the limit, or with more than [`MAX_HEADERS`] fields,
+//!   is 431; a target longer than [`MAX_TARGET`] is 414; anything else
+//!   malformed is 400.
+//!
+//! Stricter than hyper on purpose: a field value with a byte that
+//! [`HeaderValue`] refuses (DEL) is 400 instead of passed on; a
+//! `Content-Length` that is not a number is 400 even after a
+//! `Transfer-Encoding` (hyper ignores it there).
+
+use bytes::BytesMut;
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
+
+use crate::tokens;
+use crate::upstream::h1::{Framing, Spans, digits};
+
+/// Most header fields in a request head (hyper's default too).
+pub const MAX_HEADERS: usize = crate::upstream::h1::MAX_HEADERS;
+/// Longest request target, in bytes (hyper's limit too).
+pub const MAX_TARGET: usize = u16::MAX as usize - 1;
+
+/// Why a request head was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// The head is not HTTP/1.x (httparse's reason).
+    #[error("request head is malformed: {0}")]
+    Head(httparse::Error),
+    /// The method is not a token.
+    #[error("request method is invalid")]
+    Method,
+    /// The target is not a URI (origin, absolute, authority or `*` form).
+    #[error("request target is invalid")]
+    Target,
+    /// The target is longer than [`MAX_TARGET`].
+    #[error("request target is longer than {MAX_TARGET} bytes")]
+    TargetTooLong,
+    /// No complete head within the limit.
+    #[error("request head is larger than {0} bytes")]
+    TooLarge(usize),
+    /// More than [`MAX_HEADERS`] fields.
+    #[error("request head has more than {MAX_HEADERS} header fields")]
+    TooManyFields,
+    /// A field value a header value cannot hold.
+    #[error("request header {0} has an invalid value")]
+    Value(String),
+    /// `Content-Length` values that are not one number.
+    #[error("request has an invalid Content-Length")]
+    ContentLength,
+    /// `Transfer-Encoding` whose last coding is not `chunked`.
+    #[error("request's Transfer-Encoding does not end in chunked")]
+    TransferEncoding,
+    /// `Transfer-Encoding` in an HTTP/1.0 request.
+    #[error("HTTP/1.0 request with Transfer-Encoding")]
+    TransferEncoding10,
+}
+
+impl RequestError {
+    /// The status a client is answered with (then the connection closes).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge(_) | Self::TooManyFields => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::TargetTooLong => StatusCode::URI_TOO_LONG,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The request target.
+    pub uri: Uri,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Every header field, in order (a `Content-Length` beside a
+    /// `Transfer-Encoding`, or repeating the same number, is not kept).
+    pub headers: HeaderMap,
+    /// How the body that follows is delimited: by length (0: none) or
+    /// chunked, never by the connection's end.
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this one.
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for a 100 before its body.
+    pub expect_continue: bool,
+    /// The client asks to switch protocols (`Upgrade` on HTTP/1.1), or to
+    /// tunnel (CONNECT).
+    pub upgrade: bool,
+}
+
+/// Parses a request head from the start of `buf` and removes it from `buf`.
+/// `None`: incomplete, read more (up to `limit` bytes in all). Empty lines
+/// before the request line are skipped (RFC 9112 2.2).
+pub fn parse_request(
+    buf: &mut BytesMut,
+    limit: usize,
+) -> Result<Option<RequestHead>, RequestError> {
+    // Uninitialised slots: httparse fills only what it uses.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    // Never past the limit: bytes beyond it are not read as part of a head,
+    // however they arrived (at once, or the limit's worth first).
+    let window = &buf[..buf.len().min(limit)];
+    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        window,
+        &mut fields,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if window.len() >= limit => {
+            return Err(RequestError::TooLarge(limit));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyFields),
+        // A bad token is the method's when there is none yet, else the target's.
+        Err(httparse::Error::Token) if parsed.method.is_none() => {
+            return Err(RequestError::Method);
+        }
+        Err(httparse::Error::Token) => return Err(RequestError::Target),
+        Err(e) => return Err(RequestError::Head(e)),
+    };
+    // A complete request line has all three (httparse's contract).
+    let (Some(method), Some(target), Some(minor)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Err(RequestError::Head(httparse::Error::Token));
+    };
+    if target.len() > MAX_TARGET {
+        return Err(RequestError::TargetTooLong);
+    }
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| RequestError::Method)?;
+    let version = match minor {
+        0 => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let target_at = target.as_ptr() as usize - buf.as_ptr() as usize;
+    let target_len = target.len();
+    let spans = Spans::new(buf, parsed.headers);
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target_at..target_at + target_len))
+        .map_err(|_| RequestError::Target)?;
+
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut seen = Seen::default();
+    for (name, value) in spans.fields(&head) {
+        let name = HeaderName::from_bytes(name)
+            .map_err(|_| RequestError::Head(httparse::Error::HeaderName))?;
+        let value = HeaderValue::from_maybe_shared(value)
+            .map_err(|_| RequestError::Value(name.to_string()))?;
+        if seen.note(&name, &value, version)? {
+            headers.append(name, value);
+        }
+    }
+
+    let framing = match (&seen.transfer_encoding, seen.length) {
+        (Some(te), _) if !last_is_chunked(te.as_bytes()) => {
+            return Err(RequestError::TransferEncoding);
+        }
+        (Some(_), _) => Framing::Chunked,
+        (None, Some(n)) => Framing::Length(n),
+        (None, None) => Framing::Length(0),
+    };
+    // Both framings: the body is read by Transfer-Encoding, the length is
+    // not passed on, and the connection is not trusted with another request.
+    let both = seen.transfer_encoding.is_some() && seen.length.is_some();
+    if both {
+        headers.remove(CONTENT_LENGTH);
+    }
+    let keep_alive = !both
+        && !seen.close
+        && match version {
+            Version::HTTP_11 => true,
+            _ => seen.keep_alive,
+        };
+    let upgrade = method == Method::CONNECT || (seen.upgrade && version == Version::HTTP_11);
+    Ok(Some(RequestHead {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue: seen.expect_continue,
+        upgrade,
+    }))
+}
+
+/// What the fields that frame a request and its connection said, noted as
+/// the head is read (no lookups in the map afterwards).
+#[derive(Default)]
+struct Seen {
+    /// The number every `Content-Length` field gave.
+    length: Option<u64>,
+    /// The last `Transfer-Encoding` field (whose last coding decides).
+    transfer_encoding: Option<HeaderValue>,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    upgrade: bool,
+}
+
+impl Seen {
+    /// Notes one field; whether it goes into the map (a `Content-Length`
+    /// that repeats the number already kept does not).
+    fn note(
+        &mut self,
+        name: &HeaderName,
+        value: &HeaderValue,
+        version: Version,
+    ) -> Result<bool, RequestError> {
+        if name == CONTENT_LENGTH {
+            // The whole value: a list (`5, 5`) is refused, as hyper's server does.
+            let n = digits(value.as_bytes()).ok_or(RequestError::ContentLength)?;
+            return match self.length.replace(n) {
+                None => Ok(true),
+                Some(m) if m == n => Ok(false),
+                Some(_) => Err(RequestError::ContentLength),
+            };
+        }
+        if name == TRANSFER_ENCODING {
+            if version == Version::HTTP_10 {
+                return Err(RequestError::TransferEncoding10);
+            }
+            self.transfer_encoding = Some(value.clone());
+        } else if name == CONNECTION {
+            let value = value.as_bytes();
+            self.close |= tokens::lists(value, "close");
+            // A value with bytes beyond ASCII is not read as keep-alive
+            // (hyper reads it as text, and such a value is not).
+            self.keep_alive |= value.is_ascii() && tokens::lists(value, "keep-alive");
+        } else if name == EXPECT {
+            // The last one decides, whole.
+            self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        } else if name == UPGRADE {
+            self.upgrade = true;
+        }
+        Ok(true)
+    }
+}
+
+/// Whether a `Transfer-Encoding` value's last coding is `chunked`. A value
+/// with bytes beyond ASCII is not (hyper reads it as text, and it is not).
+fn last_is_chunked(value: &[u8]) -> bool {
+    value.is_ascii()
+        && value
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|last| tokens::trim_ows(last).eq_ignore_ascii_case(b"chunked"))
+}
+
+#[cfg(test)]
+mod tests;
