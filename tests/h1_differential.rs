@@ -29,7 +29,8 @@ use http::{Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 
-use branchgate::proxy::h1::parse_request;
+use branchgate::proxy::h1::{Asked, BodySize, Written, parse_request, write_response_head};
+use branchgate::upstream::h1::Framing;
 use branchgate::upstream::h1::{Decoded, Decoder, parse_head};
 
 #[derive(Debug, PartialEq)]
@@ -69,8 +70,15 @@ fn ours(bytes: &[u8], method: &Method) -> Option<Parsed> {
     })
 }
 
-/// hyper's client reading the same bytes (then end of stream).
+/// hyper's client reading the same bytes (then end of stream), as the
+/// answer to an HTTP/1.1 request of `method`.
 async fn hyper(bytes: &[u8], method: &Method) -> Option<Parsed> {
+    hyper_as(bytes, method, Version::HTTP_11).await
+}
+
+/// hyper's client reading `bytes` (then end of stream) as the answer to a
+/// request of `method` and `version`.
+async fn hyper_as(bytes: &[u8], method: &Method, version: Version) -> Option<Parsed> {
     let (ours, mut theirs) = tokio::io::duplex(256 * 1024);
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(ours))
@@ -79,7 +87,12 @@ async fn hyper(bytes: &[u8], method: &Method) -> Option<Parsed> {
     let driver = tokio::spawn(conn);
     let req = Request::builder()
         .method(method.clone())
-        .uri("/")
+        .version(version)
+        .uri(if method == Method::CONNECT {
+            "x.example:443"
+        } else {
+            "/"
+        })
         .header("host", "x")
         .body(Empty::new())
         .ok()?;
@@ -412,4 +425,113 @@ async fn branchgate_never_reads_a_request_more_leniently_than_hyper() {
         served > runs / 10,
         "the mutations left too few valid requests"
     );
+}
+
+/// Every response head branchgate writes, with its body sent as the head
+/// says, is read by hyper's client as what the handler meant: the same
+/// status, the handler's fields (framing, `Connection` and `Date` aside),
+/// and the body, or none where the request or the status allows none.
+#[tokio::test]
+async fn hyper_reads_every_response_branchgate_writes_as_meant() {
+    let methods = [Method::GET, Method::HEAD, Method::POST, Method::CONNECT];
+    let versions = [Version::HTTP_10, Version::HTTP_11];
+    let statuses = [200u16, 206, 204, 304, 404, 500, 599];
+    let bodies = [BodySize::Empty, BodySize::Exact(11), BodySize::Unknown];
+    let maps: [&[(&str, &str)]; 4] = [
+        &[],
+        &[("x-a", "1"), ("set-cookie", "a=b"), ("set-cookie", "c=d")],
+        &[
+            ("content-length", "3"),
+            ("transfer-encoding", "chunked"),
+            ("date", "then"),
+        ],
+        &[("connection", "close"), ("content-type", "text/plain")],
+    ];
+    let data = b"hello world";
+    let mut checked = 0;
+    for method in &methods {
+        for version in versions {
+            for status in statuses {
+                for body in bodies {
+                    for fields in maps {
+                        for keep_alive in [true, false] {
+                            let mut headers = HeaderMap::new();
+                            for (n, v) in fields {
+                                headers.append(*n, v.parse().unwrap());
+                            }
+                            let status = StatusCode::from_u16(status).unwrap();
+                            let asked = Asked {
+                                method,
+                                version,
+                                keep_alive,
+                            };
+                            let mut bytes = Vec::new();
+                            let Written { framing, .. } = write_response_head(
+                                &mut bytes,
+                                asked,
+                                status,
+                                &headers,
+                                body,
+                                b"Tue, 01 Dec 2026 00:00:00 GMT",
+                            );
+                            let sent: &[u8] = match body {
+                                BodySize::Empty => b"",
+                                _ => data,
+                            };
+                            match framing {
+                                Framing::Length(n) => bytes.extend_from_slice(&sent[..n as usize]),
+                                Framing::Chunked => {
+                                    if !sent.is_empty() {
+                                        bytes.extend_from_slice(
+                                            format!("{:X}\r\n", sent.len()).as_bytes(),
+                                        );
+                                        bytes.extend_from_slice(sent);
+                                        bytes.extend_from_slice(b"\r\n");
+                                    }
+                                    bytes.extend_from_slice(b"0\r\n\r\n");
+                                }
+                                Framing::Close => bytes.extend_from_slice(sent),
+                            }
+                            let case = format!(
+                                "{method} {version:?} {status} {body:?} {fields:?} keep {keep_alive}: {:?}",
+                                String::from_utf8_lossy(&bytes)
+                            );
+                            // hyper's client takes no 1xx as a final answer.
+                            if status.is_informational() {
+                                continue;
+                            }
+                            let read = tokio::time::timeout(
+                                std::time::Duration::from_secs(2),
+                                hyper_as(&bytes, method, version),
+                            )
+                            .await
+                            .unwrap_or_else(|_| panic!("hyper hung on {case}"))
+                            .unwrap_or_else(|| panic!("hyper refused {case}"));
+                            assert_eq!(read.status, status, "{case}");
+                            let bodiless = *method == Method::HEAD
+                                || status == StatusCode::NO_CONTENT
+                                || status == StatusCode::NOT_MODIFIED
+                                || (*method == Method::CONNECT && status.is_success());
+                            let want: &[u8] = if bodiless { b"" } else { sent };
+                            assert_eq!(read.body, want, "{case}");
+                            for (name, value) in &headers {
+                                if ["content-length", "transfer-encoding", "connection"]
+                                    .contains(&name.as_str())
+                                {
+                                    continue;
+                                }
+                                assert!(
+                                    read.headers.get_all(name).iter().any(|v| v == value),
+                                    "{name} lost: {case}"
+                                );
+                            }
+                            assert_eq!(read.headers.get_all("date").iter().count(), 1, "{case}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 1000, "{checked}");
 }

@@ -22,13 +22,17 @@
 //!   is 431; a target longer than [`MAX_TARGET`] is 414; anything else
 //!   malformed is 400.
 //!
+//! Responses go out by [`write_response_head`]: the head written from the
+//! status and header map the handler made, with the framing fields (and
+//! `Connection`, `Date`) decided here, by RFC 9112 6.3 and 9110 6.4.1.
+//!
 //! Stricter than hyper on purpose: a field value with a byte that
 //! [`HeaderValue`] refuses (DEL) is 400 instead of passed on; a
 //! `Content-Length` that is not a number is 400 even after a
 //! `Transfer-Encoding` (hyper ignores it there).
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 
 use crate::tokens;
@@ -267,6 +271,163 @@ fn last_is_chunked(value: &[u8]) -> bool {
             .rsplit(|&b| b == b',')
             .next()
             .is_some_and(|last| tokens::trim_ows(last).eq_ignore_ascii_case(b"chunked"))
+}
+
+/// What a response's body is known to be when its head is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodySize {
+    /// No body (a length of 0).
+    Empty,
+    /// Exactly this many bytes.
+    Exact(u64),
+    /// Streamed, length unknown.
+    Unknown,
+}
+
+/// What the request a response answers asked for, as far as the response's
+/// framing and the connection go.
+#[derive(Clone, Copy, Debug)]
+pub struct Asked<'a> {
+    /// The request's method (HEAD and CONNECT frame responses differently).
+    pub method: &'a Method,
+    /// The request's version (HTTP/1.0 gets no chunked body).
+    pub version: Version,
+    /// Whether the request let the connection be kept.
+    pub keep_alive: bool,
+}
+
+/// How the response whose head [`write_response_head`] wrote goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// How its body must be sent: exactly this many bytes (0: nothing may
+    /// follow the head), chunked, or until the connection closes.
+    pub framing: Framing,
+    /// Whether the connection may carry another request after it (false
+    /// for an upgrade or a tunnel too: the connection is handed over).
+    pub keep_alive: bool,
+}
+
+/// Writes a response head to `dst`: the status line (always HTTP/1.1, as
+/// RFC 9110 2.5 asks of a server, to HTTP/1.0 clients too), every field of
+/// `headers` but those framing the body and the connection, then those as
+/// decided here:
+/// - no body after 1xx, 204 and 304, nor after a HEAD's response or a 2xx
+///   to CONNECT; a HEAD's response keeps the `Content-Length` the map has
+///   (what a GET would have had);
+/// - `Content-Length` from `body` when known, else chunked, else (HTTP/1.0)
+///   until the connection closes;
+/// - the connection is kept only if the request let it, the map's
+///   `Connection` does not say `close`, and the body is not delimited by the
+///   close; `Connection: close` is written when it is not kept (for HTTP/1.1),
+///   `keep-alive` when it is (for HTTP/1.0). A 101 writes the map's
+///   `Connection` as it is and hands the connection over.
+/// - `Date` (`date`, the current one, cached by the caller) unless the map
+///   has one.
+pub fn write_response_head(
+    dst: &mut Vec<u8>,
+    asked: Asked<'_>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: BodySize,
+    date: &[u8],
+) -> Written {
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let tunnel = asked.method == Method::CONNECT && status.is_success();
+    let bodiless = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || tunnel;
+    let head_request = asked.method == Method::HEAD;
+
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    dst.reserve(17 + 32 + fields + 64);
+    dst.extend_from_slice(b"HTTP/1.1 ");
+    dst.extend_from_slice(status.as_str().as_bytes());
+    dst.push(b' ');
+    dst.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    dst.extend_from_slice(b"\r\n");
+
+    let mut close_asked = false;
+    let mut dated = false;
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH {
+            // A HEAD's response says what the GET's body would have been.
+            if !head_request || bodiless {
+                continue;
+            }
+        } else if name == TRANSFER_ENCODING {
+            continue;
+        } else if name == CONNECTION {
+            close_asked |= tokens::lists(value.as_bytes(), "close");
+            if !switching {
+                continue;
+            }
+        } else if name == DATE {
+            dated = true;
+        }
+        field(dst, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !dated {
+        field(dst, b"date", date);
+    }
+
+    let framing = if bodiless || head_request {
+        Framing::Length(0)
+    } else {
+        match body {
+            BodySize::Empty => Framing::Length(0),
+            BodySize::Exact(n) => Framing::Length(n),
+            BodySize::Unknown if asked.version == Version::HTTP_11 => Framing::Chunked,
+            BodySize::Unknown => Framing::Close,
+        }
+    };
+    if !(bodiless || head_request) {
+        match framing {
+            Framing::Length(n) => {
+                let mut digits = [0u8; 20];
+                field(dst, b"content-length", decimal(n, &mut digits));
+            }
+            Framing::Chunked => field(dst, b"transfer-encoding", b"chunked"),
+            Framing::Close => {}
+        }
+    }
+    let handed_over = switching || tunnel;
+    let keep_alive = asked.keep_alive && !close_asked && !handed_over && framing != Framing::Close;
+    if !handed_over {
+        match (keep_alive, asked.version) {
+            (false, Version::HTTP_11) => field(dst, b"connection", b"close"),
+            (true, Version::HTTP_10) => field(dst, b"connection", b"keep-alive"),
+            _ => {}
+        }
+    }
+    dst.extend_from_slice(b"\r\n");
+    Written {
+        framing,
+        keep_alive,
+    }
+}
+
+/// `n` in decimal, in the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    dst.extend_from_slice(name);
+    dst.extend_from_slice(b": ");
+    dst.extend_from_slice(value);
+    dst.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -244,3 +244,231 @@ fn expect_and_upgrade_are_noted() {
         Some("a.example")
     );
 }
+
+fn answer(
+    method: &Method,
+    version: Version,
+    keep_alive: bool,
+    status: u16,
+    fields: &[(&str, &str)],
+    body: BodySize,
+) -> (String, Written) {
+    let mut headers = HeaderMap::new();
+    for (n, v) in fields {
+        headers.append(
+            HeaderName::from_bytes(n.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    let asked = Asked {
+        method,
+        version,
+        keep_alive,
+    };
+    let mut dst = Vec::new();
+    let status = StatusCode::from_u16(status).unwrap();
+    let written = write_response_head(&mut dst, asked, status, &headers, body, b"D");
+    (String::from_utf8(dst).unwrap(), written)
+}
+
+#[test]
+fn a_response_head_is_written_with_its_framing_decided_here() {
+    let get = &Method::GET;
+    let v11 = Version::HTTP_11;
+    // The map's framing fields are not written: the body's size decides.
+    let (head, w) = answer(
+        get,
+        v11,
+        true,
+        200,
+        &[
+            ("x-a", "1"),
+            ("content-length", "99"),
+            ("transfer-encoding", "gzip"),
+            ("x-a", "2"),
+        ],
+        BodySize::Exact(5),
+    );
+    assert_eq!(
+        head,
+        "HTTP/1.1 200 OK\r\nx-a: 1\r\nx-a: 2\r\ndate: D\r\ncontent-length: 5\r\n\r\n"
+    );
+    assert_eq!(
+        w,
+        Written {
+            framing: Framing::Length(5),
+            keep_alive: true
+        }
+    );
+
+    let (head, w) = answer(get, v11, true, 404, &[("date", "X")], BodySize::Unknown);
+    assert_eq!(
+        head,
+        "HTTP/1.1 404 Not Found\r\ndate: X\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+    assert_eq!(w.framing, Framing::Chunked);
+
+    let (head, w) = answer(get, v11, true, 200, &[], BodySize::Empty);
+    assert!(head.ends_with("content-length: 0\r\n\r\n"), "{head}");
+    assert_eq!(w.framing, Framing::Length(0));
+
+    // An unknown status code gets no reason phrase.
+    let (head, _) = answer(get, v11, true, 599, &[], BodySize::Empty);
+    assert!(head.starts_with("HTTP/1.1 599 \r\n"), "{head}");
+}
+
+#[test]
+fn responses_without_a_body_get_no_framing_but_a_heads_keeps_its_length() {
+    let v11 = Version::HTTP_11;
+    for status in [204, 304, 100] {
+        let (head, w) = answer(
+            &Method::GET,
+            v11,
+            true,
+            status,
+            &[("content-length", "5"), ("transfer-encoding", "chunked")],
+            BodySize::Exact(5),
+        );
+        assert!(
+            !head.contains("content-length") && !head.contains("transfer-encoding"),
+            "{head}"
+        );
+        assert_eq!(
+            w,
+            Written {
+                framing: Framing::Length(0),
+                keep_alive: true
+            },
+            "{status}"
+        );
+    }
+    let (head, w) = answer(
+        &Method::HEAD,
+        v11,
+        true,
+        200,
+        &[("content-length", "1234"), ("transfer-encoding", "chunked")],
+        BodySize::Empty,
+    );
+    assert_eq!(
+        head,
+        "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\ndate: D\r\n\r\n"
+    );
+    assert_eq!(
+        w,
+        Written {
+            framing: Framing::Length(0),
+            keep_alive: true
+        }
+    );
+    let (head, w) = answer(&Method::HEAD, v11, true, 200, &[], BodySize::Unknown);
+    assert_eq!(head, "HTTP/1.1 200 OK\r\ndate: D\r\n\r\n");
+    assert_eq!(w.framing, Framing::Length(0));
+}
+
+#[test]
+fn the_connection_is_kept_only_when_everything_lets_it() {
+    let get = &Method::GET;
+    let (v10, v11) = (Version::HTTP_10, Version::HTTP_11);
+    let cases = [
+        // (version, request keeps, map's Connection, body, kept, written)
+        (v11, true, None, BodySize::Exact(1), true, None),
+        (v11, false, None, BodySize::Exact(1), false, Some("close")),
+        (
+            v11,
+            true,
+            Some("close"),
+            BodySize::Exact(1),
+            false,
+            Some("close"),
+        ),
+        (
+            v11,
+            true,
+            Some("keep-alive"),
+            BodySize::Exact(1),
+            true,
+            None,
+        ),
+        (
+            v10,
+            true,
+            None,
+            BodySize::Exact(1),
+            true,
+            Some("keep-alive"),
+        ),
+        (v10, false, None, BodySize::Exact(1), false, None),
+        // HTTP/1.0 gets no chunked body: it ends with the connection.
+        (v10, true, None, BodySize::Unknown, false, None),
+        (v11, true, None, BodySize::Unknown, true, None),
+    ];
+    for (version, keeps, connection, body, kept, written) in cases {
+        let fields: Vec<(&str, &str)> = connection.map(|c| ("connection", c)).into_iter().collect();
+        let (head, w) = answer(get, version, keeps, 200, &fields, body);
+        let case = format!("{version:?} {keeps} {connection:?} {body:?}: {head}");
+        assert_eq!(w.keep_alive, kept, "{case}");
+        let lines: Vec<&str> = head
+            .lines()
+            .filter(|l| l.starts_with("connection"))
+            .collect();
+        match written {
+            Some(v) => assert_eq!(lines, [format!("connection: {v}")], "{case}"),
+            None => assert!(lines.is_empty(), "{case}"),
+        }
+        if version == v10 && body == BodySize::Unknown {
+            assert_eq!(w.framing, Framing::Close, "{case}");
+            assert!(!head.contains("transfer-encoding"), "{case}");
+        }
+    }
+}
+
+#[test]
+fn switching_protocols_and_tunnels_hand_the_connection_over() {
+    let (head, w) = answer(
+        &Method::GET,
+        Version::HTTP_11,
+        true,
+        101,
+        &[("connection", "upgrade"), ("upgrade", "websocket")],
+        BodySize::Empty,
+    );
+    assert_eq!(
+        head,
+        "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\ndate: D\r\n\r\n"
+    );
+    assert_eq!(
+        w,
+        Written {
+            framing: Framing::Length(0),
+            keep_alive: false
+        }
+    );
+    let (head, w) = answer(
+        &Method::CONNECT,
+        Version::HTTP_11,
+        true,
+        200,
+        &[],
+        BodySize::Unknown,
+    );
+    assert_eq!(head, "HTTP/1.1 200 OK\r\ndate: D\r\n\r\n");
+    assert_eq!(
+        w,
+        Written {
+            framing: Framing::Length(0),
+            keep_alive: false
+        }
+    );
+    // A refused CONNECT is an ordinary response.
+    let (head, w) = answer(
+        &Method::CONNECT,
+        Version::HTTP_11,
+        true,
+        403,
+        &[],
+        BodySize::Exact(2),
+    );
+    assert!(head.ends_with("content-length: 2\r\n\r\n"), "{head}");
+    assert!(w.keep_alive);
+}
