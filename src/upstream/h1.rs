@@ -110,14 +110,35 @@ pub fn parse_head(
     let code = parsed.code.unwrap_or_default();
     let status =
         StatusCode::from_u16(code).map_err(|_| ParseError::Head(httparse::Error::Status))?;
-    let spans = Spans::new(buf, parsed.headers);
+    // Where each name and value sits in the head (offsets fit in u32: the
+    // head is at most `limit`), so the values can share its bytes once it
+    // is split off the buffer.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = parsed.headers.len();
+    for (span, field) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        *span = (
+            name as u32,
+            field.name.len() as u32,
+            value as u32,
+            field.value.len() as u32,
+        );
+    }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(count);
     let mut seen = Seen::default();
-    for (name, value) in spans.fields(&head) {
-        let name = HeaderName::from_bytes(name)
+    for &(name, name_len, value, value_len) in &spans[..count] {
+        let (name, name_len, value, value_len) = (
+            name as usize,
+            name_len as usize,
+            value as usize,
+            value_len as usize,
+        );
+        let name = HeaderName::from_bytes(&head[name..name + name_len])
             .map_err(|_| ParseError::Head(httparse::Error::HeaderName))?;
-        let value = HeaderValue::from_maybe_shared(value)
+        let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
             .map_err(|_| ParseError::Value(name.to_string()))?;
         seen.note(&name, &value);
         headers.append(name, value);
@@ -135,56 +156,6 @@ pub fn parse_head(
         framing,
         keep_alive,
     }))
-}
-
-/// Where each field's name and value sit in a head that httparse read from
-/// the start of a buffer, as offsets (they fit in u32: a head is at most a
-/// buffer's limit), so the values can share the head's bytes once it is
-/// split off the buffer. Shared with the client leg's request reader.
-pub(crate) struct Spans {
-    at: [(u32, u32, u32, u32); MAX_HEADERS],
-    len: usize,
-}
-
-impl Spans {
-    /// The spans of `fields`, which httparse found in `buf`.
-    pub(crate) fn new(buf: &[u8], fields: &[httparse::Header<'_>]) -> Self {
-        let base = buf.as_ptr() as usize;
-        let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        for (span, field) in at.iter_mut().zip(fields) {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            *span = (
-                name as u32,
-                field.name.len() as u32,
-                value as u32,
-                field.value.len() as u32,
-            );
-        }
-        Self {
-            at,
-            len: fields.len().min(MAX_HEADERS),
-        }
-    }
-
-    /// How many fields.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Each field's name and value, in order, in `head` (the bytes the spans
-    /// were taken in, split off and frozen).
-    pub(crate) fn fields<'a>(&'a self, head: &'a Bytes) -> impl Iterator<Item = (&'a [u8], Bytes)> {
-        self.at[..self.len]
-            .iter()
-            .map(move |&(name, name_len, value, value_len)| {
-                let (name, value) = (name as usize, value as usize);
-                (
-                    &head[name..name + name_len as usize],
-                    head.slice(value..value + value_len as usize),
-                )
-            })
-    }
 }
 
 /// What the fields that frame a response said, noted as the head is read
