@@ -3,9 +3,8 @@
 //! its body and its connection. No I/O here. The body that follows is
 //! decoded by [`crate::upstream::h1::Decoder`], the same framing code the
 //! upstream leg reads responses with. The fuzz target `h1_request` and the
-//! differential test against hyper's server
-//! (`tests/h1_request_differential.rs`) run these same functions on the
-//! same bytes.
+//! differential tests against hyper's server and client
+//! (`tests/h1_differential.rs`) run these same functions on the same bytes.
 //!
 //! The rules are RFC 9112's, read the way hyper's server reads them, never
 //! more leniently (the request smuggling rows in `tests/smuggling.rs` pin
@@ -26,10 +25,10 @@
 //! status and header map the handler made, with the framing fields (and
 //! `Connection`, `Date`) decided here, by RFC 9112 6.3 and 9110 6.4.1.
 //!
-//! Stricter than hyper on purpose: a field value with a byte that
-//! [`HeaderValue`] refuses (DEL) is 400 instead of passed on; a
-//! `Content-Length` that is not a number is 400 even after a
-//! `Transfer-Encoding` (hyper ignores it there).
+//! Stricter than hyper on purpose: a `Content-Length` that is not a number
+//! is 400 even after a `Transfer-Encoding` (hyper ignores it there), and a
+//! `Connection` value with bytes beyond ASCII is read for `close` (hyper
+//! reads such a value as no tokens at all).
 
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
@@ -359,7 +358,9 @@ pub fn write_response_head(
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    dst.reserve(17 + 32 + fields + 64);
+    // The status line, then what is written here: date, length or chunked,
+    // connection.
+    dst.reserve(48 + fields + 96);
     dst.extend_from_slice(b"HTTP/1.1 ");
     dst.extend_from_slice(status.as_str().as_bytes());
     dst.push(b' ');
@@ -390,25 +391,22 @@ pub fn write_response_head(
         field(dst, b"date", date);
     }
 
-    let framing = if bodiless || head_request {
-        Framing::Length(0)
-    } else {
-        match body {
-            BodySize::Empty => Framing::Length(0),
-            BodySize::Exact(n) => Framing::Length(n),
-            BodySize::Unknown if asked.version == Version::HTTP_11 => Framing::Chunked,
-            BodySize::Unknown => Framing::Close,
-        }
+    let framing = match body {
+        _ if bodiless || head_request => Framing::Length(0),
+        BodySize::Empty => Framing::Length(0),
+        BodySize::Exact(n) => Framing::Length(n),
+        BodySize::Unknown if asked.version == Version::HTTP_11 => Framing::Chunked,
+        BodySize::Unknown => Framing::Close,
     };
-    if !(bodiless || head_request) {
-        match framing {
-            Framing::Length(n) => {
-                let mut digits = [0u8; 20];
-                field(dst, b"content-length", decimal(n, &mut digits));
-            }
-            Framing::Chunked => field(dst, b"transfer-encoding", b"chunked"),
-            Framing::Close => {}
+    match framing {
+        // Nothing says the length of what is not sent (a HEAD's is the map's).
+        _ if bodiless || head_request => {}
+        Framing::Length(n) => {
+            let mut digits = [0u8; 20];
+            field(dst, b"content-length", decimal(n, &mut digits));
         }
+        Framing::Chunked => field(dst, b"transfer-encoding", b"chunked"),
+        Framing::Close => {}
     }
     let handed_over = switching || tunnel;
     let keep_alive = asked.keep_alive && !close_asked && !handed_over && framing != Framing::Close;

@@ -271,6 +271,13 @@ fn answer(
     (String::from_utf8(dst).unwrap(), written)
 }
 
+fn written(framing: Framing, keep_alive: bool) -> Written {
+    Written {
+        framing,
+        keep_alive,
+    }
+}
+
 #[test]
 fn a_response_head_is_written_with_its_framing_decided_here() {
     let get = &Method::GET;
@@ -293,13 +300,7 @@ fn a_response_head_is_written_with_its_framing_decided_here() {
         head,
         "HTTP/1.1 200 OK\r\nx-a: 1\r\nx-a: 2\r\ndate: D\r\ncontent-length: 5\r\n\r\n"
     );
-    assert_eq!(
-        w,
-        Written {
-            framing: Framing::Length(5),
-            keep_alive: true
-        }
-    );
+    assert_eq!(w, written(Framing::Length(5), true));
 
     let (head, w) = answer(get, v11, true, 404, &[("date", "X")], BodySize::Unknown);
     assert_eq!(
@@ -333,14 +334,7 @@ fn responses_without_a_body_get_no_framing_but_a_heads_keeps_its_length() {
             !head.contains("content-length") && !head.contains("transfer-encoding"),
             "{head}"
         );
-        assert_eq!(
-            w,
-            Written {
-                framing: Framing::Length(0),
-                keep_alive: true
-            },
-            "{status}"
-        );
+        assert_eq!(w, written(Framing::Length(0), true), "{status}");
     }
     let (head, w) = answer(
         &Method::HEAD,
@@ -354,13 +348,7 @@ fn responses_without_a_body_get_no_framing_but_a_heads_keeps_its_length() {
         head,
         "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\ndate: D\r\n\r\n"
     );
-    assert_eq!(
-        w,
-        Written {
-            framing: Framing::Length(0),
-            keep_alive: true
-        }
-    );
+    assert_eq!(w, written(Framing::Length(0), true));
     let (head, w) = answer(&Method::HEAD, v11, true, 200, &[], BodySize::Unknown);
     assert_eq!(head, "HTTP/1.1 200 OK\r\ndate: D\r\n\r\n");
     assert_eq!(w.framing, Framing::Length(0));
@@ -437,13 +425,7 @@ fn switching_protocols_and_tunnels_hand_the_connection_over() {
         head,
         "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\ndate: D\r\n\r\n"
     );
-    assert_eq!(
-        w,
-        Written {
-            framing: Framing::Length(0),
-            keep_alive: false
-        }
-    );
+    assert_eq!(w, written(Framing::Length(0), false));
     let (head, w) = answer(
         &Method::CONNECT,
         Version::HTTP_11,
@@ -453,13 +435,7 @@ fn switching_protocols_and_tunnels_hand_the_connection_over() {
         BodySize::Unknown,
     );
     assert_eq!(head, "HTTP/1.1 200 OK\r\ndate: D\r\n\r\n");
-    assert_eq!(
-        w,
-        Written {
-            framing: Framing::Length(0),
-            keep_alive: false
-        }
-    );
+    assert_eq!(w, written(Framing::Length(0), false));
     // A refused CONNECT is an ordinary response.
     let (head, w) = answer(
         &Method::CONNECT,
