@@ -271,7 +271,7 @@ fn ours_requests(bytes: &[u8]) -> Vec<Read> {
     let mut buf = BytesMut::from(bytes);
     let mut read = Vec::new();
     while let Ok(Some(head)) = parse_request(&mut buf, 64 * 1024) {
-        let mut decoder = Decoder::new(head.framing);
+        let mut decoder = Decoder::request(head.framing);
         let mut body = Vec::new();
         let complete = loop {
             match decoder.decode(&mut buf) {

@@ -63,7 +63,7 @@ fn read(input: &[u8], piece: usize, limit: usize) -> (Vec<Request>, End) {
                 Ok(None) => return (requests, End::Incomplete),
             }
         };
-        let mut decoder = Decoder::new(head.framing);
+        let mut decoder = Decoder::request(head.framing);
         let mut body = Vec::new();
         loop {
             match decoder.decode(&mut buf) {

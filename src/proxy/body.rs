@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tracing::warn;
 
+use super::h1::serve::BodyReader;
 use super::handler::Busy;
 use super::record::RequestRecord;
 use crate::net::ReadTimer;
@@ -26,6 +27,53 @@ pub enum ResponseBodyError {
     /// The upstream sent nothing for `--upstream-read-timeout`.
     #[error("upstream sent no response body data for {0:?}")]
     Stalled(Duration),
+}
+
+/// A client's request body: read by branchgate's own HTTP/1 connection,
+/// or by hyper's h2 connection.
+#[derive(Debug)]
+pub enum ClientBody {
+    /// HTTP/1 without a body.
+    Empty,
+    /// An HTTP/1 body, read from its connection's buffer.
+    H1(BodyReader),
+    /// An h2 stream's body.
+    H2(hyper::body::Incoming),
+}
+
+/// Why a client's request body could not be read.
+pub type ClientBodyError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            Self::Empty => Poll::Ready(None),
+            Self::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Self::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::H1(body) => body.is_end_stream(),
+            Self::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Empty => SizeHint::with_exact(0),
+            Self::H1(body) => body.size_hint(),
+            Self::H2(body) => body.size_hint(),
+        }
+    }
 }
 
 /// Body of every response the proxy sends.

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Response};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
+use super::body::ClientBody;
 use super::body::ProxyBody;
 use super::handler::{Busy, http01, policy_context};
 use super::listener::Scheme;
@@ -52,7 +52,7 @@ impl Dashboard {
 /// Answers a request [`Dashboard::wants`]: the HTTPS redirect, or the admin
 /// side's answer.
 pub async fn serve(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     mut record: RequestRecord,
     busy: Busy,
 ) -> Response<ProxyBody> {

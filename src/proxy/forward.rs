@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
+use super::body::ClientBody;
 use super::error::ProxyError;
+use super::h1::serve::OwnUpgrade;
 use super::handler::Connection;
 use super::headers::{Forwarding, HeaderRules, join_cookies, prepare_request, prepare_response};
 use super::route::Routed;
@@ -27,10 +27,10 @@ use crate::upstream::{Outgoing, Pool, RequestBodyError, ResponseBody, Retry, Sen
 /// client's upgrade, when it asked for one, and the forwarding headers the
 /// upstream leg writes after the request's own.
 pub fn prepare(
-    req: &mut Request<Incoming>,
+    req: &mut Request<ClientBody>,
     routed: &Routed<'_>,
     connection: &Connection,
-) -> Result<(Option<OnUpgrade>, Forwarding), ProxyError> {
+) -> Result<(Option<ClientUpgrade>, Forwarding), ProxyError> {
     let original_uri = match req.uri().path_and_query() {
         Some(pq) => HeaderValue::from_str(pq.as_str()).unwrap_or(HeaderValue::from_static("/")),
         None => HeaderValue::from_static("/"),
@@ -64,7 +64,7 @@ pub fn prepare(
         upgradable,
         body_length,
     );
-    let client_upgrade = prepared.upgrade.then(|| hyper::upgrade::on(&mut *req));
+    let client_upgrade = prepared.upgrade.then(|| ClientUpgrade::on(req));
     *req.version_mut() = Version::HTTP_11;
     Ok((client_upgrade, prepared.forwarding))
 }
@@ -90,11 +90,48 @@ pub fn rewrite(pq: Option<&PathAndQuery>, prefix: &str, dest: &str) -> Option<Ur
     Uri::try_from(out).ok()
 }
 
+/// Where the client's socket comes from once a `101` went out: branchgate's
+/// own HTTP/1 connection, or hyper's h2 (extended CONNECT).
+pub enum ClientUpgrade {
+    /// From [`Conn`](super::h1::serve::Conn).
+    Own(OwnUpgrade),
+    /// From hyper.
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
+/// A client socket a tunnel relays.
+trait TunnelIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> TunnelIo for T {}
+
+impl ClientUpgrade {
+    /// The upgrade `req` can be switched with (its connection's).
+    pub fn on(req: &mut Request<ClientBody>) -> Self {
+        match req.extensions_mut().remove::<OwnUpgrade>() {
+            Some(own) => Self::Own(own),
+            None => Self::Hyper(hyper::upgrade::on(req)),
+        }
+    }
+
+    /// The client's socket, once switched.
+    async fn upgraded(self) -> Result<Box<dyn TunnelIo>, String> {
+        match self {
+            Self::Own(own) => match own.upgraded().await {
+                Some(io) => Ok(Box::new(io)),
+                None => Err("the client connection ended before switching".to_owned()),
+            },
+            Self::Hyper(on) => match on.await {
+                Ok(io) => Ok(Box::new(TokioIo::new(io))),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+}
+
 /// The client's request to switch protocols, and its connection, which a
 /// tunnel keeps under the cap.
 pub struct Upgrade {
     /// Resolves with the client's connection once the `101` went out.
-    pub on: OnUpgrade,
+    pub on: ClientUpgrade,
     /// The connection it came on.
     pub connection: Arc<Connection>,
 }
@@ -231,9 +268,8 @@ fn accept(
     connection.slot.begin();
     tokio::spawn(async move {
         let _connection = connection;
-        match client_upgrade.await {
-            Ok(client) => {
-                let mut client = TokioIo::new(client);
+        match client_upgrade.upgraded().await {
+            Ok(mut client) => {
                 // What the upstream sent right behind its 101 goes first.
                 let relayed = match early.is_empty() {
                     true => Ok(()),

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONNECTION, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
+use super::body::ClientBody;
 use super::body::ProxyBody;
 use super::handler::{Busy, policy_context};
 use super::listener::Scheme;
@@ -38,7 +38,7 @@ pub fn wants<B>(access: &Access, req: &Request<B>) -> bool {
 
 /// Answers a request [`wants`] says is the gate's.
 pub async fn serve(
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     mut record: RequestRecord,
     busy: Busy,
 ) -> Response<ProxyBody> {
@@ -102,7 +102,7 @@ async fn login(
     client: std::net::IpAddr,
     tls: bool,
     domain: &str,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<Bytes> {
     let Some(form) = form::read(req.into_body()).await else {
         return page(

@@ -444,5 +444,7 @@ fn field(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     dst.extend_from_slice(b"\r\n");
 }
 
+pub mod serve;
+
 #[cfg(test)]
 mod tests;

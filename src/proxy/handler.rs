@@ -21,10 +21,9 @@ use futures_util::FutureExt as _;
 use http::header::{ACCEPT, CONNECTION, STRICT_TRANSPORT_SECURITY};
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
 use super::Shared;
+use super::body::ClientBody;
 use super::body::ProxyBody;
 use super::conns::Slot;
 use super::error::ProxyError;
@@ -82,8 +81,8 @@ impl Drop for Busy {
 struct Ready {
     /// The route's pool (goes into the record once forwarded).
     pool: Arc<Pool>,
-    req: Request<Incoming>,
-    upgrade: Option<OnUpgrade>,
+    req: Request<ClientBody>,
+    upgrade: Option<super::forward::ClientUpgrade>,
     forwarding: Forwarding,
     decoration: Decoration,
     /// Headers every answer on this route carries.
@@ -125,7 +124,7 @@ const X_ROBOTS_TAG: http::HeaderName = http::HeaderName::from_static("x-robots-t
 /// outlives this function.
 pub fn handle(
     connection: Arc<Connection>,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static {
     let busy = Busy::new(connection);
     let connection = &busy.0;
@@ -292,7 +291,7 @@ fn close_if_unread(
 #[allow(clippy::result_large_err)]
 fn decide(
     connection: &Connection,
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     record: &mut RequestRecord,
     json: bool,
 ) -> Result<Ready, Reply> {

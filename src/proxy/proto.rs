@@ -18,15 +18,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, BytesMut};
+use std::convert::Infallible;
+
+use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::{http1, http2};
-use hyper::service::HttpService;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tracing::debug;
 
-use super::body::ProxyBody;
+use super::body::{ClientBody, ProxyBody};
 use super::conns::Graceful;
+use super::h1::serve::{Conn, Handler};
 
 /// The h2 connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -53,100 +56,105 @@ impl Proto {
     }
 }
 
-/// A client stream hyper can serve in a connection's own task.
+/// A client stream a connection's own task can serve.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
-/// The proxy's request handler as hyper serves it, on both protocols.
-pub trait Service:
-    HttpService<
-        Incoming,
-        ResBody = ProxyBody,
-        Future: Send + 'static,
-        Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    > + Unpin
-{
-}
-impl<S> Service for S where
-    S: HttpService<
-            Incoming,
-            ResBody = ProxyBody,
-            Future: Send + 'static,
-            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-        > + Unpin
-{
-}
-
-/// The two builders a connection is served with.
+/// The proxy's request handler as hyper's h2 connection calls it.
 #[derive(Clone)]
-pub struct Builders {
-    /// For HTTP/1.x connections (served with upgrades).
-    pub http1: http1::Builder,
-    /// For h2 and h2c connections.
-    pub http2: http2::Builder<TokioExecutor>,
+pub struct H2Service<H>(H);
+
+impl<H: Handler> hyper::service::Service<Request<Incoming>> for H2Service<H> {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = H::Future;
+
+    fn call(&self, req: Request<Incoming>) -> H::Future {
+        self.0.call(req.map(ClientBody::H2))
+    }
 }
 
-type H1<I, S> = http1::UpgradeableConnection<TokioIo<Prefixed<I>>, S>;
-type H2<I, S> = http2::Connection<TokioIo<Prefixed<I>>, S, TokioExecutor>;
+type H2<I, H> = http2::Connection<TokioIo<Prefixed<I>>, H2Service<H>, TokioExecutor>;
 
-/// One served connection: deciding, then hyper's HTTP/1 (with upgrades) or
-/// h2 connection. A graceful shutdown while deciding closes at once (nothing
-/// was asked yet).
-pub struct Serve<I, S>
-where
-    S: HttpService<Incoming>,
-{
-    state: State<I, S>,
+/// Why a served connection ended badly.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    /// One served connection: deciding, then branchgate's own HTTP/1
+    /// connection or hyper's h2 one. A graceful shutdown while deciding
+    /// closes at once (nothing was asked yet).
+    pub struct Serve<I, H>
+    where
+        H: Handler,
+    {
+        #[pin]
+        state: State<I, H>,
+    }
 }
 
-#[allow(
-    clippy::large_enum_variant,
-    reason = "H1 is what nearly every connection becomes: boxing it would cost an allocation each"
-)]
-enum State<I, S>
-where
-    S: HttpService<Incoming>,
-{
-    Deciding {
+/// What deciding needs, then hands on.
+struct Deciding<I, H> {
+    io: I,
+    buf: BytesMut,
+    handler: H,
+    http2: Arc<http2::Builder<TokioExecutor>>,
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<I, H>
+    where
+        H: Handler,
+    {
+        // Taken when decided.
+        Deciding { deciding: Option<Deciding<I, H>> },
+        H1 { #[pin] conn: Conn<I, H> },
+        // Boxed: hyper's h2 connection is larger than the HTTP/1 one, and
+        // every connection's future would be that large (and moved) otherwise.
+        H2 { conn: Box<H2<I, H>> },
+        Closed,
+    }
+}
+
+impl<I: Io, H: Handler> Serve<I, H> {
+    /// Serves `io` with `handler`: as `known` says, or as its first bytes say.
+    pub fn new(
         io: I,
-        buf: BytesMut,
-        service: S,
-        builders: Arc<Builders>,
-    },
-    H1(H1<I, S>),
-    /// Boxed: hyper's h2 connection is twice the size of its HTTP/1 one, and
-    /// every connection's future would be that large (and moved) otherwise.
-    H2(Box<H2<I, S>>),
-    Closed,
-}
-
-impl<I: Io, S: Service> Serve<I, S> {
-    /// Serves `io` with `service`: as `known` says, or as its first bytes say.
-    pub fn new(io: I, service: S, builders: &Arc<Builders>, known: Option<Proto>) -> Self {
+        handler: H,
+        http2: &Arc<http2::Builder<TokioExecutor>>,
+        known: Option<Proto>,
+    ) -> Self {
         let state = match known {
-            Some(proto) => start(proto, io, BytesMut::new(), service, builders),
+            Some(proto) => start(proto, io, BytesMut::new(), handler, http2),
             None => State::Deciding {
-                io,
-                buf: BytesMut::new(),
-                service,
-                builders: builders.clone(),
+                deciding: Some(Deciding {
+                    io,
+                    buf: BytesMut::new(),
+                    handler,
+                    http2: http2.clone(),
+                }),
             },
         };
         Self { state }
     }
 }
 
-fn start<I: Io, S: Service>(
+fn start<I: Io, H: Handler>(
     proto: Proto,
     io: I,
     read: BytesMut,
-    service: S,
-    b: &Builders,
-) -> State<I, S> {
-    let io = TokioIo::new(Prefixed { read, io });
+    handler: H,
+    http2: &http2::Builder<TokioExecutor>,
+) -> State<I, H> {
     match proto {
-        Proto::Http1 => State::H1(b.http1.serve_connection(io, service).with_upgrades()),
-        Proto::H2 => State::H2(Box::new(b.http2.serve_connection(io, service))),
+        Proto::Http1 => State::H1 {
+            conn: Conn::new(io, read, handler, crate::net::HTTP1_BUFFER),
+        },
+        Proto::H2 => State::H2 {
+            conn: Box::new(
+                http2.serve_connection(TokioIo::new(Prefixed { read, io }), H2Service(handler)),
+            ),
+        },
     }
 }
 
@@ -191,54 +199,58 @@ fn poll_decide<I: AsyncRead + Unpin>(
     }
 }
 
-impl<I: Io, S: Service> Future for Serve<I, S> {
-    type Output = Result<(), hyper::Error>;
+impl<I: Io, H: Handler> Future for Serve<I, H> {
+    type Output = Result<(), Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.get_mut();
+        let mut state = self.project().state;
         loop {
-            match &mut this.state {
-                State::Deciding { io, buf, .. } => {
-                    let Some(proto) = ready!(poll_decide(io, buf, cx)) else {
+            match state.as_mut().project() {
+                StateProj::Deciding { deciding } => {
+                    let Some(d) = deciding else {
                         return Poll::Ready(Ok(()));
                     };
-                    let State::Deciding {
-                        io,
-                        buf,
-                        service,
-                        builders,
-                    } = std::mem::replace(&mut this.state, State::Closed)
-                    else {
-                        unreachable!()
+                    let Some(proto) = ready!(poll_decide(&mut d.io, &mut d.buf, cx)) else {
+                        return Poll::Ready(Ok(()));
                     };
-                    this.state = start(proto, io, buf, service, &builders);
+                    let d = deciding.take().expect("deciding");
+                    state.set(start(proto, d.io, d.buf, d.handler, &d.http2));
                 }
-                State::H1(conn) => return Pin::new(conn).poll(cx),
-                State::H2(conn) => return Pin::new(&mut **conn).poll(cx),
-                State::Closed => return Poll::Ready(Ok(())),
+                StateProj::H1 { conn } => return conn.poll(cx),
+                StateProj::H2 { conn } => {
+                    return Pin::new(&mut **conn).poll(cx).map_err(Into::into);
+                }
+                StateProj::Closed => return Poll::Ready(Ok(())),
             }
         }
     }
 }
 
-impl<I: Io, S: Service> Graceful for Serve<I, S> {
-    type Error = hyper::Error;
+impl<I: Io, H: Handler> Graceful for Serve<I, H> {
+    type Error = Error;
 
     fn graceful_shutdown(self: Pin<&mut Self>) {
-        let this = self.get_mut();
-        match &mut this.state {
-            State::Deciding { .. } => this.state = State::Closed,
-            State::H1(conn) => Pin::new(conn).graceful_shutdown(),
-            State::H2(conn) => Pin::new(&mut **conn).graceful_shutdown(),
-            State::Closed => {}
+        let mut state = self.project().state;
+        match state.as_mut().project() {
+            StateProj::Deciding { .. } => state.set(State::Closed),
+            StateProj::H1 { conn } => conn.graceful_shutdown(),
+            StateProj::H2 { conn } => Pin::new(&mut **conn).graceful_shutdown(),
+            StateProj::Closed => {}
         }
     }
 }
 
 /// A stream whose first bytes were already read: those come first.
-struct Prefixed<I> {
+pub struct Prefixed<I> {
     read: BytesMut,
     io: I,
+}
+
+impl<I> Prefixed<I> {
+    /// `io`, after `read`.
+    pub fn new(read: BytesMut, io: I) -> Self {
+        Self { read, io }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {

@@ -12,8 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::{http1, http2};
-use hyper::service::service_fn;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -24,34 +23,26 @@ use super::Shared;
 use super::conns::{End, Slot, Tracked, drive};
 use super::handler::{Connection, handle};
 use super::listener::{ConnInfo, Listener, Scheme};
-use super::proto::{Builders, Io, Proto, Serve};
+use super::proto::{Io, Proto, Serve};
 
 /// What one worker's connections share: the proxy state, the HTTP
 /// connection builder and the tracker that the drain waits on.
 pub struct Server {
     shared: Arc<Shared>,
-    builders: Arc<Builders>,
+    http2: Arc<http2::Builder<TokioExecutor>>,
     tracker: TaskTracker,
 }
 
 impl Server {
     /// A server for one worker runtime.
     pub fn new(shared: Arc<Shared>) -> Self {
-        // No hyper header-read timer per request: the header timeout counts from
-        // accept or the previous response, and `Conns::sweep` enforces it.
-        // (With a timer set, hyper's own defaults to 30 s: it cut a longer
-        // --client-header-timeout short and cost a boxed sleep per request.)
-        let mut http1 = http1::Builder::new();
-        http1
-            .header_read_timeout(None)
-            .max_buf_size(crate::net::HTTP1_BUFFER);
         let mut http2 = http2::Builder::new(TokioExecutor::new());
         http2
             .timer(TokioTimer::new())
             .keep_alive_interval(Duration::from_secs(30));
         Self {
             shared,
-            builders: Arc::new(Builders { http1, http2 }),
+            http2: Arc::new(http2),
             tracker: TaskTracker::new(),
         }
     }
@@ -74,12 +65,12 @@ impl Server {
             info,
             slot,
         });
-        let service = {
+        let handler = {
             let conn = conn.clone();
-            service_fn(move |req| handle(conn.clone(), req))
+            move |req| handle(conn.clone(), req)
         };
         let io = Tracked::new(io, conn.slot.state().clone());
-        let connection = Serve::new(io, service, &self.builders, known);
+        let connection = Serve::new(io, handler, &self.http2, known);
         let (end, res) = drive(connection, &conn.slot).await;
         match (end, res) {
             (End::Dropped, _) => {

@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use crate::net::ReadTimer;
+use crate::proxy::body::ClientBody;
 
 /// Why a request body could not be sent upstream: always the client's doing.
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +24,7 @@ pub enum RequestBodyError {
     Stalled(Duration),
     /// The body's framing was malformed, or the client went away mid-body.
     #[error("reading the request body failed")]
-    Client(#[source] hyper::Error),
+    Client(#[source] crate::proxy::body::ClientBodyError),
     /// An HTTP/1.1 chunked body ended with a trailer section. hyper's trailer
     /// parser takes a bare LF as part of a line, so a trailer ended by one
     /// swallows the next pipelined request; trailers never reach an upstream
@@ -91,7 +91,7 @@ impl Sent {
 /// signals `sent`, which starts the response timeout: time spent uploading
 /// never counts against the upstream.
 pub struct RequestBody {
-    inner: Incoming,
+    inner: ClientBody,
     sent: Option<Arc<Sent>>,
     timer: ReadTimer,
     http1: bool,
@@ -103,7 +103,7 @@ impl RequestBody {
     /// Wraps `inner` from an HTTP/1 (`http1`) or HTTP/2 client, cut after
     /// `read_timeout` without data; `sent` is signalled once it has ended.
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         read_timeout: Duration,
         http1: bool,
         sent: Option<Arc<Sent>>,

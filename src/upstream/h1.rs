@@ -47,7 +47,7 @@ pub enum ParseError {
     #[error("upstream closed the connection before the response body ended")]
     Cut,
     /// The chunked framing is broken.
-    #[error("response body's chunked framing is malformed: {0}")]
+    #[error("chunked framing is malformed: {0}")]
     Chunked(&'static str),
 }
 
@@ -299,6 +299,8 @@ struct Chunked {
     /// The trailer section as read, checked as header fields at its end
     /// (trailers themselves are not forwarded: `Trailer` is hop-by-hop).
     trailers: Vec<u8>,
+    /// A trailer section is an error (request bodies: see [`Decoder::request`]).
+    refuse_trailers: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,6 +322,19 @@ enum State {
 }
 
 impl Decoder {
+    /// A decoder for a request body of this framing: as [`Decoder::new`],
+    /// but a chunked body with a trailer section is refused. Trailers never
+    /// reach an upstream through branchgate (`Trailer` is hop-by-hop), and a
+    /// client that sends them gets 400 rather than having them dropped
+    /// unseen, as with hyper's server before (see SECURITY.md).
+    pub fn request(framing: Framing) -> Self {
+        let mut decoder = Self::new(framing);
+        if let Kind::Chunked(c) = &mut decoder.kind {
+            c.refuse_trailers = true;
+        }
+        decoder
+    }
+
     /// A decoder for a body of this framing.
     pub fn new(framing: Framing) -> Self {
         let kind = match framing {
@@ -331,6 +346,7 @@ impl Decoder {
                 size: 0,
                 extensions: 0,
                 trailers: Vec::new(),
+                refuse_trailers: false,
             }),
         };
         Self { kind }
@@ -479,6 +495,9 @@ impl Chunked {
             }
             (EndLf, _) => return Err(ParseError::Chunked("body not ended by CRLF")),
             (EndCr | Trailer, b'\n') => return Err(ParseError::Chunked("bare LF in a trailer")),
+            (EndCr, _) if self.refuse_trailers => {
+                return Err(ParseError::Chunked("request trailers are refused"));
+            }
             (EndCr | Trailer, _) => {
                 self.trailers.push(byte);
                 if self.trailers.len() > MAX_TRAILERS {

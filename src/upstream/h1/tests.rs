@@ -283,3 +283,34 @@ fn request_framing_follows_the_body() {
         b"GET / HTTP/1.1\r\nhost: a.foo.bar\r\nx-real-ip: 10.0.0.7\r\n\r\n"
     );
 }
+
+#[test]
+fn a_request_body_decoder_refuses_trailers_a_response_one_reads_them() {
+    let with_trailer = b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
+    let mut buf = BytesMut::from(&with_trailer[..]);
+    let mut decoder = Decoder::request(Framing::Chunked);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Decoded::Data(Bytes::from("hello")))
+    );
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Err(ParseError::Chunked("request trailers are refused"))
+    );
+    let mut buf = BytesMut::from(&with_trailer[..]);
+    let mut decoder = Decoder::new(Framing::Chunked);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Decoded::Data(Bytes::from("hello")))
+    );
+    assert_eq!(decoder.decode(&mut buf), Ok(Decoded::End));
+    // Without trailers both end the same way, leaving what follows.
+    let mut buf = BytesMut::from(&b"5\r\nhello\r\n0\r\n\r\nGET"[..]);
+    let mut decoder = Decoder::request(Framing::Chunked);
+    assert_eq!(
+        decoder.decode(&mut buf),
+        Ok(Decoded::Data(Bytes::from("hello")))
+    );
+    assert_eq!(decoder.decode(&mut buf), Ok(Decoded::End));
+    assert_eq!(&buf[..], b"GET");
+}
