@@ -179,7 +179,9 @@ pub fn parse_request(
     let uri = Uri::from_maybe_shared(head.slice(target_at..target_at + target_len))
         .map_err(|_| RequestError::Target)?;
 
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for two more: a map filled to its capacity grows on any insert,
+    // even one that replaces (the forwarded `Host`).
+    let mut headers = HeaderMap::with_capacity(count + 2);
     let mut seen = Seen::default();
     for &(name, name_len, value, value_len) in &spans[..count] {
         let (name, value) = (name as usize, value as usize);

@@ -98,6 +98,7 @@ struct Deciding<I, H> {
     buf: BytesMut,
     handler: H,
     http2: Arc<http2::Builder<TokioExecutor>>,
+    tls: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -117,21 +118,24 @@ pin_project_lite::pin_project! {
 }
 
 impl<I: Io, H: Handler> Serve<I, H> {
-    /// Serves `io` with `handler`: as `known` says, or as its first bytes say.
+    /// Serves `io` with `handler`: as `known` says, or as its first bytes
+    /// say; `tls`: a TLS stream (closed with close_notify).
     pub fn new(
         io: I,
         handler: H,
         http2: &Arc<http2::Builder<TokioExecutor>>,
         known: Option<Proto>,
+        tls: bool,
     ) -> Self {
         let state = match known {
-            Some(proto) => start(proto, io, BytesMut::new(), handler, http2),
+            Some(proto) => start(proto, io, BytesMut::new(), handler, http2, tls),
             None => State::Deciding {
                 deciding: Some(Deciding {
                     io,
                     buf: BytesMut::new(),
                     handler,
                     http2: http2.clone(),
+                    tls,
                 }),
             },
         };
@@ -145,10 +149,11 @@ fn start<I: Io, H: Handler>(
     read: BytesMut,
     handler: H,
     http2: &http2::Builder<TokioExecutor>,
+    tls: bool,
 ) -> State<I, H> {
     match proto {
         Proto::Http1 => State::H1 {
-            conn: Conn::new(io, read, handler, crate::net::HTTP1_BUFFER),
+            conn: Conn::new(io, read, handler, crate::net::HTTP1_BUFFER, tls),
         },
         Proto::H2 => State::H2 {
             conn: Box::new(
@@ -182,8 +187,7 @@ fn poll_decide<I: AsyncRead + Unpin>(
         if let Some(proto) = decide(read) {
             return Poll::Ready(Some(proto));
         }
-        // Read on the stack; keep only what came, sized to it: a connection
-        // that sends nothing holds nothing.
+        // Read on the stack: a connection that sends nothing holds nothing.
         let mut space = [MaybeUninit::<u8>::uninit(); FIRST_READ];
         let mut buf = ReadBuf::uninit(&mut space);
         if let Err(error) = ready!(Pin::new(&mut *io).poll_read(cx, &mut buf)) {
@@ -194,6 +198,11 @@ fn poll_decide<I: AsyncRead + Unpin>(
             // Closed before a whole preface: whatever came is an HTTP/1
             // head, which hyper answers or drops.
             return Poll::Ready(Some(Proto::Http1));
+        }
+        if read.capacity() == 0 {
+            // What the HTTP/1 connection reads into from now on: room for
+            // the next read too, so its first read allocates nothing.
+            *read = BytesMut::with_capacity(FIRST_READ);
         }
         read.extend_from_slice(buf.filled());
     }
@@ -214,7 +223,7 @@ impl<I: Io, H: Handler> Future for Serve<I, H> {
                         return Poll::Ready(Ok(()));
                     };
                     let d = deciding.take().expect("deciding");
-                    state.set(start(proto, d.io, d.buf, d.handler, &d.http2));
+                    state.set(start(proto, d.io, d.buf, d.handler, &d.http2, d.tls));
                 }
                 StateProj::H1 { conn } => return conn.poll(cx),
                 StateProj::H2 { conn } => {

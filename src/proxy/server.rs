@@ -70,7 +70,8 @@ impl Server {
             move |req| handle(conn.clone(), req)
         };
         let io = Tracked::new(io, conn.slot.state().clone());
-        let connection = Serve::new(io, handler, &self.http2, known);
+        let tls = conn.info.scheme == Scheme::Https;
+        let connection = Serve::new(io, handler, &self.http2, known, tls);
         let (end, res) = drive(connection, &conn.slot).await;
         match (end, res) {
             (End::Dropped, _) => {

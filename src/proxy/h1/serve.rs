@@ -63,8 +63,11 @@ where
 /// Why a connection ended badly (logged at debug by the caller).
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// How much a read asks for at least: a typical request head whole.
+/// How much room a read makes when the buffer has less than [`MIN_READ`]
+/// left: a typical request head whole.
 const READ_SIZE: usize = 4096;
+/// Less room than this left in the buffer: make [`READ_SIZE`] first.
+const MIN_READ: usize = 1024;
 /// A read buffer that grew past this (a large head, pipelined requests) is
 /// given back once empty.
 const KEEP_BUFFER: usize = 16 * 1024;
@@ -106,7 +109,7 @@ pin_project_lite::pin_project! {
             keep_alive: bool,
             upgrade: Option<oneshot::Sender<Upgraded>>,
         },
-        /// The connection is closing (TLS: close_notify).
+        /// The connection is closing (TLS: close_notify first).
         Shutdown,
         Done,
     }
@@ -149,12 +152,17 @@ struct Core<I, H> {
     unread: bool,
     /// Asked to finish what is in flight and close.
     closing: bool,
+    /// Closing starts with a shutdown (TLS: close_notify). A plain TCP
+    /// socket is just closed, as nginx does: a shutdown(2) before close(2)
+    /// sends the same FIN, one system call later.
+    shutdown: bool,
 }
 
 impl<I: Io, H: Handler> Conn<I, H> {
     /// Serves `io`, whose first bytes (already read) are `read`, with
-    /// `handler`; request heads may take up to `limit` bytes.
-    pub fn new(io: I, read: BytesMut, handler: H, limit: usize) -> Self {
+    /// `handler`; request heads may take up to `limit` bytes. `shutdown`:
+    /// the stream has something to say before it closes (TLS).
+    pub fn new(io: I, read: BytesMut, handler: H, limit: usize, shutdown: bool) -> Self {
         Self {
             core: Core {
                 io: Some(io),
@@ -169,6 +177,7 @@ impl<I: Io, H: Handler> Conn<I, H> {
                 body: None,
                 unread: false,
                 closing: false,
+                shutdown,
             },
             state: State::Head,
         }
@@ -188,9 +197,9 @@ impl<I: Io, H: Handler> Core<I, H> {
         Pin::new(self.io.as_mut().expect("the socket was handed over"))
     }
 
-    /// Reads more into the buffer (at least [`READ_SIZE`] of room).
+    /// Reads more into the buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        self.read.reserve(READ_SIZE);
+        make_room(&mut self.read);
         let io = Pin::new(self.io.as_mut().expect("the socket was handed over"));
         tokio_util::io::poll_read_buf(io, cx, &mut self.read)
     }
@@ -220,6 +229,11 @@ impl<I: Io, H: Handler> Core<I, H> {
             n -= from_head;
             let from_data = n.min(self.data.len());
             self.data.advance(from_data);
+            if self.data.is_empty() {
+                // Let go of the upstream's buffer now: its next read can
+                // reuse it instead of allocating another.
+                self.data = Bytes::new();
+            }
             n -= from_data;
             self.tail = &self.tail[n.min(self.tail.len())..];
         }
@@ -391,7 +405,7 @@ impl<I: Io, H: Handler> Core<I, H> {
                 drop(inner);
                 return self.poll_send(cx).map_ok(|()| Reads::Progress);
             }
-            inner.buf.reserve(READ_SIZE);
+            make_room(&mut inner.buf);
             let io = Pin::new(self.io.as_mut().expect("the socket was handed over"));
             let read = std::task::ready!(tokio_util::io::poll_read_buf(io, cx, &mut inner.buf));
             match read {
@@ -631,7 +645,9 @@ impl<I: Io, H: Handler> Future for Conn<I, H> {
                 }
                 StateProj::Shutdown => {
                     // Errors closing are the client's: nothing is lost.
-                    let _ = std::task::ready!(core.io().poll_shutdown(cx));
+                    if core.shutdown {
+                        let _ = std::task::ready!(core.io().poll_shutdown(cx));
+                    }
                     state.set(State::Done);
                     return Poll::Ready(Ok(()));
                 }
@@ -648,6 +664,14 @@ impl<I: Io, H: Handler> Graceful for Conn<I, H> {
     /// `Connection: close` if not written yet); idle, it closes at once.
     fn graceful_shutdown(self: Pin<&mut Self>) {
         self.project().core.closing = true;
+    }
+}
+
+/// Room for a read in `buf`: what is left if at least [`MIN_READ`], else
+/// [`READ_SIZE`] more (reusing the allocation when nothing else holds it).
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_READ {
+        buf.reserve(READ_SIZE);
     }
 }
 
