@@ -94,10 +94,8 @@ impl WriteObserver for std::sync::atomic::AtomicU64 {
 /// reached by doubling on every full read), and no more response body than
 /// this is queued for a client that reads slowly. A response head larger
 /// than this is refused with 502 (nginx: 4–8 KiB, `proxy_buffer_size`). A
-/// request head must fit in the read buffer: hyper checks that only while
-/// the head is incomplete, so one over this size may still pass when it
-/// arrives in one read; past twice this size it is always answered 431
-/// (nginx allows 4 × 8 KiB, `large_client_header_buffers`). 64 KiB, not
+/// request head must fit in it too, or it is answered 431 however it
+/// arrives (nginx allows 4 × 8 KiB, `large_client_header_buffers`). 64 KiB, not
 /// less: at 32 KiB a 64 KiB body took twice the reads and writes (+26 %
 /// instructions per request, benches/callgrind.sh).
 pub(crate) const HTTP1_BUFFER: usize = 64 * 1024;

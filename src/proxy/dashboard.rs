@@ -80,8 +80,8 @@ pub async fn serve(
     record.status = resp.status();
     let (mut parts, body) = resp.into_parts();
     if unread {
-        // A body the admin side did not read whole: close rather than let
-        // hyper skip it and read on (see the handler).
+        // A body the admin side did not read whole: close rather than
+        // skip it and read on (see the handler's `close_if_unread`).
         parts
             .headers
             .insert(CONNECTION, HeaderValue::from_static("close"));

@@ -87,7 +87,7 @@ pub async fn serve(
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert("x-robots-tag", HeaderValue::from_static("noindex"));
     if unread {
-        // A body not read whole: close rather than let hyper skip it.
+        // A body not read whole: close rather than skip it.
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     record.status = resp.status();

@@ -114,14 +114,15 @@ const X_ROBOTS_TAG: http::HeaderName = http::HeaderName::from_static("x-robots-t
 ///
 /// Route, policy and prepare run here, before the returned future is
 /// polled; the future holds only what the forward phase needs and what
-/// finishes the response after it. hyper keeps one slot of this future's
-/// size per client connection for the connection's life, and every request
-/// moves a new one into it: an `async fn` here carried its request twice
+/// finishes the response after it. An HTTP/1 client connection's future
+/// holds one of this size for the connection's life (an h2 stream's task
+/// holds one too), and every request moves a new one into it: an `async
+/// fn` here carried its request twice
 /// (argument and local), the phases' results twice, and the rare admin and
 /// gate answers inline (4.9 KiB per connection instead of 1.3). The
 /// upstream request head is written out here as well ([`Outgoing`]), so
-/// that nothing of the request's head, which shares hyper's read buffer,
-/// outlives this function.
+/// that nothing of the request's head, which shares the connection's read
+/// buffer, outlives this function.
 pub fn handle(
     connection: Arc<Connection>,
     req: Request<ClientBody>,
@@ -169,8 +170,8 @@ pub fn handle(
     let (parts, body) = req.into_parts();
     let body = RequestBody::new(body, settings.client_body_timeout, http1, body_sent.clone())
         .limit(decoration.max_body);
-    // Written out now: the request's head (which shares hyper's read
-    // buffer) and the forwarding headers end with this function instead of
+    // Written out now: the request's head (which shares the connection's
+    // read buffer) and the forwarding headers end with this function instead of
     // living through the exchange (see `Outgoing`).
     let out = Outgoing::new(Request::from_parts(parts, body), &forwarding.fields());
     let timeout = decoration
@@ -268,10 +269,11 @@ impl After {
 }
 
 /// Any answer that comes before an HTTP/1 request body was read in full
-/// (an upstream's early 401 or 413, or one of branchgate's own): hyper
-/// would read the rest itself afterwards and go on with what follows, past
-/// any framing doubt (see SECURITY.md). Close instead, as nginx does when
-/// it has not read a request body. A tunnel owns the connection already.
+/// (an upstream's early 401 or 413, or one of branchgate's own) says
+/// `Connection: close`: the connection closes after it rather than read
+/// the rest and go on with what follows, past any framing doubt (see
+/// SECURITY.md), as nginx does when it has not read a request body. A
+/// tunnel owns the connection already.
 fn close_if_unread(
     mut resp: Response<ProxyBody>,
     http1: bool,
@@ -448,8 +450,8 @@ mod tests {
 
     #[test]
     fn a_request_future_fits_in_1536_bytes() {
-        // hyper keeps one slot of this size per client connection (and an
-        // h2 stream's task holds one): 4.9 KiB as an `async fn` that moved
+        // An HTTP/1 connection's future holds one of this size (and an h2
+        // stream's task holds one): 4.9 KiB as an `async fn` that moved
         // its request and results into locals, 1.3 KiB now, in the
         // allocator's 1.5 KiB size class.
         let size = future_size(handle);

@@ -1,14 +1,13 @@
-//! HTTP/1.1 or h2 on one port: which one a connection speaks, and hyper's
-//! connection for it.
+//! HTTP/1.1 or h2 on one port: which one a connection speaks, and the
+//! connection that serves it (branchgate's own for HTTP/1, hyper's for h2).
 //!
 //! Over TLS, ALPN has said it already. On a plain connection (and TLS without
 //! ALPN) the first read decides: bytes that are not the start of the h2
 //! connection preface are HTTP/1 (h2c needs prior knowledge). That first read
-//! takes whatever the client sent, up to [`FIRST_READ`], and is handed to
-//! hyper as the start of the stream, so hyper parses a whole first request head
-//! from its first read. (hyper-util's `auto` reads exactly the 24-byte preface
-//! length first: hyper then starts from a partial head, and its next read
-//! reallocates and copies its 8 KiB buffer, on every connection.)
+//! takes whatever the client sent, up to [`FIRST_READ`], into the buffer the
+//! HTTP/1 connection goes on reading into (so a whole first request head is
+//! parsed from it at once), or hands it to hyper's h2 connection as the start
+//! of the stream.
 
 use std::future::Future;
 use std::io;
@@ -196,7 +195,7 @@ fn poll_decide<I: AsyncRead + Unpin>(
         }
         if buf.filled().is_empty() {
             // Closed before a whole preface: whatever came is an HTTP/1
-            // head, which hyper answers or drops.
+            // head, which the HTTP/1 connection answers or drops.
             return Poll::Ready(Some(Proto::Http1));
         }
         if read.capacity() == 0 {

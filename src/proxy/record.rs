@@ -29,9 +29,9 @@ pub struct RequestRecord {
     /// HTTP version the client spoke.
     pub version: Version,
     /// The host it asked for (see [`RequestRecord::host`]) and then its
-    /// path and query, copied: nothing here shares hyper's read buffer,
-    /// which hyper can then reuse for the connection's next read instead of
-    /// allocating another (hyper#4060).
+    /// path and query, copied: nothing here shares the connection's read
+    /// buffer, which it can then reuse for its next read instead of
+    /// allocating another (what hyper could not: hyper#4060).
     target: Box<str>,
     /// Where the host ends in `target`; `None` without one.
     host_len: Option<usize>,
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn a_record_keeps_nothing_of_the_buffer_the_head_was_parsed_from() {
-        // As hyper does: the head is split off its read buffer, and the
+        // As the HTTP/1 connection does: the head is split off its read buffer, and the
         // target and header values are slices of it.
         let mut read = bytes::BytesMut::with_capacity(8192);
         read.extend_from_slice(b"/x?y=1app.foo.bar");

@@ -25,10 +25,12 @@ pub enum RequestBodyError {
     /// The body's framing was malformed, or the client went away mid-body.
     #[error("reading the request body failed")]
     Client(#[source] crate::proxy::body::ClientBodyError),
-    /// An HTTP/1.1 chunked body ended with a trailer section. hyper's trailer
-    /// parser takes a bare LF as part of a line, so a trailer ended by one
-    /// swallows the next pipelined request; trailers never reach an upstream
-    /// through branchgate anyway (`Trailer` is hop-by-hop), so none is read.
+    /// An HTTP/1.1 chunked body ended with a trailer section. The HTTP/1
+    /// connection's decoder refuses one before it yields anything
+    /// (`Decoder::request`, as a `Client` error); this is the same rule for
+    /// any HTTP/1 body that yields a trailers frame. Trailers never reach
+    /// an upstream through branchgate (`Trailer` is hop-by-hop); see
+    /// SECURITY.md for why a trailer section is refused, not dropped.
     #[error("HTTP/1.1 request trailers are refused")]
     Trailers,
     /// The body grew past the route's `max_body`.
@@ -168,7 +170,7 @@ impl Body for RequestBody {
                 return Poll::Ready(Some(Err(RequestBodyError::TooLarge(*max))));
             }
         }
-        // hyper stops polling once the body says it is at its end, so look
+        // The sender stops polling once the body says it is at its end, so look
         // at that too, not only at the final `None`.
         let done = frame.is_none() || this.inner.is_end_stream();
         this.signal_if_done(done);
@@ -177,7 +179,7 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         let end = self.inner.is_end_stream();
-        // hyper may learn the end here and never poll again.
+        // The sender may learn the end here and never poll again.
         if end && let Some(sent) = &self.sent {
             sent.mark();
         }

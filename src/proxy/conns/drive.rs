@@ -1,4 +1,4 @@
-//! One connection's task: hyper's connection future, and the signals other
+//! One connection's task: its connection future, and the signals other
 //! tasks raise for it (eviction, drain, abort, the sweep's timeouts).
 
 use std::pin::{Pin, pin};
@@ -10,7 +10,7 @@ use super::{ABORT, ConnState, DRAIN, DROP, EVICT, IDLE, SEND_TIMEOUT, Slot};
 /// Why [`drive`] returned.
 #[derive(Debug, PartialEq, Eq)]
 pub enum End {
-    /// hyper finished the connection (client closed, error, upgrade, or a
+    /// The connection finished (client closed, error, upgrade, or a
     /// graceful close after idling, drain or eviction).
     Done,
     /// Asked to close, still idle a moment later: a half-sent request head.
@@ -110,7 +110,7 @@ impl<C: Graceful> std::future::Future for Drive<'_, C> {
                 return Poll::Ready((End::SendTimeout, Ok(())));
             }
             if bits & DROP != 0 {
-                // Raised on another thread: look again here, after hyper's
+                // Raised on another thread: look again here, after the connection's
                 // poll. A request that came in since keeps it.
                 if state.is_idle() {
                     return Poll::Ready((End::Dropped, Ok(())));

@@ -1,11 +1,11 @@
 //! Client connections: the process-wide cap, idle tracking, and the idle and
-//! send timeouts. Sits between the accept loop and hyper: [`Conns::admit`]
+//! send timeouts. Sits between the accept loop and the HTTP connection: [`Conns::admit`]
 //! decides whether an accepted socket may stay, [`Tracked`] watches its
 //! writes, [`Conns::sweep`] looks at every connection a few times per timeout
 //! and signals those past one, and [`drive`] runs one connection until it
 //! ends, idles out, stops reading its response, is evicted to make room, or
 //! is drained at shutdown. No connection owns a timer: the hot path pays for
-//! none, and a connection's task polls one atomic word besides hyper.
+//! none, and a connection's task polls one atomic word besides its connection.
 //!
 //! A connection is *idle* while no request of it is being served and nothing
 //! waits to be written to it: from accept until its first request head is
@@ -116,7 +116,7 @@ pub struct ConnState {
     write_blocked_since: AtomicU64,
     /// [`LIVE`], [`EVICTED`] or [`CLOSED`].
     life: AtomicU8,
-    /// When [`drive`] asked hyper to close it gracefully (ms since the
+    /// When [`drive`] asked the connection to close gracefully (ms since the
     /// epoch, plus one); 0 while it has not.
     closing_since: AtomicU64,
     /// [`EVICT`], [`DRAIN`], [`ABORT`]: one lock-free word and waker per
