@@ -68,8 +68,9 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 const READ_SIZE: usize = 4096;
 /// Less room than this left in the buffer: make [`READ_SIZE`] first.
 const MIN_READ: usize = 1024;
-/// A read buffer that grew past this (a large head, pipelined requests) is
-/// given back once empty.
+/// A buffer that grew past this (a large head, pipelined requests, many
+/// small frames queued for a slow client) is given back once the
+/// connection is idle.
 const KEEP_BUFFER: usize = 16 * 1024;
 /// Response body data up to this size is copied beside the head (one write
 /// for a small response); larger data is written from its own buffer.
@@ -262,6 +263,16 @@ impl<I: Io, H: Handler> Core<I, H> {
         } else {
             self.data = data;
             self.tail = if chunked { b"\r\n" } else { b"" };
+        }
+    }
+
+    /// Idle: buffers that grew past [`KEEP_BUFFER`] are given back.
+    fn shrink(&mut self) {
+        if self.read.capacity() > KEEP_BUFFER {
+            self.read = BytesMut::new();
+        }
+        if self.write.capacity() > KEEP_BUFFER {
+            self.write = Vec::new();
         }
     }
 
@@ -517,8 +528,8 @@ impl<I: Io, H: Handler> Future for Conn<I, H> {
                     } else if core.closing {
                         state.set(State::Shutdown);
                         continue;
-                    } else if core.read.capacity() > KEEP_BUFFER {
-                        core.read = BytesMut::new();
+                    } else {
+                        core.shrink();
                     }
                     if io_ready!(state, core.poll_fill(cx)) == 0 {
                         // Closed: between requests, or halfway through a head.
