@@ -19,6 +19,7 @@ use super::error::ProxyError;
 use super::h1::serve::OwnUpgrade;
 use super::handler::Connection;
 use super::headers::{Forwarding, HeaderRules, join_cookies, prepare_request, prepare_response};
+use super::proto::Io;
 use super::route::Routed;
 use crate::upstream::{Outgoing, Pool, RequestBodyError, ResponseBody, Retry, SendError, Sent};
 
@@ -99,10 +100,6 @@ pub enum ClientUpgrade {
     Hyper(hyper::upgrade::OnUpgrade),
 }
 
-/// A client socket a tunnel relays.
-trait TunnelIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> TunnelIo for T {}
-
 impl ClientUpgrade {
     /// The upgrade `req` can be switched with (its connection's).
     pub fn on(req: &mut Request<ClientBody>) -> Self {
@@ -113,7 +110,7 @@ impl ClientUpgrade {
     }
 
     /// The client's socket, once switched.
-    async fn upgraded(self) -> Result<Box<dyn TunnelIo>, String> {
+    async fn upgraded(self) -> Result<Box<dyn Io>, String> {
         match self {
             Self::Own(own) => match own.upgraded().await {
                 Some(io) => Ok(Box::new(io)),

@@ -581,7 +581,26 @@ pub fn write_head(
 
 /// The size line that opens a chunk of `len` bytes.
 pub fn chunk_size_line(len: usize) -> Bytes {
-    Bytes::from(format!("{len:X}\r\n"))
+    let mut line = Vec::with_capacity(18);
+    put_chunk_size_line(&mut line, len);
+    Bytes::from(line)
+}
+
+/// Appends the size line that opens a chunk of `len` bytes (hex, CRLF).
+pub fn put_chunk_size_line(out: &mut Vec<u8>, len: usize) {
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    let mut n = len;
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789ABCDEF"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// What a chunked request body ends with (no trailers).

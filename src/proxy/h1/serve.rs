@@ -30,7 +30,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tracing::debug;
 
@@ -38,7 +37,7 @@ use super::{Asked, BodySize, RequestHead, parse_request, write_response_head};
 use crate::proxy::body::{ClientBody, ProxyBody};
 use crate::proxy::conns::Graceful;
 use crate::proxy::proto::{Io, Prefixed};
-use crate::upstream::h1::{Decoded, Decoder, Framing, LAST_CHUNK, ParseError};
+use crate::upstream::h1::{Decoded, Decoder, Framing, LAST_CHUNK, ParseError, put_chunk_size_line};
 
 /// What a connection is served with: one call per request.
 pub trait Handler: Clone + Send + Unpin + 'static {
@@ -146,11 +145,9 @@ struct Core<I, H> {
     limit: usize,
     /// The request being handled.
     asking: Option<Asking>,
-    /// The current request's body, while it is not read in full.
+    /// The current request's body, while it is not read in full (the
+    /// connection cannot carry another request until it is).
     body: Option<Arc<Shared>>,
-    /// The current request's body has not been read to its end: the
-    /// connection cannot carry another request.
-    unread: bool,
     /// Asked to finish what is in flight and close.
     closing: bool,
     /// Closing starts with a shutdown (TLS: close_notify). A plain TCP
@@ -176,7 +173,6 @@ impl<I: Io, H: Handler> Conn<I, H> {
                 limit,
                 asking: None,
                 body: None,
-                unread: false,
                 closing: false,
                 shutdown,
             },
@@ -253,7 +249,7 @@ impl<I: Io, H: Handler> Core<I, H> {
         }
         let chunked = framing == Framing::Chunked;
         if chunked {
-            hex_line(&mut self.write, data.len());
+            put_chunk_size_line(&mut self.write, data.len());
         }
         if data.len() <= COPY_DATA {
             self.write.extend_from_slice(&data);
@@ -307,7 +303,6 @@ impl<I: Io, H: Handler> Core<I, H> {
                     }),
                 });
                 self.body = Some(shared.clone());
-                self.unread = true;
                 ClientBody::H1(BodyReader { shared })
             }
         };
@@ -387,11 +382,8 @@ impl<I: Io, H: Handler> Core<I, H> {
         if let Some(shared) = self.body.clone() {
             let mut inner = shared.lock();
             if inner.decoder.is_done() {
-                // Read in full: what follows it is the next request's.
-                self.read = std::mem::take(&mut inner.buf);
-                self.unread = false;
                 drop(inner);
-                self.body = None;
+                self.settle_body();
                 return Poll::Ready(Ok(Reads::Progress));
             }
             if !inner.want || inner.eof {
@@ -459,24 +451,27 @@ impl<I: Io, H: Handler> Core<I, H> {
         });
     }
 
-    /// The current request's body: if it was read in full, its leftover
-    /// bytes come back to the connection.
-    fn settle_body(&mut self) {
+    /// Ends the current request's body: if it was read in full (or there
+    /// was none), what follows it comes back to the connection and the
+    /// connection can carry another request (true).
+    fn settle_body(&mut self) -> bool {
         let Some(shared) = self.body.take() else {
-            return;
+            return true;
         };
         let mut inner = shared.lock();
-        if inner.decoder.is_done() {
+        let whole = inner.decoder.is_done();
+        if whole {
+            // What follows it is the next request's.
             self.read = std::mem::take(&mut inner.buf);
-            self.unread = false;
         }
+        whole
     }
 
     /// Gives the socket, with the bytes read past the head, to the tunnel.
     fn hand_over(&mut self, upgrade: oneshot::Sender<Upgraded>) {
         self.settle_body();
         let io = self.io.take().expect("handed over once");
-        let upgraded = Upgraded(Prefixed::new(std::mem::take(&mut self.read), Box::new(io)));
+        let upgraded = Prefixed::new(std::mem::take(&mut self.read), Box::new(io) as Box<dyn Io>);
         // A tunnel that is gone already: the connection closes.
         let _ = upgrade.send(upgraded);
     }
@@ -647,8 +642,7 @@ impl<I: Io, H: Handler> Future for Conn<I, H> {
                         return Poll::Ready(Ok(()));
                     }
                     // A body still being read: whether it ended in time.
-                    core.settle_body();
-                    let next = match *keep_alive && !core.unread && !core.closing {
+                    let next = match core.settle_body() && *keep_alive && !core.closing {
                         true => State::Head,
                         false => State::Shutdown,
                     };
@@ -686,33 +680,17 @@ fn make_room(buf: &mut BytesMut) {
     }
 }
 
-/// The hex chunk-size line for `len` bytes.
-fn hex_line(out: &mut Vec<u8>, len: usize) {
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    let mut n = len;
-    loop {
-        i -= 1;
-        digits[i] = b"0123456789ABCDEF"[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Calls `f` with the current `Date` value, formatted once a second per thread.
 fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
     thread_local! {
-        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((0, [0; 29])) };
+        // The second it was formatted for; none yet.
+        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
     }
     let now = SystemTime::now();
     let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     DATE.with(|cell| {
         let mut cached = cell.borrow_mut();
-        if cached.0 != secs || secs == 0 {
+        if cached.0 != secs {
             let text = httpdate::fmt_http_date(now);
             let len = text.len().min(29);
             cached.1[..len].copy_from_slice(&text.as_bytes()[..len]);
@@ -810,7 +788,7 @@ impl Body for BodyReader {
 /// by [`Conn`]: in the request's extensions until the upgrade is taken.
 /// (Shared, as request extensions must be `Clone`; only the first taker
 /// gets it.)
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OwnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
 
 impl OwnUpgrade {
@@ -824,50 +802,4 @@ impl OwnUpgrade {
 
 /// The client's socket after a `101` (or a tunnel's `2xx`), the bytes it
 /// sent past its request head first.
-pub struct Upgraded(Prefixed<Box<dyn Io>>);
-
-impl std::fmt::Debug for Upgraded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Upgraded")
-    }
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
+pub type Upgraded = Prefixed<Box<dyn Io>>;
