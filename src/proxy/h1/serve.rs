@@ -191,13 +191,13 @@ enum Reads {
 
 impl<I: Io, H: Handler> Core<I, H> {
     fn io(&mut self) -> Pin<&mut I> {
-        Pin::new(self.io.as_mut().expect("the socket was handed over"))
+        socket(&mut self.io)
     }
 
     /// Reads more into the buffer.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         make_room(&mut self.read);
-        let io = Pin::new(self.io.as_mut().expect("the socket was handed over"));
+        let io = socket(&mut self.io);
         tokio_util::io::poll_read_buf(io, cx, &mut self.read)
     }
 
@@ -215,7 +215,7 @@ impl<I: Io, H: Handler> Core<I, H> {
                 IoSlice::new(&self.data),
                 IoSlice::new(self.tail),
             ];
-            let io = Pin::new(self.io.as_mut().expect("the socket was handed over"));
+            let io = socket(&mut self.io);
             let mut n = match std::task::ready!(io.poll_write_vectored(cx, &slices)) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => n,
@@ -409,7 +409,7 @@ impl<I: Io, H: Handler> Core<I, H> {
                 return self.poll_send(cx).map_ok(|()| Reads::Progress);
             }
             make_room(&mut inner.buf);
-            let io = Pin::new(self.io.as_mut().expect("the socket was handed over"));
+            let io = socket(&mut self.io);
             let read = std::task::ready!(tokio_util::io::poll_read_buf(io, cx, &mut inner.buf));
             match read {
                 Ok(0) | Err(_) => inner.eof = true,
@@ -475,6 +475,12 @@ impl<I: Io, H: Handler> Core<I, H> {
         // A tunnel that is gone already: the connection closes.
         let _ = upgrade.send(upgraded);
     }
+}
+
+/// The connection's socket (a field of its own, so that it can be borrowed
+/// beside a buffer); gone only once a tunnel has it.
+fn socket<I: Unpin>(io: &mut Option<I>) -> Pin<&mut I> {
+    Pin::new(io.as_mut().expect("the socket was handed over"))
 }
 
 /// Polls `$poll` (an `io::Result` poll); on an error the connection ends
