@@ -73,3 +73,32 @@ mod tests {
         assert_eq!(trim_ows(b"   "), b"");
     }
 }
+
+/// What the `Connection` fields of a message said of its connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionTokens {
+    /// Some field lists `close`.
+    pub close: bool,
+    /// Some field lists `keep-alive`.
+    pub keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    /// A `Connection` field that is just `keep-alive` or `close` (nearly
+    /// every one): noted, and true. The readers leave such a field out of
+    /// their header maps: it says no more than this, and the proxy, which
+    /// never forwards it (hop-by-hop), would only take it out again.
+    pub fn bare(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if !name.eq_ignore_ascii_case(b"connection") {
+            return false;
+        }
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+        } else if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+        } else {
+            return false;
+        }
+        true
+    }
+}

@@ -111,14 +111,37 @@ async fn hyper_as(bytes: &[u8], method: &Method, version: Version) -> Option<Par
     driver.abort();
     Some(Parsed {
         status: parts.status,
-        headers: parts.headers,
+        headers: without_bare_connection(parts.headers),
         body,
     })
+}
+
+/// `headers` without a `Connection` field that is just `keep-alive` or
+/// `close`: branchgate's readers (responses and requests) leave those out
+/// of their maps (they say only whether the connection is reused; the proxy
+/// never forwards them), and keep any other.
+fn without_bare_connection(mut headers: HeaderMap) -> HeaderMap {
+    let bare = |v: &http::HeaderValue| {
+        let v = v.as_bytes();
+        v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close")
+    };
+    let kept: Vec<_> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter(|v| !bare(v))
+        .cloned()
+        .collect();
+    headers.remove(http::header::CONNECTION);
+    for value in kept {
+        headers.append(http::header::CONNECTION, value);
+    }
+    headers
 }
 
 /// Valid and borderline responses the mutations start from.
 const SEEDS: &[&str] = &[
     "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    "HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 5\r\nConnection: x-a, close\r\n\r\nhello",
     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n2 \r\nde\r\n0\r\nX-T: 1\r\n\r\n",
     "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwxyz\r\n0\r\n\r\n",
@@ -316,7 +339,7 @@ async fn hyper_requests(bytes: &[u8]) -> Vec<Read> {
                         method: parts.method,
                         uri: parts.uri,
                         version: parts.version,
-                        headers: parts.headers,
+                        headers: without_bare_connection(parts.headers),
                         body: body.to_bytes().to_vec(),
                     });
                 }

@@ -98,7 +98,9 @@ pub struct RequestHead {
     /// HTTP/1.0 or HTTP/1.1.
     pub version: Version,
     /// Every header field, in order (a `Content-Length` beside a
-    /// `Transfer-Encoding`, or repeating the same number, is not kept).
+    /// `Transfer-Encoding`, or repeating the same number, is not kept, nor
+    /// a `Connection` field that is just `keep-alive` or `close`: that says
+    /// only what `keep_alive` says, and is never forwarded).
     pub headers: HeaderMap,
     /// How the body that follows is delimited: by length (0: none) or
     /// chunked, never by the connection's end.
@@ -185,7 +187,14 @@ pub fn parse_request(
     let mut seen = Seen::default();
     for &(name, name_len, value, value_len) in &spans[..count] {
         let (name, value) = (name as usize, value as usize);
-        let name = HeaderName::from_bytes(&head[name..name + name_len as usize])
+        let name_bytes = &head[name..name + name_len as usize];
+        if seen
+            .connection
+            .bare(name_bytes, &head[value..value + value_len as usize])
+        {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name_bytes)
             .map_err(|_| RequestError::Head(httparse::Error::HeaderName))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len as usize))
             .map_err(|_| RequestError::Value(name.to_string()))?;
@@ -209,10 +218,10 @@ pub fn parse_request(
         headers.remove(CONTENT_LENGTH);
     }
     let keep_alive = !both
-        && !seen.close
+        && !seen.connection.close
         && match version {
             Version::HTTP_11 => true,
-            _ => seen.keep_alive,
+            _ => seen.connection.keep_alive,
         };
     let upgrade = method == Method::CONNECT || (seen.upgrade && version == Version::HTTP_11);
     Ok(Some(RequestHead {
@@ -235,8 +244,7 @@ struct Seen {
     length: Option<u64>,
     /// The last `Transfer-Encoding` field (whose last coding decides).
     transfer_encoding: Option<HeaderValue>,
-    close: bool,
-    keep_alive: bool,
+    connection: tokens::ConnectionTokens,
     expect_continue: bool,
     upgrade: bool,
 }
@@ -266,10 +274,10 @@ impl Seen {
             self.transfer_encoding = Some(value.clone());
         } else if name == CONNECTION {
             let value = value.as_bytes();
-            self.close |= tokens::lists(value, "close");
+            self.connection.close |= tokens::lists(value, "close");
             // A value with bytes beyond ASCII is not read as keep-alive
             // (hyper reads it as text, and such a value is not).
-            self.keep_alive |= value.is_ascii() && tokens::lists(value, "keep-alive");
+            self.connection.keep_alive |= value.is_ascii() && tokens::lists(value, "keep-alive");
         } else if name == EXPECT {
             // The last one decides, whole.
             self.expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");

@@ -67,7 +67,10 @@ pub enum Framing {
 pub struct Head {
     /// Status code.
     pub status: StatusCode,
-    /// Every header field, in order.
+    /// Every header field, in order, but a `Connection` field that is just
+    /// `keep-alive` or `close` (nearly every response has one): that says
+    /// only what `keep_alive` says, and the proxy would take it out again
+    /// (hop-by-hop) after building it into the map.
     pub headers: HeaderMap,
     /// How the body that follows is delimited.
     pub framing: Framing,
@@ -136,7 +139,14 @@ pub fn parse_head(
             value as usize,
             value_len as usize,
         );
-        let name = HeaderName::from_bytes(&head[name..name + name_len])
+        let (name_bytes, value_bytes) = (
+            &head[name..name + name_len],
+            &head[value..value + value_len],
+        );
+        if seen.connection.bare(name_bytes, value_bytes) {
+            continue;
+        }
+        let name = HeaderName::from_bytes(name_bytes)
             .map_err(|_| ParseError::Head(httparse::Error::HeaderName))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
             .map_err(|_| ParseError::Value(name.to_string()))?;
@@ -147,8 +157,8 @@ pub fn parse_head(
     let keep_alive = framing_clean
         && framing != Framing::Close
         && match version {
-            Version::HTTP_11 => !seen.close,
-            _ => seen.keep_alive && !seen.close,
+            Version::HTTP_11 => !seen.connection.close,
+            _ => seen.connection.keep_alive && !seen.connection.close,
         };
     Ok(Some(Head {
         status,
@@ -168,8 +178,7 @@ struct Seen {
     /// The last `Transfer-Encoding` field (whose last coding decides).
     transfer_encoding: Option<HeaderValue>,
     /// `Connection` lists `close` / `keep-alive`.
-    close: bool,
-    keep_alive: bool,
+    connection: tokens::ConnectionTokens,
 }
 
 impl Seen {
@@ -194,15 +203,10 @@ impl Seen {
         } else if name == TRANSFER_ENCODING {
             self.transfer_encoding = Some(value.clone());
         } else if name == CONNECTION {
-            let value = value.as_bytes();
-            // Nearly always one token, whole: no split.
-            if value.eq_ignore_ascii_case(b"keep-alive") {
-                self.keep_alive = true;
-                return;
-            }
-            for token in tokens::elements(value) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            // A list (one bare token was taken by `bare_connection`).
+            for token in tokens::elements(value.as_bytes()) {
+                self.connection.close |= token.eq_ignore_ascii_case(b"close");
+                self.connection.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }
         }
     }

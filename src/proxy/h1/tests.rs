@@ -227,6 +227,22 @@ fn the_connection_is_kept_by_the_versions_default_unless_told() {
 }
 
 #[test]
+fn a_bare_keep_alive_or_close_field_stays_out_of_the_map_and_any_other_stays() {
+    let h = head("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nX-A: 1\r\n\r\n");
+    assert!(!h.keep_alive);
+    assert_eq!(h.headers.len(), 2, "{:?}", h.headers);
+    assert!(h.headers.get(CONNECTION).is_none());
+    let h = head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+    assert!(h.keep_alive && h.headers.is_empty());
+    // What names more (a field to drop, an upgrade) goes in, for the proxy
+    // to act on.
+    for value in ["upgrade", "close, x-trace", "keep-alive , x"] {
+        let h = head(&format!("GET / HTTP/1.1\r\nConnection: {value}\r\n\r\n"));
+        assert_eq!(h.headers[CONNECTION], value, "{value}");
+    }
+}
+
+#[test]
 fn expect_and_upgrade_are_noted() {
     assert!(
         head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n").expect_continue

@@ -110,7 +110,25 @@ fn a_head_parses_with_its_framing_and_keep_alive() {
             Framing::Length(3),
             true,
         ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: Close\r\n\r\n",
+            Method::GET,
+            Framing::Length(3),
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: x-trace, close\r\n\r\n",
+            Method::GET,
+            Framing::Length(3),
+            false,
+        ),
         // `close` wins over `keep-alive`, in one field or two.
+        (
+            b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive, close\r\n\r\n",
+            Method::GET,
+            Framing::Length(3),
+            false,
+        ),
         (
             b"HTTP/1.0 200 OK\r\nContent-Length: 3\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n",
             Method::GET,
@@ -130,6 +148,26 @@ fn a_head_parses_with_its_framing_and_keep_alive() {
         let text = String::from_utf8_lossy(bytes);
         assert_eq!(head.framing, *framing, "{text}");
         assert_eq!(head.keep_alive, *keep_alive, "{text}");
+    }
+}
+
+#[test]
+fn a_bare_keep_alive_or_close_field_stays_out_of_the_map_and_any_other_stays() {
+    let head = parse(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n",
+        Method::GET,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(head.keep_alive);
+    assert_eq!(head.headers.len(), 2, "{:?}", head.headers);
+    assert!(head.headers.get(CONNECTION).is_none());
+    // What names more (a field to drop, an upgrade) goes in, for the proxy
+    // to act on.
+    for value in ["x-trace, close", "upgrade", "Keep-Alive, x-trace"] {
+        let bytes = format!("HTTP/1.1 200 OK\r\nConnection: {value}\r\nContent-Length: 0\r\n\r\n");
+        let head = parse(bytes.as_bytes(), Method::GET).unwrap().unwrap();
+        assert_eq!(head.headers[CONNECTION], value, "{value}");
     }
 }
 
