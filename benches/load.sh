@@ -233,6 +233,16 @@ cpu_ticks() { # utime+stime (fields 14, 15), parsed after the ")" of comm
     awk '{ print $12 + $13 }' <<<"$rest"
 }
 
+user_sys_ticks() { # "utime stime" (fields 14, 15)
+    local rest
+    rest=$(cat "/proc/$1/stat" 2>/dev/null) || {
+        echo "0 0"
+        return
+    }
+    rest=${rest##*) }
+    awk '{ print $12, $13 }' <<<"$rest"
+}
+
 peak_rss_mib() {
     awk '/^VmHWM:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) printf "n/a" }' \
         "/proc/$1/status" 2>/dev/null || echo n/a
@@ -466,11 +476,12 @@ check_target() { # check_target NAME PORT [TLS_PORT]
 # measure TARGET URL PID(or empty) SCENARIO
 measure() {
     local target=$1 url=$2 pid=$3 sc=$4
-    local out="$TMP/wrk/$target-$sc.txt" before=0 after=0
+    local out="$TMP/wrk/$target-$sc.txt" before=0 after=0 us0="0 0" us1="0 0"
     local sys0 sys1 wrk0 wrk1 be0 be1
     if [ -n "$pid" ]; then
         reset_peak_rss "$pid" || true
         before=$(cpu_ticks "$pid")
+        us0=$(user_sys_ticks "$pid")
     fi
     be0=$(backend_ticks)
     wrk0=$(child_ticks)
@@ -479,7 +490,10 @@ measure() {
     sys1=$(sys_busy_ticks)
     wrk1=$(child_ticks)
     be1=$(backend_ticks)
-    if [ -n "$pid" ]; then after=$(cpu_ticks "$pid"); fi
+    if [ -n "$pid" ]; then
+        after=$(cpu_ticks "$pid")
+        us1=$(user_sys_ticks "$pid")
+    fi
     # CPU used by anything but the proxy, the backend and wrk, in % of a core.
     local foreign=$(((sys1 - sys0) - (after - before) - (be1 - be0) - (wrk1 - wrk0)))
     R_NOISE[$sc/$target]=$(awk -v f="$foreign" -v hz="$CLK_TCK" -v s="$DURATION" \
@@ -529,11 +543,15 @@ measure() {
     else
         R_CPU[$sc/$target]=- R_RSS[$sc/$target]=-
     fi
-    local split=-
+    local split=- usersys=-
     [ -z "$pid" ] || split=$(rss_split_mib "$pid")
-    printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  cpu %7s us/req  peak RSS %6s MiB (now anon+file %s)  errors %s  other CPU %s%%\n' \
+    # The CPU's split, user / system µs per request (in the log only).
+    [ -z "$pid" ] || usersys=$(awk -v a="$us0" -v b="$us1" -v hz="$CLK_TCK" -v r="$req" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        if (r > 0) printf "%.1f/%.1f", (y[1] - x[1]) / hz * 1e6 / r, (y[2] - x[2]) / hz * 1e6 / r; else printf "-" }')
+    printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  cpu %7s us/req (user/sys %s)  peak RSS %6s MiB (now anon+file %s)  errors %s  other CPU %s%%\n' \
         "$target" "${S_DESC[$sc]}" "${R_RPS[$sc/$target]}" "$p50" "$p99" \
-        "${R_CPU[$sc/$target]}" "${R_RSS[$sc/$target]}" "$split" "${R_ERR[$sc/$target]}" "${R_NOISE[$sc/$target]}"
+        "${R_CPU[$sc/$target]}" "$usersys" "${R_RSS[$sc/$target]}" "$split" "${R_ERR[$sc/$target]}" "${R_NOISE[$sc/$target]}"
 }
 
 # Targets are interleaved: each scenario runs against every target in turn, so
