@@ -88,7 +88,7 @@ impl ConnectionTokens {
     /// every one): noted, and true. The readers leave such a field out of
     /// their header maps: it says no more than this, and the proxy, which
     /// never forwards it (hop-by-hop), would only take it out again.
-    #[inline]
+    #[inline(always)]
     pub fn bare(&mut self, name: &[u8], value: &[u8]) -> bool {
         // Called for every field: the length first, inline.
         if name.len() != 10 || !name.eq_ignore_ascii_case(b"connection") {
