@@ -108,9 +108,12 @@ pin_project_lite::pin_project! {
     {
         // Taken when decided.
         Deciding { deciding: Option<Deciding<I, H>> },
-        H1 { #[pin] conn: Conn<I, H> },
-        // Boxed: hyper's h2 connection is larger than the HTTP/1 one, and
-        // every connection's future would be that large (and moved) otherwise.
+        // Both boxed: the HTTP/1 connection holds the handler's future
+        // (1.3 KiB), hyper's h2 connection more; inline, every connection's
+        // future would be that large and moved so, four times on its way to
+        // its task (spawn, set-up, the decision), for the price of one
+        // allocation.
+        H1 { conn: Pin<Box<Conn<I, H>>> },
         H2 { conn: Box<H2<I, H>> },
         Closed,
     }
@@ -152,7 +155,7 @@ fn start<I: Io, H: Handler>(
 ) -> State<I, H> {
     match proto {
         Proto::Http1 => State::H1 {
-            conn: Conn::new(io, read, handler, crate::net::HTTP1_BUFFER, tls),
+            conn: Box::pin(Conn::new(io, read, handler, crate::net::HTTP1_BUFFER, tls)),
         },
         Proto::H2 => State::H2 {
             conn: Box::new(
@@ -224,7 +227,7 @@ impl<I: Io, H: Handler> Future for Serve<I, H> {
                     let d = deciding.take().expect("deciding");
                     state.set(start(proto, d.io, d.buf, d.handler, &d.http2, d.tls));
                 }
-                StateProj::H1 { conn } => return conn.poll(cx),
+                StateProj::H1 { conn } => return conn.as_mut().poll(cx),
                 StateProj::H2 { conn } => {
                     return Pin::new(&mut **conn).poll(cx).map_err(Into::into);
                 }
@@ -241,7 +244,7 @@ impl<I: Io, H: Handler> Graceful for Serve<I, H> {
         let mut state = self.project().state;
         match state.as_mut().project() {
             StateProj::Deciding { .. } => state.set(State::Closed),
-            StateProj::H1 { conn } => conn.graceful_shutdown(),
+            StateProj::H1 { conn } => conn.as_mut().graceful_shutdown(),
             StateProj::H2 { conn } => Pin::new(&mut **conn).graceful_shutdown(),
             StateProj::Closed => {}
         }
