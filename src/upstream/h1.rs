@@ -203,7 +203,8 @@ impl Seen {
         } else if name == TRANSFER_ENCODING {
             self.transfer_encoding = Some(value.clone());
         } else if name == CONNECTION {
-            // A list (one bare token was taken by `bare_connection`).
+            // A list (a field that is one bare token was noted by
+            // `ConnectionTokens::bare` and never reaches here).
             for token in tokens::elements(value.as_bytes()) {
                 self.connection.close |= token.eq_ignore_ascii_case(b"close");
                 self.connection.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
