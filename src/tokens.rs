@@ -34,6 +34,37 @@ pub fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
+/// What the `Connection` fields of a message said of its connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionTokens {
+    /// Some field lists `close`.
+    pub close: bool,
+    /// Some field lists `keep-alive`.
+    pub keep_alive: bool,
+}
+
+impl ConnectionTokens {
+    /// A `Connection` field that is just `keep-alive` or `close` (nearly
+    /// every one): noted, and true. The readers leave such a field out of
+    /// their header maps: it says no more than this, and the proxy, which
+    /// never forwards it (hop-by-hop), would only take it out again.
+    #[inline(always)]
+    pub fn bare(&mut self, name: &[u8], value: &[u8]) -> bool {
+        // Called for every field: the length first, inline.
+        if name.len() != 10 || !name.eq_ignore_ascii_case(b"connection") {
+            return false;
+        }
+        if value.eq_ignore_ascii_case(b"keep-alive") {
+            self.keep_alive = true;
+        } else if value.eq_ignore_ascii_case(b"close") {
+            self.close = true;
+        } else {
+            return false;
+        }
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,36 +102,5 @@ mod tests {
         assert_eq!(trim_ows(b" \t a b \t"), b"a b");
         assert_eq!(trim_ows(b"\x0ba\x0c"), b"\x0ba\x0c");
         assert_eq!(trim_ows(b"   "), b"");
-    }
-}
-
-/// What the `Connection` fields of a message said of its connection.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ConnectionTokens {
-    /// Some field lists `close`.
-    pub close: bool,
-    /// Some field lists `keep-alive`.
-    pub keep_alive: bool,
-}
-
-impl ConnectionTokens {
-    /// A `Connection` field that is just `keep-alive` or `close` (nearly
-    /// every one): noted, and true. The readers leave such a field out of
-    /// their header maps: it says no more than this, and the proxy, which
-    /// never forwards it (hop-by-hop), would only take it out again.
-    #[inline(always)]
-    pub fn bare(&mut self, name: &[u8], value: &[u8]) -> bool {
-        // Called for every field: the length first, inline.
-        if name.len() != 10 || !name.eq_ignore_ascii_case(b"connection") {
-            return false;
-        }
-        if value.eq_ignore_ascii_case(b"keep-alive") {
-            self.keep_alive = true;
-        } else if value.eq_ignore_ascii_case(b"close") {
-            self.close = true;
-        } else {
-            return false;
-        }
-        true
     }
 }
