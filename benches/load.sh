@@ -223,25 +223,21 @@ forget_pid() {
 # shellcheck source=scripts/lib/ports.sh
 . "$ROOT/scripts/lib/ports.sh"
 
-cpu_ticks() { # utime+stime (fields 14, 15), parsed after the ")" of comm
+user_sys_ticks() { # "utime stime" (fields 14, 15), parsed after the ")" of comm; "-1 -1" if gone
     local rest
     rest=$(cat "/proc/$1/stat" 2>/dev/null) || {
-        echo -1
-        return
-    }
-    rest=${rest##*) }
-    awk '{ print $12 + $13 }' <<<"$rest"
-}
-
-user_sys_ticks() { # "utime stime" (fields 14, 15)
-    local rest
-    rest=$(cat "/proc/$1/stat" 2>/dev/null) || {
-        echo "0 0"
+        echo "-1 -1"
         return
     }
     rest=${rest##*) }
     awk '{ print $12, $13 }' <<<"$rest"
 }
+
+sum_ticks() { # "utime stime" -> their sum; -1 for "-1 -1"
+    awk '{ print ($1 < 0 ? -1 : $1 + $2) }' <<<"$1"
+}
+
+cpu_ticks() { sum_ticks "$(user_sys_ticks "$1")"; }
 
 peak_rss_mib() {
     awk '/^VmHWM:/ { printf "%.1f", $2 / 1024; found = 1 } END { if (!found) printf "n/a" }' \
@@ -480,8 +476,8 @@ measure() {
     local sys0 sys1 wrk0 wrk1 be0 be1
     if [ -n "$pid" ]; then
         reset_peak_rss "$pid" || true
-        before=$(cpu_ticks "$pid")
         us0=$(user_sys_ticks "$pid")
+        before=$(sum_ticks "$us0")
     fi
     be0=$(backend_ticks)
     wrk0=$(child_ticks)
@@ -491,8 +487,8 @@ measure() {
     wrk1=$(child_ticks)
     be1=$(backend_ticks)
     if [ -n "$pid" ]; then
-        after=$(cpu_ticks "$pid")
         us1=$(user_sys_ticks "$pid")
+        after=$(sum_ticks "$us1")
     fi
     # CPU used by anything but the proxy, the backend and wrk, in % of a core.
     local foreign=$(((sys1 - sys0) - (after - before) - (be1 - be0) - (wrk1 - wrk0)))
@@ -546,7 +542,7 @@ measure() {
     local split=- usersys=-
     [ -z "$pid" ] || split=$(rss_split_mib "$pid")
     # The CPU's split, user / system µs per request (in the log only).
-    [ -z "$pid" ] || usersys=$(awk -v a="$us0" -v b="$us1" -v hz="$CLK_TCK" -v r="$req" 'BEGIN {
+    [ -z "$pid" ] || [ "$before" -lt 0 ] || [ "$after" -lt 0 ] || usersys=$(awk -v a="$us0" -v b="$us1" -v hz="$CLK_TCK" -v r="$req" 'BEGIN {
         split(a, x, " "); split(b, y, " ")
         if (r > 0) printf "%.1f/%.1f", (y[1] - x[1]) / hz * 1e6 / r, (y[2] - x[2]) / hz * 1e6 / r; else printf "-" }')
     printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  cpu %7s us/req (user/sys %s)  peak RSS %6s MiB (now anon+file %s)  errors %s  other CPU %s%%\n' \
