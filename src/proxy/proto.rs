@@ -109,10 +109,10 @@ pin_project_lite::pin_project! {
         // Taken when decided.
         Deciding { deciding: Option<Deciding<I, H>> },
         // Both boxed: the HTTP/1 connection holds the handler's future
-        // (1.3 KiB), hyper's h2 connection more; inline, every connection's
-        // future would be that large and moved so, four times on its way to
-        // its task (spawn, set-up, the decision), for the price of one
-        // allocation.
+        // (1.3 KiB), hyper's h2 connection more. Inline, every connection's
+        // future would be that large, and it is moved whole four times on
+        // its way (through `Serve::new`, into `drive`, into its task, and
+        // at the decision): one allocation costs less.
         H1 { conn: Pin<Box<Conn<I, H>>> },
         H2 { conn: Box<H2<I, H>> },
         Closed,
