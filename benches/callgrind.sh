@@ -9,6 +9,8 @@
 #   BG_ARGS="--access-log common" benches/callgrind.sh   # branchgate flags (default: --access-log off)
 #   AUTH="Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ=" benches/callgrind.sh   # every request carries this Authorization
 #   CLOSE_SECONDS=0 benches/callgrind.sh   # skip the Connection: close row (default 5 s of wrk)
+#   CACHE=1 benches/callgrind.sh        # also simulate the caches (--cache-sim=yes): adds
+#                                       # L1 instruction and data misses per request
 #
 # Both proxies run under valgrind in front of the same nginx backend (not under
 # valgrind). After a warm-up, counters are zeroed, h2load sends N keep-alive
@@ -27,6 +29,8 @@ KEEP=${KEEP:-}
 CLOSE_SECONDS=${CLOSE_SECONDS:-5}
 case "$N" in '' | *[!0-9]*) echo "N must be a whole number" >&2; exit 2 ;; esac
 case "$CLOSE_SECONDS" in '' | *[!0-9]*) echo "CLOSE_SECONDS must be a whole number" >&2; exit 2 ;; esac
+CACHE=${CACHE:-0}
+case "$CACHE" in 0) VG_CACHE=() ;; 1) VG_CACHE=(--cache-sim=yes) ;; *) echo "CACHE must be 0 or 1, got '$CACHE'" >&2; exit 2 ;; esac
 
 for tool in nginx h2load valgrind callgrind_control wrk; do
     if ! command -v "$tool" >/dev/null 2>&1; then
@@ -95,19 +99,20 @@ sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$NGX|g" -e "s|@BACKEND@|127.0.0.1:$BACKEND|
     -e 's|^master_process on;|master_process off;|' \
     "$SCRIPT_DIR/load/nginx-proxy.conf.tmpl" >"$TMP/proxy.conf"
 
-valgrind --tool=callgrind --callgrind-out-file="$TMP/bg.out" \
+valgrind --tool=callgrind "${VG_CACHE[@]}" --callgrind-out-file="$TMP/bg.out" \
     "$BG_BIN" --http "127.0.0.1:$BG" --https off --admin off --routes "$TMP/routes.toml" --workers 1 \
     --log-level warn ${BG_ARGS:---access-log off} >"$TMP/bg.log" 2>&1 &
 BG_PID=$!
 PIDS+=("$BG_PID")
-valgrind --tool=callgrind --callgrind-out-file="$TMP/ngx.out" \
+valgrind --tool=callgrind "${VG_CACHE[@]}" --callgrind-out-file="$TMP/ngx.out" \
     "$NGINX" -p "$TMP" -e "$TMP/proxy-error.log" -c "$TMP/proxy.conf" >"$TMP/ngx.log" 2>&1 &
 NGX_PID=$!
 PIDS+=("$NGX_PID")
 wait_port "$BG"
 wait_port "$NGX"
 
-# measure NAME PID PORT PATH -> prints "instructions requests"
+# measure NAME PID PORT PATH -> prints "instructions requests I1-misses D1-misses"
+# (the misses 0 without CACHE=1)
 measure() {
     local name=$1 pid=$2 port=$3 path=$4 dump ir requests=$N
     if [ "$path" = close ]; then
@@ -138,8 +143,11 @@ measure() {
         [ -n "$dump" ] && grep -q '^totals:' "$dump" && break
         sleep 0.1
     done
-    ir=$(awk '/^totals:/ { print $2 }' "$dump")
-    echo "$ir $requests"
+    # totals: in the order of events: (Ir, then with the cache simulation
+    # Dr Dw I1mr D1mr D1mw ...).
+    awk -v n="$requests" '/^events:/ { for (i = 2; i <= NF; i++) col[$i] = i }
+        /^totals:/ { print $col["Ir"], n, (col["I1mr"] ? $col["I1mr"] : 0),
+            (col["D1mr"] ? $col["D1mr"] + $col["D1mw"] : 0) }' "$dump"
 }
 
 scenarios=("small:/" "64k:/64k")
@@ -150,12 +158,16 @@ for sc in "${scenarios[@]}"; do
     path=${sc#*:}
     # Command substitutions, not `< <(…)`: a failed measure stops the script.
     out=$(measure bg "$BG_PID" "$BG" "$path")
-    read -r b bn <<<"$out"
+    read -r b bn bi bd <<<"$out"
     cp "$(ls "$TMP"/bg.out.* | tail -n 1)" "$TMP/bg-$name.profile"
     out=$(measure ngx "$NGX_PID" "$NGX" "$path")
-    read -r n nn <<<"$out"
-    printf '%-22s %14s %14s %8s\n' "$name (Ir/request)" "$((b / bn))" "$((n / nn))" \
-        "$(awk -v a="$b" -v an="$bn" -v b="$n" -v bn="$nn" 'BEGIN { printf "%.2f", (a / an) / (b / bn) }')"
+    read -r n nn ni nd <<<"$out"
+    ratio() { awk -v a="$1" -v an="$2" -v b="$3" -v bn="$4" 'BEGIN { printf "%.2f", b ? (a / an) / (b / bn) : 0 }'; }
+    printf '%-22s %14s %14s %8s\n' "$name (Ir/request)" "$((b / bn))" "$((n / nn))" "$(ratio "$b" "$bn" "$n" "$nn")"
+    if [ "$CACHE" = 1 ]; then
+        printf '%-22s %14s %14s %8s\n' "$name (I1 misses)" "$((bi / bn))" "$((ni / nn))" "$(ratio "$bi" "$bn" "$ni" "$nn")"
+        printf '%-22s %14s %14s %8s\n' "$name (D1 misses)" "$((bd / bn))" "$((nd / nn))" "$(ratio "$bd" "$bn" "$nd" "$nn")"
+    fi
 done
 echo
 echo "branchgate, small body: top functions by instructions (inclusive of nothing, self cost)"

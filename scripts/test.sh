@@ -149,7 +149,7 @@ if [ "$LOAD_SECONDS" != 0 ]; then
         BG_VARIANTS="log:@BG_BIN@:--access-log common" bash benches/load.sh
 fi
 if [ "$BENCH" != 0 ]; then
-    step "instructions per request (callgrind, short)" env N=2000 CLOSE_SECONDS=2 bash benches/callgrind.sh
+    step "instructions per request (callgrind, short)" env N=2000 CLOSE_SECONDS=2 CACHE=1 bash benches/callgrind.sh
     step "system calls per request (strace, short)" env N=2000 CLOSE_SECONDS=2 OUT=target/syscalls.md bash benches/syscalls.sh
     step "code layout: link/symbol-order.txt still names the release binary's functions" \
         bash scripts/symbol-order.sh --check
