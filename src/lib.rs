@@ -227,7 +227,7 @@ pub async fn bind(mut config: Config) -> anyhow::Result<Bound> {
         .map(|a| (Scheme::Http, a))
         .chain(config.https_addrs().into_iter().map(|a| (Scheme::Https, a)))
         .collect();
-    let workers = bind_workers(&addrs, config.worker_count())?;
+    let workers = bind_workers(&addrs, config.worker_count(), config.smart_accept)?;
     let https_port = workers[0]
         .iter()
         .find(|l| l.scheme == Scheme::Https)
@@ -503,10 +503,11 @@ fn demo_spec(
 fn bind_workers(
     addrs: &[(Scheme, SocketAddr)],
     workers: usize,
+    smart_accept: bool,
 ) -> anyhow::Result<Vec<Vec<Listener>>> {
     let mut sets: Vec<Vec<Listener>> = (0..workers).map(|_| Vec::new()).collect();
     for &(scheme, addr) in addrs {
-        let sockets = bind_reuseport(addr, workers)
+        let sockets = bind_reuseport(addr, workers, smart_accept)
             .with_context(|| format!("--{scheme} {addr}: cannot listen"))?;
         for (set, socket) in sets.iter_mut().zip(sockets) {
             set.push(Listener { socket, scheme });
@@ -515,7 +516,11 @@ fn bind_workers(
     Ok(sets)
 }
 
-fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+fn bind_reuseport(
+    addr: SocketAddr,
+    n: usize,
+    smart_accept: bool,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Socket, Type};
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
@@ -534,14 +539,17 @@ fn bind_reuseport(addr: SocketAddr, n: usize) -> std::io::Result<Vec<std::net::T
         socket.set_tcp_nodelay(true)?;
         socket.bind(&addr.into())?;
         socket.listen(4096)?;
-        // Accepted sockets start with delayed ACKs (Linux hands the
-        // listener's setting on): the request is acknowledged by the answer
-        // instead of by an ACK of its own, as HAProxy's default
-        // `tcp-smart-accept` does. One packet less per new connection
-        // (two per TLS handshake: the ClientHello's and the request's),
-        // processed on the client's side of loopback.
+        // `--smart-accept`: accepted sockets start with delayed ACKs (Linux
+        // hands the listener's setting on), so the request is acknowledged
+        // by the answer instead of by an ACK of its own, as HAProxy's
+        // `tcp-smart-accept` does in HTTP mode. One packet less per new
+        // connection (for TLS, the ClientHello's).
         #[cfg(target_os = "linux")]
-        socket.set_tcp_quickack(false)?;
+        if smart_accept {
+            socket.set_tcp_quickack(false)?;
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = smart_accept;
         let listener: std::net::TcpListener = socket.into();
         // With port 0 the first bind picks the port; the others share it.
         addr = listener.local_addr()?;
@@ -696,7 +704,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn accepted_connections_have_nodelay_from_their_listener() {
-        let mut listeners = super::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+        let mut listeners = super::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, true).unwrap();
         let listener = listeners.pop().unwrap();
         listener.set_nonblocking(false).unwrap();
         let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -708,18 +716,27 @@ mod tests {
     /// setting): their first request is acknowledged by the answer.
     #[cfg(target_os = "linux")]
     #[test]
-    fn accepted_connections_start_with_delayed_acks() {
-        let mut listeners = super::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1).unwrap();
-        let listener = listeners.pop().unwrap();
-        listener.set_nonblocking(false).unwrap();
-        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
-        assert!(!socket2::SockRef::from(&accepted).tcp_quickack().unwrap());
-        // A socket of the same kind that is not the listener's child is in
-        // quick-ACK mode: the assertion above sees the listener's setting.
-        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let _c2 = std::net::TcpStream::connect(other.local_addr().unwrap()).unwrap();
-        let (plain, _) = other.accept().unwrap();
-        assert!(socket2::SockRef::from(&plain).tcp_quickack().unwrap());
+    fn accepted_connections_start_with_delayed_acks_unless_told_not_to() {
+        // Whether a connection accepted on a listener bound with `smart`
+        // starts in quick-ACK mode.
+        let quickack = |smart: bool| {
+            let addr = "127.0.0.1:0".parse().unwrap();
+            let listener = super::bind_reuseport(addr, 1, smart)
+                .unwrap()
+                .pop()
+                .unwrap();
+            listener.set_nonblocking(false).unwrap();
+            let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            socket2::SockRef::from(&accepted).tcp_quickack().unwrap()
+        };
+        assert!(
+            !quickack(true),
+            "--smart-accept: the first request's ACK waits for the answer"
+        );
+        assert!(
+            quickack(false),
+            "--smart-accept false: the kernel's default"
+        );
     }
 }
