@@ -150,6 +150,9 @@ measure() {
             (col["D1mr"] ? $col["D1mr"] + $col["D1mw"] : 0) }' "$dump"
 }
 
+# ratio A A_REQUESTS B B_REQUESTS -> (A per request) / (B per request)
+ratio() { awk -v a="$1" -v an="$2" -v b="$3" -v bn="$4" 'BEGIN { printf "%.2f", b ? (a / an) / (b / bn) : 0 }'; }
+
 scenarios=("small:/" "64k:/64k")
 [ "$CLOSE_SECONDS" = 0 ] || scenarios+=("close:close")
 printf '%-22s %14s %14s %8s\n' "scenario" "branchgate" "nginx" "ratio"
@@ -162,7 +165,6 @@ for sc in "${scenarios[@]}"; do
     cp "$(ls "$TMP"/bg.out.* | tail -n 1)" "$TMP/bg-$name.profile"
     out=$(measure ngx "$NGX_PID" "$NGX" "$path")
     read -r n nn ni nd <<<"$out"
-    ratio() { awk -v a="$1" -v an="$2" -v b="$3" -v bn="$4" 'BEGIN { printf "%.2f", b ? (a / an) / (b / bn) : 0 }'; }
     printf '%-22s %14s %14s %8s\n' "$name (Ir/request)" "$((b / bn))" "$((n / nn))" "$(ratio "$b" "$bn" "$n" "$nn")"
     if [ "$CACHE" = 1 ]; then
         printf '%-22s %14s %14s %8s\n' "$name (I1 misses)" "$((bi / bn))" "$((ni / nn))" "$(ratio "$bi" "$bn" "$ni" "$nn")"

@@ -546,8 +546,8 @@ measure() {
         split(a, x, " "); split(b, y, " ")
         if (r > 0) printf "%.1f/%.1f", (y[1] - x[1]) / hz * 1e6 / r, (y[2] - x[2]) / hz * 1e6 / r; else printf "-" }')
     # What the run cost the client core (wrk + backend), µs per request: where
-    # that core is the limit (full handshakes), req/s follows it, not the
-    # proxy's own CPU.
+    # that core is the limit (full handshakes, `Connection: close`), req/s
+    # follows it, not the proxy's own CPU.
     local client
     client=$(awk -v w=$((wrk1 - wrk0)) -v b=$((be1 - be0)) -v hz="$CLK_TCK" -v r="$req" \
         'BEGIN { if (r > 0) printf "%.1f+%.1f", w / hz * 1e6 / r, b / hz * 1e6 / r; else printf "-" }')

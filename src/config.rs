@@ -238,8 +238,8 @@ pub struct Config {
 
     /// Accepted connections start with delayed ACKs, so a new connection's first request is
     /// acknowledged by its answer (HAProxy's `tcp-smart-accept`): one packet less per connection.
-    /// `false` if a client that writes one request in two small writes without TCP_NODELAY
-    /// waits 40 ms for its first answer.
+    /// `false` for clients that write one request in two small writes without TCP_NODELAY (they
+    /// would wait about 40 ms for their first answer).
     #[arg(long, env = "BRANCHGATE_SMART_ACCEPT", value_name = "BOOL",
           num_args = 0..=1, default_value_t = true, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
