@@ -114,7 +114,7 @@ wait_port "$NGX"
 # measure NAME PID PORT PATH -> prints "instructions requests I1-misses D1-misses"
 # (the misses 0 without CACHE=1)
 measure() {
-    local name=$1 pid=$2 port=$3 path=$4 dump ir requests=$N
+    local name=$1 pid=$2 port=$3 path=$4 dump requests=$N
     if [ "$path" = close ]; then
         local wrk=(wrk -t1 -c16 -H 'Host: bench.local' -H 'Connection: close' "${AUTH_HDR[@]}")
         "${wrk[@]}" -d1s "http://127.0.0.1:$port/" >/dev/null

@@ -699,16 +699,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
 #[cfg(test)]
 mod tests {
+    /// A connection accepted on a listener bound as the proxy binds them
+    /// (`--smart-accept` as given), with its client kept open.
+    #[cfg(target_os = "linux")]
+    fn accept_one(smart_accept: bool) -> (std::net::TcpStream, std::net::TcpStream) {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let listener = super::bind_reuseport(addr, 1, smart_accept)
+            .unwrap()
+            .pop()
+            .unwrap();
+        listener.set_nonblocking(false).unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        (accepted, client)
+    }
+
     /// Connections accepted on a listener inherit its TCP_NODELAY, so the
     /// accept loop sets nothing per connection (on Linux; elsewhere it does).
     #[cfg(target_os = "linux")]
     #[test]
     fn accepted_connections_have_nodelay_from_their_listener() {
-        let mut listeners = super::bind_reuseport("127.0.0.1:0".parse().unwrap(), 1, true).unwrap();
-        let listener = listeners.pop().unwrap();
-        listener.set_nonblocking(false).unwrap();
-        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (accepted, _) = listener.accept().unwrap();
+        let (accepted, _client) = accept_one(true);
         assert!(accepted.nodelay().unwrap());
     }
 
@@ -717,17 +728,8 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn accepted_connections_start_with_delayed_acks_unless_told_not_to() {
-        // Whether a connection accepted on a listener bound with `smart`
-        // starts in quick-ACK mode.
-        let quickack = |smart: bool| {
-            let addr = "127.0.0.1:0".parse().unwrap();
-            let listener = super::bind_reuseport(addr, 1, smart)
-                .unwrap()
-                .pop()
-                .unwrap();
-            listener.set_nonblocking(false).unwrap();
-            let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let (accepted, _) = listener.accept().unwrap();
+        let quickack = |smart| {
+            let (accepted, _client) = accept_one(smart);
             socket2::SockRef::from(&accepted).tcp_quickack().unwrap()
         };
         assert!(
