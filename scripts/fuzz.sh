@@ -4,6 +4,8 @@
 #
 #   scripts/fuzz.sh                 # every target, FUZZ_SECONDS each (default 30)
 #   FUZZ_SECONDS=300 scripts/fuzz.sh lookup_diff
+#   FUZZ_REPORT=FILE: a failed target's newest artifact is appended to FILE
+#   as one line of base64 (scripts/test.sh prints it at the end of its log)
 #
 # Without a nightly toolchain it skips (exit 0) unless CI=true, where it
 # installs nightly and cargo-fuzz first (a nightly that cannot be installed is
@@ -82,6 +84,13 @@ for target in "${targets[@]}"; do
     if ! cargo +nightly fuzz run "${san[@]}" "${target}" "${corpora[@]}" -- "${args[@]}"; then
         failed+=("${target}")
         echo "fuzz: ${target} FAILED; the reproducer is in fuzz/artifacts/${target}/" >&2
+        # The newest artifact, as base64, for a log that outlives the machine
+        # (CI's): `base64 -d > crash` and replay it.
+        artifact=$(ls -t "fuzz/artifacts/${target}/" 2>/dev/null | head -n 1)
+        if [[ -n "${artifact}" && -n "${FUZZ_REPORT:-}" ]]; then
+            printf 'fuzz %s: %s base64 %s\n' "${target}" "${artifact}" \
+                "$(head -c 4096 "fuzz/artifacts/${target}/${artifact}" | base64 -w 0)" >>"${FUZZ_REPORT}"
+        fi
     fi
 done
 

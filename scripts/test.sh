@@ -12,8 +12,8 @@
 # 4. criterion benches, short        (BENCH=0 skips)
 # 5. the end-to-end load harness vs nginx and HAProxy, short (LOAD_SECONDS,
 #    default 5; 0 skips), then callgrind instructions and strace system calls
-#    per request, short, and whether link/symbol-order*.txt still match the
-#    release binaries (with BENCH)
+#    per request, short, and whether link/symbol-order*.txt and the build
+#    profiles link/pgo*.profdata still match the release binaries (with BENCH)
 # 6. testssl.sh against the HTTPS listener: protocols, ciphers, vulnerabilities,
 #    resumption (scripts/testssl.sh; TESTSSL=0 skips)
 # 7. start-to-routable latency over 50 real containers (with BENCH and Docker)
@@ -72,11 +72,20 @@ fi
 passed=0
 failed=0
 status=0
+# What failed, by name: printed again just above the closing line, so the tail
+# of a long log (all a CI page may show) says what to look at.
+failures=()
+fail() { # fail NAME: counts one failure and remembers its name
+    log "FAILED: $1"
+    failures+=("$1")
+    failed=$((failed + 1))
+    status=1
+}
 out=$(mktemp)
 # shellcheck source=scripts/docker-engine.sh
 . scripts/docker-engine.sh
 # engine_down sweeps test containers, and stops dockerd if engine_up started it.
-trap '[ "$DOCKER_TESTS" = 0 ] || engine_down; rm -f "$out"' EXIT
+trap '[ "$DOCKER_TESTS" = 0 ] || engine_down; rm -f "$out" "$out.fuzz"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
@@ -86,22 +95,13 @@ if [ "$DOCKER_TESTS" = 0 ]; then
 else
     log "Docker engine and echo image"
     if ! engine_up; then # fails only under CI=true
-        failed=$((failed + 1))
-        status=1
+        fail "Docker engine"
     elif [ "$BRANCHGATE_TEST_DOCKER" = 1 ]; then
-        if ! build_echo_image; then
-            log "FAILED: echo image"
-            failed=$((failed + 1))
-            status=1
-        fi
+        build_echo_image || fail "echo image"
         # The Dockerfile's runtime stage around a host-built static binary;
         # tests/docker_image.rs runs it. Prints the image size.
         log "branchgate image (scripts/docker-image.sh)"
-        if ! bash scripts/docker-image.sh; then
-            log "FAILED: branchgate image"
-            failed=$((failed + 1))
-            status=1
-        fi
+        bash scripts/docker-image.sh || fail "branchgate image (scripts/docker-image.sh)"
     fi
 fi
 
@@ -114,10 +114,22 @@ while read -r p f; do
     passed=$((passed + p))
     failed=$((failed + f))
 done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$out")
+# Cargo's own list of failed tests ("    name" lines under "failures:" at the
+# end of each test binary's output), with the binary they ran in.
+mapfile -t failed_tests < <(awk '
+    /^     Running / { bin = ($2 == "unittests" ? $3 : $2) }
+    /^failures:$/ { in_list = 1; next }
+    in_list && /^    [^ ]/ { sub(/^    /, ""); print "cargo test " bin ": " $0; next }
+    in_list && !/^    / { in_list = 0 }
+' "$out" | sort -u)
+for t in "${failed_tests[@]}"; do failures+=("$t"); done
 if [ "$rc" != 0 ]; then
     status=1
     # A build failure runs no test: count it so the summary cannot read as green.
-    [ "$failed" -gt 0 ] || failed=$((failed + 1))
+    if [ "$failed" -eq 0 ]; then
+        failed=1
+        failures+=("cargo test (exit $rc, no test failed: did it build?)")
+    fi
 fi
 
 step() { # step NAME COMMAND...: counts a whole step as one pass or failure
@@ -127,14 +139,17 @@ step() { # step NAME COMMAND...: counts a whole step as one pass or failure
     if "$@"; then
         passed=$((passed + 1))
     else
-        log "FAILED: $name"
-        failed=$((failed + 1))
-        status=1
+        fail "$name"
     fi
 }
 
 if [ "$FUZZ_SECONDS" != 0 ]; then
-    step "fuzz targets (${FUZZ_SECONDS}s each)" env FUZZ_SECONDS="$FUZZ_SECONDS" CI="$ci" bash scripts/fuzz.sh
+    fuzz_report=$out.fuzz
+    step "fuzz targets (${FUZZ_SECONDS}s each)" \
+        env FUZZ_SECONDS="$FUZZ_SECONDS" CI="$ci" FUZZ_REPORT="$fuzz_report" bash scripts/fuzz.sh
+    if [ -s "$fuzz_report" ]; then
+        mapfile -t -O "${#failures[@]}" failures <"$fuzz_report"
+    fi
 fi
 if [ "$BENCH" != 0 ]; then
     step "criterion benches (short)" cargo bench --bench lookup -- --warm-up-time 0.3 --measurement-time 1 --noplot
@@ -159,6 +174,13 @@ if [ "$BENCH" != 0 ]; then
         step "code layout: link/symbol-order-musl.txt still names the image binary's functions" \
             env TARGET=x86_64-unknown-linux-musl BG_BIN="$musl_bin" bash scripts/symbol-order.sh --check
     fi
+    # The profiles the release builds read: how much of each still matches
+    # the code (the builds are cached by now: load.sh's, docker-image.sh's).
+    step "build profile: link/pgo.profdata still matches the code" bash scripts/pgo.sh --check
+    if [ -x "$musl_bin" ]; then
+        step "build profile: link/pgo-musl.profdata still matches the code" \
+            env TARGET=x86_64-unknown-linux-musl bash scripts/pgo.sh --check
+    fi
 fi
 [ "${TESTSSL:-1}" = 0 ] || step "testssl against the HTTPS listener" env CI="$ci" bash scripts/testssl.sh
 if [ "$BENCH" != 0 ] && [ "${BRANCHGATE_TEST_DOCKER:-0}" = 1 ]; then
@@ -174,5 +196,9 @@ fi
 # Clean up before the closing line so it stays the last thing printed (the
 # EXIT trap repeats this harmlessly, and covers an interrupted run).
 [ "$DOCKER_TESTS" = 0 ] || engine_down
+if [ "${#failures[@]}" -gt 0 ]; then
+    echo "failed:"
+    printf '  - %s\n' "${failures[@]}"
+fi
 echo "summary: ${passed} passed, ${failed} failed"
 exit "$status"
