@@ -33,7 +33,11 @@ RUN apk add --no-cache gcc musl-dev
 WORKDIR /src
 # .dockerignore lets in only what the build reads (no target/, no .git).
 COPY . .
+# The x86_64 build is profile-guided as scripts/docker-image.sh's is
+# (link/pgo-musl.profdata, written by scripts/pgo.sh).
 RUN rustup target add "$TARGET" \
+    && if [ "$TARGET" = x86_64-unknown-linux-musl ] && [ -s link/pgo-musl.profdata ]; then \
+        export CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-Cprofile-use=/src/link/pgo-musl.profdata"; fi \
     && cargo build --release --target "$TARGET" --bin branchgate \
     && cp "target/$TARGET/release/branchgate" /branchgate \
     && strip --strip-debug /branchgate

@@ -73,8 +73,9 @@ wait_port() { # wait_port PORT
 }
 
 if [ -z "${BG_BIN:-}" ]; then
-    (cd "$ROOT" && cargo build --release --bin branchgate >&2)
-    BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
+    # shellcheck source=scripts/lib/release.sh
+    . "$ROOT/scripts/lib/release.sh"
+    BG_BIN=$(release_build)
 fi
 
 AUTH_HDR=()

@@ -44,7 +44,8 @@
 #              the median of the rounds, so ROUNDS=3 or 5 tames this noisy machine
 #   ONLY       space-separated scenarios to run (default: small-c64 small-c256 64k-c64 close-c64
 #              tls-c64 handshake-c64; also resume-c64)
-#   BG_BIN     branchgate binary to measure (default: built here with cargo build --release)
+#   BG_BIN     branchgate binary to measure (default: the release build, with its
+#              profile, built here by scripts/lib/release.sh)
 #   BG_VARIANTS several branchgate targets in the same run, interleaved with the
 #              others: "LABEL:BINARY[:EXTRA FLAGS]" entries separated by ";", e.g.
 #              "before:/tmp/old/branchgate; after:target/release/branchgate;
@@ -302,9 +303,10 @@ wait_quiet() {
 
 # Built only when some variant needs it (no BG_VARIANTS, or one naming @BG_BIN@).
 if [ -z "${BG_BIN:-}" ] && { [ -z "${BG_VARIANTS:-}" ] || [[ "$BG_VARIANTS" == *@BG_BIN@* ]]; }; then
-    log "building branchgate (cargo build --release --bin branchgate)"
-    (cd "$ROOT" && cargo build --release --bin branchgate)
-    BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
+    # shellcheck source=scripts/lib/release.sh
+    . "$ROOT/scripts/lib/release.sh"
+    log "building branchgate (scripts/lib/release.sh: the release build, with its profile)"
+    BG_BIN=$(release_build)
 fi
 abs_path() { case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac; }
 # Variants: label -> binary, label -> extra flags, in order.

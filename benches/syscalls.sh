@@ -38,7 +38,7 @@
 #
 # Environment:
 #   N          keep-alive requests per proxy and body (default 20000)
-#   BG_BIN     branchgate binary (default: built here with cargo build --release)
+#   BG_BIN     branchgate binary (default: the release build, built here by scripts/lib/release.sh)
 #   BG_ARGS    branchgate's extra flags (default: --access-log off)
 #   OUT        where the markdown table goes (default target/syscalls.md)
 #   KEEP_TMP=1 keep the temporary directory (configs, logs, strace's
@@ -121,9 +121,10 @@ trap 'exit 143' TERM
 
 
 if [ -z "${BG_BIN:-}" ]; then
-    log "building branchgate (cargo build --release --bin branchgate)"
-    (cd "$ROOT" && cargo build --release --bin branchgate >&2)
-    BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
+    # shellcheck source=scripts/lib/release.sh
+    . "$ROOT/scripts/lib/release.sh"
+    log "building branchgate (scripts/lib/release.sh: the release build, with its profile)"
+    BG_BIN=$(release_build)
 fi
 case "$BG_BIN" in /*) ;; *) BG_BIN="$ROOT/$BG_BIN" ;; esac
 [ -x "$BG_BIN" ] || die "no branchgate binary at $BG_BIN"

@@ -5,7 +5,8 @@
 # 1. makes sure the musl target (rustup) and musl-gcc (Debian's musl-tools, for
 #    ring's C code; installed when root) are there;
 # 2. cargo build --release --target x86_64-unknown-linux-musl --bin branchgate
-#    (cargo itself reads CARGO_BUILD_JOBS and CARGO_TARGET_DIR);
+#    with link/pgo-musl.profdata (scripts/lib/release.sh; BRANCHGATE_PGO=off
+#    builds without it; cargo itself reads CARGO_BUILD_JOBS and CARGO_TARGET_DIR);
 # 3. checks the binary is static, strips its debug info, and builds ONLY the
 #    runtime stage of the top-level Dockerfile around it (see the comment at
 #    the top of Dockerfile): no base image is pulled, so this works where no
@@ -17,7 +18,6 @@ cd "$(dirname "$0")/.."
 
 IMAGE=${IMAGE:-branchgate:test}
 target=x86_64-unknown-linux-musl
-bin=${CARGO_TARGET_DIR:-target}/$target/release/branchgate
 marker='# --- runtime stage ---'
 
 log() { printf '\n==> %s\n' "$*" >&2; }
@@ -39,15 +39,13 @@ if ! command -v musl-gcc >/dev/null 2>&1; then
         log "WARNING: musl-gcc missing (not root on Debian); ring's C code falls back to cc"
     fi
 fi
-# Said outright rather than left to cc-rs's guess, so ring's C is compiled
-# against musl's headers, not glibc's.
-if command -v musl-gcc >/dev/null 2>&1; then
-    export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
-fi
 
-log "cargo build --release --target $target --bin branchgate"
+ROOT=$PWD
+# shellcheck source=scripts/lib/release.sh
+. scripts/lib/release.sh
+log "release build for $target (scripts/lib/release.sh)"
 start=$SECONDS
-cargo build --release --target "$target" --bin branchgate
+bin=$(release_build "$target")
 log "musl release build: $((SECONDS - start)) s"
 
 # ldd (libc-bin, always on Debian; `file` may not be) names no library for a static binary.

@@ -51,15 +51,10 @@ die() {
 }
 
 if [ -z "${BG_BIN:-}" ]; then
-    if [ "$TARGET" = x86_64-unknown-linux-gnu ]; then
-        (cd "$ROOT" && cargo build --release --bin branchgate >&2)
-        BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/branchgate"
-    else
-        # As scripts/docker-image.sh builds it (musl-gcc for ring's C code).
-        command -v musl-gcc >/dev/null 2>&1 && export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
-        (cd "$ROOT" && cargo build --release --target "$TARGET" --bin branchgate >&2)
-        BG_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$TARGET/release/branchgate"
-    fi
+    # shellcheck source=scripts/lib/release.sh
+    . "$ROOT/scripts/lib/release.sh"
+    # As scripts/docker-image.sh and the benches build it (with its profile).
+    BG_BIN=$(release_build "$TARGET")
 fi
 [ -x "$BG_BIN" ] || die "no binary at $BG_BIN"
 
@@ -101,55 +96,21 @@ if ! docker info >/dev/null 2>&1; then
     log "symbol-order.sh: WARNING: no Docker engine answers: the Docker provider's code will not be in the list"
     log "                 (start one first, e.g. with scripts/docker-engine.sh's engine_up)"
 fi
-for tool in nginx h2load valgrind callgrind_control wrk openssl; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (Debian: nginx-light nghttp2-client valgrind wrk openssl)"
+for tool in valgrind callgrind_control; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (Debian: valgrind)"
 done
 # shellcheck source=scripts/lib/ports.sh
 . "$ROOT/scripts/lib/ports.sh"
-
-BACKEND=$(free_port)
-HTTP=$(free_port)
-HTTPS=$(free_port)
-mkdir -p "$TMP/www" "$TMP/backend-tmp" "$TMP/certs"
-echo hello >"$TMP/www/index.html"
-head -c 65536 /dev/zero | tr '\0' x >"$TMP/www/64k"
-chmod a+rx "$TMP"
-chmod -R a+rX "$TMP/www"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=bench.local -addext subjectAltName=DNS:bench.local \
-    -keyout "$TMP/certs/default.key" -out "$TMP/certs/default.crt" >"$TMP/openssl.log" 2>&1 ||
-    die "openssl could not make a certificate: $(cat "$TMP/openssl.log")"
-sed -e "s|@DIR@|$TMP|g" -e "s|@PORT@|$BACKEND|g" "$ROOT/benches/load/backend.conf.tmpl" >"$TMP/backend.conf"
-nginx -p "$TMP" -e "$TMP/backend-error.log" -c "$TMP/backend.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-wait_listen "$!" "$BACKEND" "the nginx backend" "$TMP/backend-error.log"
-sed -e "s|@BACKEND@|127.0.0.1:$BACKEND|" "$ROOT/benches/load/routes.toml.tmpl" >"$TMP/routes.toml"
+# shellcheck source=scripts/lib/workload.sh
+. "$ROOT/scripts/lib/workload.sh"
+workload_backend
 
 # --dump-instr=no: costs per function are enough. Dump 1 is start-up, dump 2
 # the traffic, the final file shutdown.
-valgrind --tool=callgrind --demangle=no --callgrind-out-file="$TMP/cg.out" \
-    "$BG_BIN" --http "127.0.0.1:$HTTP" --https "127.0.0.1:$HTTPS" --certs "$TMP/certs" \
-    --routes "$TMP/routes.toml" --workers 1 --log-level warn --access-log off --admin off --acme off \
-    >"$TMP/bg.log" 2>&1 &
-BG_PID=$!
-PIDS+=("$BG_PID")
-wait_listen "$BG_PID" "$HTTP" branchgate "$TMP/bg.log"
-wait_listen "$BG_PID" "$HTTPS" branchgate "$TMP/bg.log"
+workload_start valgrind --tool=callgrind --demangle=no --callgrind-out-file="$TMP/cg.out" "$BG_BIN"
 sleep 1
 callgrind_control -d startup "$BG_PID" >/dev/null
-plain="http://127.0.0.1:$HTTP"
-h2load --h1 -n 4000 -c 16 -H ':authority: bench.local' "$plain/" >"$TMP/load.log"
-h2load --h1 -n 2000 -c 16 -H ':authority: bench.local' "$plain/64k" >>"$TMP/load.log"
-wrk -t1 -c16 -d2s -H 'Host: bench.local' -H 'Connection: close' "$plain/" >>"$TMP/load.log"
-wrk -t1 -c64 -d2s -H 'Host: bench.local' "$plain/" >>"$TMP/load.log"
-h2load --h1 -n 2000 -c 16 --connect-to "127.0.0.1:$HTTPS" https://bench.local/ >>"$TMP/load.log"
-h2load -n 2000 -c 16 --connect-to "127.0.0.1:$HTTPS" https://bench.local/ >>"$TMP/load.log"
-# A handshake per request (wrk resumes sessions where it can).
-# benches/load/report.lua resolves bench.local (the SNI) to 127.0.0.1.
-wrk -t1 -c16 -d2s -H 'Connection: close' -s "$ROOT/benches/load/report.lua" \
-    "https://bench.local:$HTTPS/" >>"$TMP/load.log"
-! grep -qE "Non-2xx|Socket errors|[1-9][0-9]* (failed|errored)" "$TMP/load.log" ||
-    die "the load saw errors: $(grep -E "Non-2xx|Socket errors|failed" "$TMP/load.log")"
+workload_traffic
 callgrind_control -d traffic "$BG_PID" >/dev/null
 for _ in $(seq 1 100); do
     [ -e "$TMP/cg.out.2" ] && grep -q '^totals:' "$TMP/cg.out.2" && break

@@ -29,7 +29,7 @@
 # findings to target/testssl-<leaf>.json and its report to .log.
 #
 # Environment:
-#   BG_BIN    branchgate binary (default: built here with cargo build --release)
+#   BG_BIN    branchgate binary (default: the release build, built here by scripts/lib/release.sh)
 #   CI=true   testssl or openssl that cannot be installed fail the run; off CI
 #             they are a loud skip (exit 0)
 #   KEEP_TMP=1 keep the temporary directory (certificates, logs)
@@ -87,9 +87,10 @@ TESTSSL_VERSION=$(testssl --version 2>&1 | sed -nE 's/.*testssl(\.sh)? +([0-9][^
 [ -n "$TESTSSL_VERSION" ] || die "cannot read testssl's version from 'testssl --version'"
 
 if [ -z "${BG_BIN:-}" ]; then
-    log "building branchgate (cargo build --release --bin branchgate)"
-    (cd "$ROOT" && cargo build --release --bin branchgate)
-    BG_BIN="$TARGET_DIR/release/branchgate"
+    # shellcheck source=scripts/lib/release.sh
+    . "$ROOT/scripts/lib/release.sh"
+    log "building branchgate (scripts/lib/release.sh: the release build, with its profile)"
+    BG_BIN=$(release_build)
 fi
 case "$BG_BIN" in /*) ;; *) BG_BIN="$ROOT/$BG_BIN" ;; esac
 [ -x "$BG_BIN" ] || die "no branchgate binary at $BG_BIN"

@@ -1,0 +1,61 @@
+# The release binary as branchgate ships it: `cargo build --release` with the
+# code layout of link/symbol-order*.txt (build.rs) and, for the two targets
+# that have one, the profile of link/pgo*.profdata (written by scripts/pgo.sh):
+# the compiler inlines, lays out and splits hot from cold code by how often
+# each branch and call ran under representative traffic. Source it after
+# defining `log`, `die` and `ROOT`.
+#
+#   release_build [TARGET]   builds it (default TARGET x86_64-unknown-linux-gnu)
+#                            and prints the binary's path:
+#                            ${CARGO_TARGET_DIR:-target}/TARGET/release/branchgate
+#
+# --target is always given, so the profile goes in through
+# CARGO_TARGET_<TRIPLE>_RUSTFLAGS and reaches branchgate and its dependencies
+# but not build scripts; target/release (cargo test, cargo bench) is left
+# alone. BRANCHGATE_PGO=off builds without the profile. A profile older than
+# the code still applies to every function that did not change; the rest is
+# compiled as without one (scripts/pgo.sh --check says how much matches).
+
+# pgo_profile TARGET: the profile file for TARGET (may not exist).
+pgo_profile() {
+    case "$1" in
+        x86_64-unknown-linux-gnu) echo "$ROOT/link/pgo.profdata" ;;
+        x86_64-unknown-linux-musl) echo "$ROOT/link/pgo-musl.profdata" ;;
+        *) echo "" ;;
+    esac
+}
+
+# musl_cc TARGET: for the musl target, ring's C is compiled with musl-gcc
+# (Debian's musl-tools), said outright rather than left to cc-rs's guess, so
+# it sees musl's headers, not glibc's.
+musl_cc() {
+    if [ "$1" = x86_64-unknown-linux-musl ] && command -v musl-gcc >/dev/null 2>&1; then
+        export CC_x86_64_unknown_linux_musl=${CC_x86_64_unknown_linux_musl:-musl-gcc}
+    fi
+}
+
+release_build() {
+    local target=${1:-x86_64-unknown-linux-gnu} profile var
+    profile=$(pgo_profile "$target")
+    var=CARGO_TARGET_$(tr 'a-z-' 'A-Z_' <<<"$target")_RUSTFLAGS
+    if [ "${BRANCHGATE_PGO:-on}" = off ] || [ -z "$profile" ] || [ ! -s "$profile" ]; then
+        log "release build ($target) without a profile"
+        profile=""
+    else
+        log "release build ($target) with ${profile#"$ROOT"/}"
+    fi
+    musl_cc "$target"
+    local out rc=0
+    out=$(mktemp)
+    (cd "$ROOT" && env "$var=${!var:-}${profile:+ -Cprofile-use=$profile}" \
+        cargo build --release --target "$target" --bin branchgate 2>&1) | tee "$out" >&2 || rc=$?
+    # rustc warns once per function whose code changed since the profile was
+    # written (cargo replays a crate's warnings when it is not rebuilt).
+    RELEASE_STALE=$(grep -c 'hash mismatch' "$out" || true)
+    rm -f "$out"
+    [ "$rc" = 0 ] || die "cargo build --release --target $target failed"
+    if [ -n "$profile" ] && [ "$RELEASE_STALE" -gt 0 ]; then
+        log "release build ($target): $RELEASE_STALE function(s) changed since ${profile#"$ROOT"/} was written; scripts/pgo.sh rewrites it"
+    fi
+    echo "${CARGO_TARGET_DIR:-$ROOT/target}/$target/release/branchgate"
+}
