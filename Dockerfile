@@ -26,7 +26,9 @@
 # (--build-arg TARGET=aarch64-unknown-linux-musl).
 ARG TARGET=x86_64-unknown-linux-musl
 
-FROM rust:1-alpine AS build
+# The toolchain link/pgo-musl.stamp names: symbol names, which the profile
+# is keyed by, change with the compiler's version.
+FROM rust:1.95-alpine AS build
 ARG TARGET
 # ring compiles C and assembly.
 RUN apk add --no-cache gcc musl-dev

@@ -48,8 +48,8 @@
 #              profile, built here by scripts/lib/release.sh)
 #   BG_VARIANTS several branchgate targets in the same run, interleaved with the
 #              others: "LABEL:BINARY[:EXTRA FLAGS]" entries separated by ";", e.g.
-#              "before:/tmp/old/branchgate; after:target/release/branchgate;
-#              after+log:target/release/branchgate:--access-log common" (default:
+#              "before:/tmp/old/branchgate; after:@BG_BIN@;
+#              after+log:@BG_BIN@:--access-log common" (default:
 #              "branchgate:$BG_BIN"). Each is also compared with the first.
 #              In an entry, @BG_BIN@ is the binary built here (or BG_BIN) and
 #              @HTPASSWD@ a directory holding an htpasswd file for bench.local

@@ -81,17 +81,21 @@ for target in "${targets[@]}"; do
         args+=("-dict=${PWD}/fuzz/dicts/${target}.dict")
     fi
     echo "fuzz: ${target} for ${seconds}s"
+    started=$(mktemp)
     if ! cargo +nightly fuzz run "${san[@]}" "${target}" "${corpora[@]}" -- "${args[@]}"; then
         failed+=("${target}")
         echo "fuzz: ${target} FAILED; the reproducer is in fuzz/artifacts/${target}/" >&2
-        # The newest artifact, as base64, for a log that outlives the machine
-        # (CI's): `base64 -d > crash` and replay it.
-        artifact=$(ls -t "fuzz/artifacts/${target}/" 2>/dev/null | head -n 1)
+        # The artifact this run wrote, as base64, for a log that outlives the
+        # machine (CI's): `base64 -d > crash` and replay it.
+        artifact=$(find "fuzz/artifacts/${target}" -type f -newer "${started}" 2>/dev/null | head -n 1 || true)
         if [[ -n "${artifact}" && -n "${FUZZ_REPORT:-}" ]]; then
-            printf 'fuzz %s: %s base64 %s\n' "${target}" "${artifact}" \
-                "$(head -c 4096 "fuzz/artifacts/${target}/${artifact}" | base64 -w 0)" >>"${FUZZ_REPORT}"
+            size=$(stat -c %s "${artifact}")
+            printf 'fuzz %s: %s (%s bytes%s) base64 %s\n' "${target}" "${artifact##*/}" "${size}" \
+                "$([[ ${size} -gt 4096 ]] && echo ', first 4096' || true)" \
+                "$(head -c 4096 "${artifact}" | base64 -w 0)" >>"${FUZZ_REPORT}"
         fi
     fi
+    rm -f "${started}"
 done
 
 if [[ ${#failed[@]} -gt 0 ]]; then

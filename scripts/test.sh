@@ -121,6 +121,12 @@ mapfile -t failed_tests < <(awk '
     /^failures:$/ { in_list = 1; next }
     in_list && /^    [^ ]/ { sub(/^    /, ""); print "cargo test " bin ": " $0; next }
     in_list && !/^    / { in_list = 0 }
+    # The test binaries that failed, as cargo sums them up (one that crashed
+    # has no list of its own).
+    /^error: test failed, to rerun pass / { sub(/^error: test failed, to rerun pass /, ""); print "cargo test target failed: " $0 }
+    /^error: [0-9]+ targets? failed:$/ { targets = 1; next }
+    targets && /^    `/ { sub(/^    /, ""); print "cargo test target failed: " $0; next }
+    targets { targets = 0 }
 ' "$out" | sort -u)
 for t in "${failed_tests[@]}"; do failures+=("$t"); done
 if [ "$rc" != 0 ]; then

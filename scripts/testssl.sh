@@ -6,7 +6,7 @@
 # minutes: testssl runs one leaf after the other.
 #
 #   scripts/testssl.sh
-#   BG_BIN=target/release/branchgate KEEP_TMP=1 scripts/testssl.sh
+#   BG_BIN=target/x86_64-unknown-linux-gnu/release/branchgate KEEP_TMP=1 scripts/testssl.sh
 #
 # Fails (exit 1, saying why) unless, for both leaves:
 # - SSLv2, SSLv3, TLS 1.0 and TLS 1.1 are not offered; TLS 1.2 and 1.3 are;
