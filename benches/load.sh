@@ -305,7 +305,6 @@ wait_quiet() {
 if [ -z "${BG_BIN:-}" ] && { [ -z "${BG_VARIANTS:-}" ] || [[ "$BG_VARIANTS" == *@BG_BIN@* ]]; }; then
     # shellcheck source=scripts/lib/release.sh
     . "$ROOT/scripts/lib/release.sh"
-    log "building branchgate (scripts/lib/release.sh: the release build, with its profile)"
     BG_BIN=$(release_build)
 fi
 abs_path() { case "$1" in /*) echo "$1" ;; *) echo "$ROOT/$1" ;; esac; }

@@ -123,7 +123,6 @@ trap 'exit 143' TERM
 if [ -z "${BG_BIN:-}" ]; then
     # shellcheck source=scripts/lib/release.sh
     . "$ROOT/scripts/lib/release.sh"
-    log "building branchgate (scripts/lib/release.sh: the release build, with its profile)"
     BG_BIN=$(release_build)
 fi
 case "$BG_BIN" in /*) ;; *) BG_BIN="$ROOT/$BG_BIN" ;; esac

@@ -43,7 +43,6 @@ fi
 ROOT=$PWD
 # shellcheck source=scripts/lib/release.sh
 . scripts/lib/release.sh
-log "release build for $target (scripts/lib/release.sh)"
 start=$SECONDS
 bin=$(release_build "$target")
 log "musl release build: $((SECONDS - start)) s"

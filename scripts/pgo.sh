@@ -57,7 +57,6 @@ fi
 . "$ROOT/scripts/lib/release.sh"
 OUT=$(pgo_profile "$TARGET")
 [ -n "$OUT" ] || die "TARGET=$TARGET has no profile (x86_64-unknown-linux-gnu or -musl)"
-musl_cc "$TARGET"
 
 # What the profile's names depend on besides the code: the compiler (its
 # version is in every symbol's hash, its LLVM reads the file) and the
@@ -93,12 +92,13 @@ if [ "$MODE" = --check ]; then
     exit 0
 fi
 
+# shellcheck source=scripts/lib/procs.sh
+. "$ROOT/scripts/lib/procs.sh"
 TMP=$(mktemp -d)
 PIDS=()
 cleanup() {
     local p
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do stop_pid "$p"; done
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -109,6 +109,7 @@ gen_dir="$(target_dir)/pgo-gen"
 raw="$gen_dir/profraw-$TARGET"
 rm -rf "$raw"
 log "instrumented build ($TARGET)"
+musl_cc "$TARGET"
 (cd "$ROOT" && CARGO_TARGET_DIR="$gen_dir" RUSTFLAGS="-Cprofile-generate=$raw" \
     cargo build --release --target "$TARGET" --bin branchgate >&2)
 gen_bin="$gen_dir/$TARGET/release/branchgate"
@@ -121,9 +122,10 @@ workload_backend
 log "training run"
 workload_start "$gen_bin"
 workload_traffic
-kill -TERM "$BG_PID"
-wait "$BG_PID" || die "the instrumented branchgate exited with $?: $(tail -n 5 "$TMP/bg.log")"
-compgen -G "$raw/*.profraw" >/dev/null || die "the training run wrote no profile to $raw"
+# SIGTERM: it shuts down and exits, writing the counts (not if it has to be killed).
+stop_pid "$BG_PID"
+compgen -G "$raw/*.profraw" >/dev/null ||
+    die "the training run wrote no profile to $raw: $(tail -n 5 "$TMP/bg.log")"
 
 "$profdata" merge -sparse -o "$TMP/merged.profdata" "$raw"/*.profraw
 mv "$TMP/merged.profdata" "$OUT"

@@ -90,12 +90,6 @@ if [ "$MODE" = check ]; then
     exit 0
 fi
 
-# With an engine up, the Docker provider's start-up (connect, list, event
-# stream) is profiled too; that is how branchgate runs in production.
-if ! docker info >/dev/null 2>&1; then
-    log "symbol-order.sh: WARNING: no Docker engine answers: the Docker provider's code will not be in the list"
-    log "                 (start one first, e.g. with scripts/docker-engine.sh's engine_up)"
-fi
 for tool in valgrind callgrind_control; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool is missing (Debian: valgrind)"
 done

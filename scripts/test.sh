@@ -116,7 +116,7 @@ while read -r p f; do
 done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$out")
 # Cargo's own list of failed tests ("    name" lines under "failures:" at the
 # end of each test binary's output), with the binary they ran in.
-mapfile -t failed_tests < <(awk '
+mapfile -t -O "${#failures[@]}" failures < <(awk '
     /^     Running / { bin = ($2 == "unittests" ? $3 : $2) }
     /^failures:$/ { in_list = 1; next }
     in_list && /^    [^ ]/ { sub(/^    /, ""); print "cargo test " bin ": " $0; next }
@@ -128,7 +128,6 @@ mapfile -t failed_tests < <(awk '
     targets && /^    `/ { sub(/^    /, ""); print "cargo test target failed: " $0; next }
     targets { targets = 0 }
 ' "$out" | sort -u)
-for t in "${failed_tests[@]}"; do failures+=("$t"); done
 if [ "$rc" != 0 ]; then
     status=1
     # A build failure runs no test: count it so the summary cannot read as green.

@@ -7,7 +7,10 @@
 #
 #   release_build [TARGET]   builds it (default TARGET x86_64-unknown-linux-gnu)
 #                            and prints the binary's absolute path:
-#                            $CARGO_TARGET_DIR (default target)/TARGET/release/branchgate
+#                            $CARGO_TARGET_DIR (default target)/TARGET/release/branchgate;
+#                            sets RELEASE_STALE: how many functions rustc said
+#                            changed since the profile was written (seen by the
+#                            caller when not run in $(...), as pgo.sh --check does)
 #
 # --target is always given, so the profile goes in through
 # CARGO_TARGET_<TRIPLE>_RUSTFLAGS and reaches branchgate and its dependencies
