@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -123,6 +124,12 @@ async fn views_events_logs_and_the_request_feed_follow_containers() {
     let logs_path = format!("/api/containers/{}/logs?follow=1&tail=5", fe.name);
     let logs = Sse::open(admin, &logs_path, &auth).await;
     let host = format!("feature-dash.main.{domain}");
+    // The route comes with the container's start, which can be a moment
+    // before its server listens (a 502 until then).
+    eventually(WAIT, "the branch to answer", || async {
+        (get(p.addr, &host, "/").await.status == StatusCode::OK).then_some(())
+    })
+    .await;
     let feed = Sse::open(admin, &format!("/api/requests?host={host}"), &auth).await;
     let other = Sse::open(admin, "/api/requests?host=elsewhere.test", &auth).await;
 
@@ -217,9 +224,10 @@ async fn views_events_logs_and_the_request_feed_follow_containers() {
     drop(be);
 }
 
-/// Unix sockets `pid` holds (its connections to the engine among them).
-fn unix_sockets(pid: u32) -> usize {
-    let unix: std::collections::HashSet<String> = std::fs::read_to_string("/proc/net/unix")
+/// The inodes of the Unix sockets `pid` holds (its connections to the
+/// engine among them).
+fn unix_sockets(pid: u32) -> HashSet<String> {
+    let unix: HashSet<String> = std::fs::read_to_string("/proc/net/unix")
         .unwrap()
         .lines()
         .skip(1)
@@ -233,7 +241,7 @@ fn unix_sockets(pid: u32) -> usize {
             Some(t.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
         })
         .filter(|inode| unix.contains(inode))
-        .count()
+        .collect()
 }
 
 #[tokio::test]
@@ -242,27 +250,45 @@ async fn closing_a_log_stream_ends_the_follow_on_the_engine() {
     let domain = format!("{}.test", docker::unique("admfollow"));
     let p = proxy(&engine.url, &domain).await;
     let admin = p.admin.unwrap();
-    let c = engine.run("follow", &[]);
+    // Routed, so /api/containers shows when it is seen (not a branch: the
+    // other test here counts the branches every proxy on the engine sees).
+    let env = format!("VIRTUAL_HOST=follow.{domain}");
+    let c = engine.run("follow", &["-e", &env]);
     let auth = bearer();
     let auth = [("authorization", auth.as_str())];
-    // The watcher's own connection(s) to the engine, settled.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The watcher has synced and seen the container: its events connection
+    // is among the sockets held before the page opens.
+    eventually(WAIT, "the container in /api/containers", || async {
+        let containers = api(admin, "/api/containers").await;
+        (containers["containers"].as_array().unwrap().iter())
+            .any(|x| x["name"] == c.name.as_str())
+            .then_some(())
+    })
+    .await;
     let before = unix_sockets(p.pid);
 
     let path = format!("/api/containers/{}/logs?follow=1&tail=1", c.name);
     let logs = Sse::open(admin, &path, &auth).await;
-    eventually(
-        WAIT,
-        "a connection to the engine for the follow",
-        || async { (unix_sockets(p.pid) > before).then_some(()) },
-    )
+    // A line arrived: the follow's connection to the engine is open now.
+    logs.wait_for(WAIT, "the container's first log line", |m| {
+        m.data.contains("echo: listening")
+    })
     .await;
+    // Every socket opened since, the follow's among them. Other tests'
+    // containers make the watcher inspect them on short-lived connections
+    // of its own, so this set may hold some of those too: they close anyway.
+    let opened: HashSet<String> = unix_sockets(p.pid).difference(&before).cloned().collect();
+    assert!(
+        !opened.is_empty(),
+        "no connection to the engine for the follow"
+    );
     assert!(!logs.ended());
     drop(logs);
     // The page went away: the proxy drops the engine's stream and its
     // connection, which is what ends a follow on the engine.
     eventually(WAIT, "the follow's connection closed", || async {
-        (unix_sockets(p.pid) <= before).then_some(())
+        let now = unix_sockets(p.pid);
+        opened.is_disjoint(&now).then_some(())
     })
     .await;
 
