@@ -40,8 +40,9 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$SCRIPT_DIR/.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+# shellcheck source=scripts/lib/release.sh
+. "$ROOT/scripts/lib/release.sh"
+TARGET_DIR=$(target_dir)
 SUMMARY="$TARGET_DIR/testssl-summary.txt"
 LEAVES=(ecdsa-p256 rsa-2048)
 
@@ -87,8 +88,6 @@ TESTSSL_VERSION=$(testssl --version 2>&1 | sed -nE 's/.*testssl(\.sh)? +([0-9][^
 [ -n "$TESTSSL_VERSION" ] || die "cannot read testssl's version from 'testssl --version'"
 
 if [ -z "${BG_BIN:-}" ]; then
-    # shellcheck source=scripts/lib/release.sh
-    . "$ROOT/scripts/lib/release.sh"
     BG_BIN=$(release_build)
 fi
 case "$BG_BIN" in /*) ;; *) BG_BIN="$ROOT/$BG_BIN" ;; esac
