@@ -552,8 +552,11 @@ measure() {
     local client
     client=$(awk -v w=$((wrk1 - wrk0)) -v b=$((be1 - be0)) -v hz="$CLK_TCK" -v r="$req" \
         'BEGIN { if (r > 0) printf "%.1f+%.1f", w / hz * 1e6 / r, b / hz * 1e6 / r; else printf "-" }')
-    printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  cpu %7s us/req (user/sys %s)  peak RSS %6s MiB (now anon+file %s)  errors %s  other CPU %s%%  client core (wrk+backend) %s us/req\n' \
-        "$target" "${S_DESC[$sc]}" "${R_RPS[$sc/$target]}" "$p50" "$p99" \
+    # The tail's shape (p95 / p98 / p99.9), in the log only.
+    local tail
+    tail="$(field p95_us "$out")/$(field p98_us "$out")/$(field p999_us "$out")"
+    printf '  %-12s %-30s %9s req/s  p50 %7s us  p99 %7s us  (p95/p98/p99.9 %s)  cpu %7s us/req (user/sys %s)  peak RSS %6s MiB (now anon+file %s)  errors %s  other CPU %s%%  client core (wrk+backend) %s us/req\n' \
+        "$target" "${S_DESC[$sc]}" "${R_RPS[$sc/$target]}" "$p50" "$p99" "$tail" \
         "${R_CPU[$sc/$target]}" "$usersys" "${R_RSS[$sc/$target]}" "$split" "${R_ERR[$sc/$target]}" "${R_NOISE[$sc/$target]}" "$client"
 }
 

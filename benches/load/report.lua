@@ -11,8 +11,10 @@ done = function(summary, latency, requests)
    local e = summary.errors
    io.write(string.format(
       "LOADRESULT requests=%d duration_us=%d p50_us=%d p99_us=%d " ..
+      "p95_us=%d p98_us=%d p999_us=%d " ..
       "err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d bytes=%d\n",
       summary.requests, summary.duration,
       latency:percentile(50), latency:percentile(99),
+      latency:percentile(95), latency:percentile(98), latency:percentile(99.9),
       e.connect, e.read, e.write, e.status, e.timeout, summary.bytes))
 end
