@@ -124,12 +124,7 @@ async fn views_events_logs_and_the_request_feed_follow_containers() {
     let logs_path = format!("/api/containers/{}/logs?follow=1&tail=5", fe.name);
     let logs = Sse::open(admin, &logs_path, &auth).await;
     let host = format!("feature-dash.main.{domain}");
-    // The route comes with the container's start, which can be a moment
-    // before its server listens (a 502 until then).
-    eventually(WAIT, "the branch to answer", || async {
-        (get(p.addr, &host, "/").await.status == StatusCode::OK).then_some(())
-    })
-    .await;
+    support::until_answers(p.addr, &host, WAIT).await;
     let feed = Sse::open(admin, &format!("/api/requests?host={host}"), &auth).await;
     let other = Sse::open(admin, "/api/requests?host=elsewhere.test", &auth).await;
 

@@ -111,12 +111,7 @@ async fn log_in_watch_containers_logs_and_requests_live() {
         .await
         .unwrap();
     let host = format!("feature-b.main.{domain}");
-    // The route comes with the container's start, which can be a moment
-    // before its server listens (a 502 until then).
-    support::eventually(WAIT, "the branch to answer", || async {
-        (get(p.addr, &host, "/").await.status == http::StatusCode::OK).then_some(())
-    })
-    .await;
+    support::until_answers(p.addr, &host, WAIT).await;
     let r = get(p.addr, &host, "/log/printed-after-the-page-opened").await;
     assert_eq!(r.status, http::StatusCode::OK);
     browser

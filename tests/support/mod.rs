@@ -116,3 +116,13 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until the proxy at `addr` answers `host`'s `/` with 200. A
+/// container's route comes with its start, which can be a moment before its
+/// server listens (a 502 until then).
+pub async fn until_answers(addr: std::net::SocketAddr, host: &str, limit: Duration) {
+    eventually(limit, &format!("{host} to answer"), || async {
+        (get(addr, host, "/").await.status == http::StatusCode::OK).then_some(())
+    })
+    .await;
+}
