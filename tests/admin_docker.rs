@@ -124,7 +124,7 @@ async fn views_events_logs_and_the_request_feed_follow_containers() {
     let logs_path = format!("/api/containers/{}/logs?follow=1&tail=5", fe.name);
     let logs = Sse::open(admin, &logs_path, &auth).await;
     let host = format!("feature-dash.main.{domain}");
-    support::until_answers(p.addr, &host, WAIT).await;
+    support::until_status(&p, &host, "/", 200, WAIT).await;
     let feed = Sse::open(admin, &format!("/api/requests?host={host}"), &auth).await;
     let other = Sse::open(admin, "/api/requests?host=elsewhere.test", &auth).await;
 

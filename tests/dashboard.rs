@@ -111,7 +111,7 @@ async fn log_in_watch_containers_logs_and_requests_live() {
         .await
         .unwrap();
     let host = format!("feature-b.main.{domain}");
-    support::until_answers(p.addr, &host, WAIT).await;
+    support::until_status(&p, &host, "/", 200, WAIT).await;
     let r = get(p.addr, &host, "/log/printed-after-the-page-opened").await;
     assert_eq!(r.status, http::StatusCode::OK);
     browser

@@ -17,25 +17,9 @@ async fn proxy(url: &str) -> ProxyProcess {
     ProxyProcess::spawn("", &["--docker", url]).await
 }
 
-/// Waits until `host` + `path` answers `status`; returns the body.
+/// [`support::until_status`] with this file's limit.
 async fn until_status(p: &ProxyProcess, host: &str, path: &str, status: u16) -> Vec<u8> {
-    let addr = p.addr;
-    let deadline = std::time::Instant::now() + LIMIT;
-    loop {
-        // A request sent just before a container is paused or cut off waits
-        // for it; give up on that one and ask again.
-        let last = match tokio::time::timeout(Duration::from_secs(2), get(addr, host, path)).await {
-            Ok(r) if r.status.as_u16() == status => return r.body.to_vec(),
-            Ok(r) => format!("{}: {}", r.status, String::from_utf8_lossy(&r.body)),
-            Err(_) => "no answer within 2s".to_owned(),
-        };
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{host}{path}: still {last} after {LIMIT:?}, waiting for {status}\nproxy log:\n{}",
-            p.stderr().join("\n")
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::until_status(p, host, path, status, LIMIT).await
 }
 
 fn host(hint: &str) -> String {

@@ -117,12 +117,31 @@ where
     }
 }
 
-/// Waits until the proxy at `addr` answers `host`'s `/` with 200. A
-/// container's route comes with its start, which can be a moment before its
-/// server listens (a 502 until then).
-pub async fn until_answers(addr: std::net::SocketAddr, host: &str, limit: Duration) {
-    eventually(limit, &format!("{host} to answer"), || async {
-        (get(addr, host, "/").await.status == http::StatusCode::OK).then_some(())
-    })
-    .await;
+/// Waits until `host` + `path` answers `status` through `p`; returns the
+/// body. A container's route comes with its start, which can be a moment
+/// before its server listens (a 502 until then).
+pub async fn until_status(
+    p: &ProxyProcess,
+    host: &str,
+    path: &str,
+    status: u16,
+    limit: Duration,
+) -> Vec<u8> {
+    let deadline = Instant::now() + limit;
+    loop {
+        // A request sent just before a container is paused or cut off waits
+        // for it; give up on that one and ask again.
+        let last = match tokio::time::timeout(Duration::from_secs(2), get(p.addr, host, path)).await
+        {
+            Ok(r) if r.status.as_u16() == status => return r.body.to_vec(),
+            Ok(r) => format!("{}: {}", r.status, String::from_utf8_lossy(&r.body)),
+            Err(_) => "no answer within 2s".to_owned(),
+        };
+        assert!(
+            Instant::now() < deadline,
+            "{host}{path}: still {last} after {limit:?}, waiting for {status}\nproxy log:\n{}",
+            p.stderr().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
