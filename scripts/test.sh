@@ -13,7 +13,8 @@
 # 5. the end-to-end load harness vs nginx and HAProxy, short (LOAD_SECONDS,
 #    default 5; 0 skips), then callgrind instructions and strace system calls
 #    per request, short, and whether link/symbol-order*.txt and the build
-#    profiles link/pgo*.profdata still match the release binaries (with BENCH)
+#    profiles link/pgo*.profdata still match the release binaries, and that
+#    the profile check fails below its threshold (with BENCH)
 # 6. testssl.sh against the HTTPS listener: protocols, ciphers, vulnerabilities,
 #    resumption (scripts/testssl.sh; TESTSSL=0 skips)
 # 7. start-to-routable latency over 50 real containers (with BENCH and Docker)
@@ -116,18 +117,7 @@ while read -r p f; do
 done < <(sed -nE 's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/p' "$out")
 # Cargo's own list of failed tests ("    name" lines under "failures:" at the
 # end of each test binary's output), with the binary they ran in.
-mapfile -t -O "${#failures[@]}" failures < <(awk '
-    /^     Running / { bin = ($2 == "unittests" ? $3 : $2) }
-    /^failures:$/ { in_list = 1; next }
-    in_list && /^    [^ ]/ { sub(/^    /, ""); print "cargo test " bin ": " $0; next }
-    in_list && !/^    / { in_list = 0 }
-    # The test binaries that failed, as cargo sums them up (one that crashed
-    # has no list of its own).
-    /^error: test failed, to rerun pass / { sub(/^error: test failed, to rerun pass /, ""); print "cargo test target failed: " $0 }
-    /^error: [0-9]+ targets? failed:$/ { targets = 1; next }
-    targets && /^    `/ { sub(/^    /, ""); print "cargo test target failed: " $0; next }
-    targets { targets = 0 }
-' "$out" | sort -u)
+mapfile -t -O "${#failures[@]}" failures < <(awk -f scripts/lib/cargo-failures.awk "$out" | sort -u)
 if [ "$rc" != 0 ]; then
     status=1
     # A build failure runs no test: count it so the summary cannot read as green.
@@ -146,6 +136,21 @@ step() { # step NAME COMMAND...: counts a whole step as one pass or failure
     else
         fail "$name"
     fi
+}
+# fails_saying TEXT COMMAND...: COMMAND fails, and says TEXT (not just any failure).
+fails_saying() {
+    local text=$1 said rc=0
+    shift
+    said=$("$@" 2>&1) || rc=$?
+    printf '%s\n' "$said" >&2
+    if [ "$rc" = 0 ]; then
+        log "expected a failure, but it succeeded"
+        return 1
+    fi
+    case "$said" in
+        *"$text"*) ;;
+        *) log "it failed (exit $rc), without saying: $text"; return 1 ;;
+    esac
 }
 
 if [ "$FUZZ_SECONDS" != 0 ]; then
@@ -182,6 +187,9 @@ if [ "$BENCH" != 0 ]; then
     # The profiles the release builds read: how much of each still matches
     # the code (the builds are cached by now: load.sh's, docker-image.sh's).
     step "build profile: link/pgo.profdata still matches the code" bash scripts/pgo.sh --check
+    # Its threshold: the same check fails when it asks for more than all.
+    step "build profile: the check fails below its threshold (MIN_PERCENT=101)" \
+        fails_saying "pgo profile: below 101%" env MIN_PERCENT=101 bash scripts/pgo.sh --check
     if [ -x "$musl_bin" ]; then
         step "build profile: link/pgo-musl.profdata still matches the code" \
             env TARGET=x86_64-unknown-linux-musl bash scripts/pgo.sh --check
