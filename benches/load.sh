@@ -57,6 +57,9 @@
 #              "none:@BG_BIN@; basic:@BG_BIN@:--htpasswd @HTPASSWD@".
 #   PEERS      the proxies branchgate is compared with, space-separated, in
 #              table order (default "nginx haproxy"; "" for none)
+#   PEER_DEFER=0 nginx and HAProxy accept at the handshake, their default (default 1:
+#              nginx's "listen ... deferred", HAProxy's "defer-accept": TCP_DEFER_ACCEPT,
+#              as branchgate's --defer-accept, on by default)
 #   PEER_LOG=1 nginx and HAProxy write an access log (to files; default: off,
 #              as branchgate's default variant: --access-log off); pair it with a
 #              variant such as "log:@BG_BIN@:--access-log common"
@@ -92,6 +95,7 @@ AUTH_HEADER="Authorization: Basic YmVuY2g6YmVuY2gtcGFzc3dvcmQ="
 AUTH_ENTRY='bench:$2y$10$WFUF0jtUeYwdJdaZr3Rc/.vhIdJmeO89gKPp2oahJf/6KgP0evJwK'
 AUTH=${AUTH:-0}
 PEER_LOG=${PEER_LOG:-0}
+PEER_DEFER=${PEER_DEFER:-1}
 PROXY_CPU=0
 CLIENT_CPU=1
 
@@ -103,6 +107,7 @@ die() {
 
 case "$DURATION" in '' | *[!0-9]*) die "DURATION must be a whole number of seconds, got '$DURATION'" ;; esac
 case "$ROUNDS" in '' | *[!0-9]* | 0) die "ROUNDS must be a positive whole number, got '$ROUNDS'" ;; esac
+case "$PEER_DEFER" in 0 | 1) ;; *) die "PEER_DEFER must be 0 or 1, got '$PEER_DEFER'" ;; esac
 case "$WARMUP" in '' | *[!0-9]*) die "WARMUP must be a whole number of seconds, got '$WARMUP'" ;; esac
 case "$QUIET_WAIT" in '' | *[!0-9]*) die "QUIET_WAIT must be a whole number of seconds, got '$QUIET_WAIT'" ;; esac
 [ "$DURATION" -ge 1 ] || die "DURATION must be at least 1"
@@ -372,6 +377,12 @@ render "$LOAD_DIR/nginx-proxy-tls.conf.tmpl" "$TMP/nginx-proxy-tls.conf" \
 render "$LOAD_DIR/routes.toml.tmpl" "$TMP/routes.toml" "BACKEND=$BACKEND"
 render "$LOAD_DIR/haproxy.cfg.tmpl" "$TMP/haproxy.cfg" \
     "PORT=$HAP_PORT" "TLS_PORT=$HAP_TLS_PORT" "PEM=$TMP/haproxy.pem" "BACKEND=$BACKEND"
+# PEER_DEFER=0: the peers accept as they do by default, at the handshake
+# (branchgate's --defer-accept stays as its variants' flags say).
+if [ "$PEER_DEFER" = 0 ]; then
+    sed -i 's/ deferred;/;/' "$TMP/nginx-proxy.conf" "$TMP/nginx-proxy-tls.conf"
+    sed -i 's/ defer-accept//' "$TMP/haproxy.cfg"
+fi
 # PEER_LOG=1: the peers write an access log line per request, to a file
 # (nginx: its default combined format, unbuffered; HAProxy: its HTTP log
 # format, to stdout, which goes to a file), to compare with a branchgate
@@ -897,8 +908,9 @@ mkdir -p "$(dirname "$OUT")"
     for v in "${VARIANTS[@]}"; do
         echo "$v: ${V_BIN[$v]} ${V_FLAGS[$v]}"
     done
-    is_peer nginx && echo "nginx: 1 worker, upstream keepalive 512 (benches/load/nginx-proxy.conf.tmpl)."
-    is_peer haproxy && echo "haproxy: 1 process (-db), nbthread 1, http-reuse always, pool-max-conn 512 (benches/load/haproxy.cfg.tmpl)."
+    peer_defer=$([ "$PEER_DEFER" = 0 ] && echo "accepting at the handshake (PEER_DEFER=0)" || echo "deferred accept (TCP_DEFER_ACCEPT)")
+    is_peer nginx && echo "nginx: 1 worker, upstream keepalive 512, $peer_defer (benches/load/nginx-proxy.conf.tmpl)."
+    is_peer haproxy && echo "haproxy: 1 process (-db), nbthread 1, http-reuse always, pool-max-conn 512, $peer_defer (benches/load/haproxy.cfg.tmpl)."
     if [ "$WANT_TLS" = 1 ]; then
         hap_tls=""
         is_peer haproxy && hap_tls="; haproxy: ssl-min-ver TLSv1.2, tickets on, tune.ssl.cachesize 4096, ALPN http/1.1"

@@ -245,6 +245,16 @@ pub struct Config {
           value_parser = clap::builder::BoolishValueParser::new())]
     pub smart_accept: bool,
 
+    /// A new connection wakes branchgate only once its first bytes have arrived (a request, a
+    /// TLS ClientHello): Linux's `TCP_DEFER_ACCEPT`, nginx's `listen ... deferred`, HAProxy's
+    /// `defer-accept`. One wake-up less per connection. A client that connects and sends
+    /// nothing is accepted after about a second, then `--client-header-timeout` applies.
+    /// `false` for clients that wait for the server to speak first (no HTTP or TLS client does).
+    #[arg(long, env = "BRANCHGATE_DEFER_ACCEPT", value_name = "BOOL",
+          num_args = 0..=1, default_value_t = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub defer_accept: bool,
+
     /// Forward request headers whose names contain `_` (nginx's `underscores_in_headers`).
     /// Off by default: `X_Forwarded_For` reads as `X-Forwarded-For` to some servers.
     #[arg(long, env = "BRANCHGATE_ALLOW_UNDERSCORE_HEADERS", value_name = "BOOL",
@@ -669,6 +679,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--smart-accept"), "{e}");
+        let c = Config::try_parse_from(["bg"]).unwrap();
+        assert!(c.defer_accept);
+        let c = Config::try_parse_from(["bg", "--defer-accept=false"]).unwrap();
+        assert!(!c.defer_accept);
+        let e = Config::try_parse_from(["bg", "--defer-accept", "later"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--defer-accept"), "{e}");
         let e = Config::try_parse_from(["bg", "--http", "nope"])
             .unwrap_err()
             .to_string();

@@ -581,6 +581,12 @@ impl Bound {
             .collect()
     }
 
+    /// Every proxy listener (each address, once per worker), for socket
+    /// options set from outside the library (the binary's `--defer-accept`).
+    pub fn listeners(&self) -> impl Iterator<Item = &std::net::TcpListener> {
+        self.workers.iter().flatten().map(|l| &l.socket)
+    }
+
     /// The address of the first HTTP listener.
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addrs()[0]

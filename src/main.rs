@@ -5,6 +5,8 @@ use tokio_util::sync::CancellationToken;
 
 #[allow(unsafe_code)]
 mod allocator;
+#[allow(unsafe_code)]
+mod defer_accept;
 
 #[global_allocator]
 static ALLOCATOR: allocator::Mimalloc = allocator::Mimalloc;
@@ -43,7 +45,7 @@ fn main() -> std::process::ExitCode {
     rt.block_on(async move {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
-        match branchgate::run(config, shutdown).await {
+        match run(config, shutdown).await {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e:#}");
@@ -51,6 +53,25 @@ fn main() -> std::process::ExitCode {
             }
         }
     })
+}
+
+/// [`branchgate::bind`], then `--defer-accept` on its listeners (set here:
+/// the library has no `unsafe` code), then [`branchgate::Bound::run`].
+async fn run(config: branchgate::Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let defer = config.defer_accept;
+    let bound = branchgate::bind(config).await?;
+    if defer {
+        for listener in bound.listeners() {
+            defer_accept::set(listener, defer_accept::SECONDS).map_err(|e| {
+                let addr = listener.local_addr().map(|a| a.to_string());
+                anyhow::anyhow!(
+                    "--defer-accept: cannot set TCP_DEFER_ACCEPT on {}: {e}",
+                    addr.unwrap_or_default()
+                )
+            })?;
+        }
+    }
+    bound.run(shutdown).await
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {

@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -205,8 +206,9 @@ async fn a_1gib_upload_and_download_stream_without_raising_rss() {
 async fn bad_flags_exit_with_one_line_naming_the_flag() {
     let bin = env!("CARGO_BIN_EXE_branchgate");
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
-    let cases: [Case; 7] = [
+    let cases: [Case; 8] = [
         (&["--http", "nope"], &[], "--http"),
+        (&["--defer-accept", "later"], &[], "--defer-accept"),
         (&["--connect-timeout", "5x"], &[], "--connect-timeout"),
         (&["--access-log", "loud"], &[], "--access-log"),
         (&[], &[("BRANCHGATE_HTTP", "1.2.3.4")], "--http"),
@@ -518,4 +520,68 @@ async fn demo_defaults_to_loopback_ports_with_a_self_signed_certificate() {
     let r = get(admin, "admin", "/").await;
     assert_eq!(r.status, http::StatusCode::OK);
     child.kill().await.unwrap();
+}
+
+/// Where the server side of the TCP connection from `client` to `server`
+/// is, as /proc/net/tcp lists it: `01` established, `03` SYN_RECV (the
+/// handshake is done, but the kernel holds the connection back from
+/// `accept`).
+fn server_side_state(server: SocketAddr, client: SocketAddr) -> Option<u8> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(a.ip().octets()),
+            a.port()
+        ),
+        SocketAddr::V6(_) => unreachable!("the test listens on 127.0.0.1"),
+    };
+    let (server, client) = (hex(server), hex(client));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f[1] == server && f[2] == client).then(|| u8::from_str_radix(f[3], 16).unwrap())
+    })
+}
+
+#[tokio::test]
+async fn new_connections_reach_the_proxy_with_their_first_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const ESTABLISHED: u8 = 0x01;
+    const SYN_RECV: u8 = 0x03;
+    let b = Backend::spawn("b").await;
+    let routes = route_toml("d.foo.bar", &[b.addr], "");
+    let deferred = ProxyProcess::spawn(&routes, &["--access-log", "off"]).await;
+    let eager =
+        ProxyProcess::spawn(&routes, &["--access-log", "off", "--defer-accept=false"]).await;
+    let state = |p: &ProxyProcess, c: &TcpStream| {
+        let client = c.local_addr().unwrap();
+        let server = p.addr;
+        async move { server_side_state(server, client) }
+    };
+
+    // --defer-accept=false: established at once, whether the client speaks or not.
+    let silent = TcpStream::connect(eager.addr).await.unwrap();
+    let seen = eventually(Duration::from_secs(5), "the connection", || {
+        state(&eager, &silent)
+    })
+    .await;
+    assert_eq!(seen, ESTABLISHED);
+
+    // The default: a silent client's connection stays with the kernel...
+    let mut c = TcpStream::connect(deferred.addr).await.unwrap();
+    let seen = eventually(Duration::from_secs(5), "the connection", || {
+        state(&deferred, &c)
+    })
+    .await;
+    assert_eq!(seen, SYN_RECV, "held back until the client sends");
+    // ...until its request arrives, which is answered as ever.
+    c.write_all(b"GET / HTTP/1.1\r\nHost: d.foo.bar\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
 }
