@@ -13,8 +13,8 @@
 //! `malloc`; only a larger one (tokio's 128-byte aligned cells) takes the
 //! aligned call.
 //!
-//! This is the one place with `unsafe` code in the crate (the library
-//! forbids it): `GlobalAlloc` is an unsafe trait, and each method forwards
+//! This is one of two places with `unsafe` code in the crate (the other is
+//! `defer_accept.rs`; the library forbids it): `GlobalAlloc` is an unsafe trait, and each method forwards
 //! the caller's guarantees to the matching mimalloc function unchanged.
 
 use std::alloc::{GlobalAlloc, Layout};

@@ -4,8 +4,8 @@
 //! process, and queues the connection for `accept(2)` only once its first
 //! bytes (a request head, a TLS ClientHello) are there: accepting it and
 //! reading the request take one wake-up instead of two. On loopback, where
-//! the client's own core pays for waking the proxy, that is +24 % requests/s
-//! and -20 % CPU per `Connection: close` request (BENCHMARKS.md, "Deferred
+//! the client's own core pays for waking the proxy, that is +18 % requests/s
+//! and -19 % CPU per `Connection: close` request (BENCHMARKS.md, "Deferred
 //! accept"). A client that connects and sends nothing is queued anyway once
 //! the kernel's first SYN-ACK retransmission (after about [`SECONDS`]) is
 //! acknowledged; from then on `--client-header-timeout` applies.

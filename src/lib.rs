@@ -21,8 +21,9 @@
 //! their listener sets, the publisher, and every background task, tracked
 //! and stopped on shutdown. The library never exits the process.
 
-// No unsafe code in the library; the binary's allocator (src/allocator.rs) is
-// the one exception, and `unsafe_code = "deny"` in Cargo.toml covers the rest.
+// No unsafe code in the library; two binary modules are the exceptions (the
+// allocator, src/allocator.rs, and one setsockopt, src/defer_accept.rs), and
+// `unsafe_code = "deny"` in Cargo.toml covers the rest.
 #![forbid(unsafe_code)]
 
 // In flow order; each group stands alone so rustfmt keeps the order.
