@@ -699,7 +699,8 @@ impl Bound {
     }
 }
 
-/// Binds and serves until `shutdown`.
+/// Binds and serves until `shutdown` (without `--defer-accept`, a socket
+/// option the binary sets on [`Bound::listeners`] between the two).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     bind(config).await?.run(shutdown).await
 }

@@ -1,4 +1,5 @@
-//! The `branchgate` binary: flags → logging → [`branchgate::run`]. The only
+//! The `branchgate` binary: flags → logging → [`branchgate::bind`],
+//! `--defer-accept` on its listeners, [`branchgate::Bound::run`]. The only
 //! place that exits the process.
 
 use tokio_util::sync::CancellationToken;

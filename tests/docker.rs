@@ -528,8 +528,16 @@ async fn branch_labelled_containers_form_environments() {
 #[tokio::test]
 async fn at_the_connection_cap_the_watcher_keeps_routing_new_containers() {
     let Some(engine) = engine() else { return };
-    // soft = hard = 256 descriptors: the cap is 96 client connections.
-    let p = ProxyProcess::spawn_with_nofile("", &["--docker", &engine.url], 256, true).await;
+    // soft = hard = 256 descriptors: the cap is 96 client connections. The
+    // silent sockets below must reach the proxy to count against it
+    // (deferred accept would leave them with the kernel for a second).
+    let p = ProxyProcess::spawn_with_nofile(
+        "",
+        &["--docker", &engine.url, "--defer-accept=false"],
+        256,
+        true,
+    )
+    .await;
     let mut idle = Vec::new();
     for _ in 0..300 {
         idle.push(tokio::net::TcpStream::connect(p.addr).await.unwrap());
