@@ -381,7 +381,7 @@ render "$LOAD_DIR/haproxy.cfg.tmpl" "$TMP/haproxy.cfg" \
 # (branchgate's --defer-accept stays as its variants' flags say).
 if [ "$PEER_DEFER" = 0 ]; then
     sed -i 's/ deferred;/;/' "$TMP/nginx-proxy.conf" "$TMP/nginx-proxy-tls.conf"
-    sed -i 's/ defer-accept//' "$TMP/haproxy.cfg"
+    sed -i 's/ defer-accept\( \|$\)/\1/' "$TMP/haproxy.cfg"
 fi
 # PEER_LOG=1: the peers write an access log line per request, to a file
 # (nginx: its default combined format, unbuffered; HAProxy: its HTTP log

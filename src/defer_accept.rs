@@ -22,18 +22,18 @@ use std::net::TcpListener;
 /// How long a silent connection stays with the kernel before it is accepted
 /// anyway (rounded by Linux up to its SYN-ACK retransmission schedule, 1 s
 /// for the first): what nginx's `deferred` and HAProxy's `defer-accept` set.
-pub const SECONDS: i32 = 1;
+const SECONDS: i32 = 1;
 
-/// Sets `TCP_DEFER_ACCEPT` to `seconds` on `listener` (Linux; elsewhere
+/// Sets `TCP_DEFER_ACCEPT` ([`SECONDS`]) on `listener` (Linux; elsewhere
 /// nothing, and accepting works as without it).
-pub fn set(listener: &TcpListener, seconds: i32) -> io::Result<()> {
+pub fn set(listener: &TcpListener) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        sys::set_int(listener, sys::IPPROTO_TCP, sys::TCP_DEFER_ACCEPT, seconds)
+        sys::set_int(listener, sys::IPPROTO_TCP, sys::TCP_DEFER_ACCEPT, SECONDS)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        let _ = (listener, seconds);
+        let _ = listener;
         Ok(())
     }
 }
@@ -125,7 +125,7 @@ mod tests {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.set_nonblocking(true).unwrap();
         if defer {
-            set(&l, SECONDS).unwrap();
+            set(&l).unwrap();
         }
         l
     }

@@ -2,6 +2,7 @@
 //! `--defer-accept` on its listeners, [`branchgate::Bound::run`]. The only
 //! place that exits the process.
 
+use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 
 #[allow(unsafe_code)]
@@ -63,10 +64,10 @@ async fn run(config: branchgate::Config, shutdown: CancellationToken) -> anyhow:
     let bound = branchgate::bind(config).await?;
     if defer {
         for listener in bound.listeners() {
-            defer_accept::set(listener, defer_accept::SECONDS).map_err(|e| {
+            defer_accept::set(listener).with_context(|| {
                 let addr = listener.local_addr().map(|a| a.to_string());
-                anyhow::anyhow!(
-                    "--defer-accept: cannot set TCP_DEFER_ACCEPT on {}: {e}",
+                format!(
+                    "--defer-accept: cannot set TCP_DEFER_ACCEPT on {}",
                     addr.unwrap_or_default()
                 )
             })?;

@@ -28,23 +28,28 @@ fn text(out: &Output) -> String {
 /// tests of one test binary (one printing lines that look like a list
 /// entry), and a binary that crashes before it prints a list.
 fn scratch_crate(dir: &Path) {
-    write(
-        &dir.join("Cargo.toml"),
-        "[package]\nname = \"scratch\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[workspace]\n",
-    );
-    write(
-        &dir.join("src/lib.rs"),
-        "#[cfg(test)]\nmod tests {\n    #[test]\n    fn passes() {}\n\n    #[test]\n    fn unit_fails() {\n        panic!(\"unit\");\n    }\n}\n",
-    );
-    write(&dir.join("tests/fine.rs"), "#[test]\nfn fine() {}\n");
-    write(
-        &dir.join("tests/broken.rs"),
-        "#[test]\nfn passes_too() {}\n\n#[test]\nfn first_fails() {\n    println!(\"    not_a_test_name\");\n    panic!(\"first\");\n}\n\n#[test]\nfn second_fails() {\n    assert_eq!(1, 2);\n}\n",
-    );
-    write(
-        &dir.join("tests/crash.rs"),
-        "#[test]\nfn aborts() {\n    std::process::abort();\n}\n",
-    );
+    let files = [
+        (
+            "Cargo.toml",
+            "[package]\nname = \"scratch\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\n[workspace]\n",
+        ),
+        (
+            "src/lib.rs",
+            "#[cfg(test)]\nmod tests {\n    #[test]\n    fn passes() {}\n\n    #[test]\n    fn unit_fails() {\n        panic!(\"unit\");\n    }\n}\n",
+        ),
+        ("tests/fine.rs", "#[test]\nfn fine() {}\n"),
+        (
+            "tests/broken.rs",
+            "#[test]\nfn passes_too() {}\n\n#[test]\nfn first_fails() {\n    println!(\"    not_a_test_name\");\n    panic!(\"first\");\n}\n\n#[test]\nfn second_fails() {\n    assert_eq!(1, 2);\n}\n",
+        ),
+        (
+            "tests/crash.rs",
+            "#[test]\nfn aborts() {\n    std::process::abort();\n}\n",
+        ),
+    ];
+    for (path, text) in files {
+        write(&dir.join(path), text);
+    }
 }
 
 #[test]
